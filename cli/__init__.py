@@ -1,0 +1,1 @@
+"""The ``restlit`` command line (a typer app, see ``cli.main``)."""

