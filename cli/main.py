@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import typer
 
+from cli import eval as _eval
+from cli import prepare as _prepare
+from cli import fit as _fit
 from cli import tag as _tag
 
 app = typer.Typer(
@@ -37,7 +40,11 @@ def _root(
     """ResT post-training of tool-using LLMs: prepare, sft, fit, eval, tag, report."""
 
 
+app.command("eval")(_eval.eval_command)
+app.command("prepare")(_prepare.prepare)
 app.command("tag")(_tag.tag)
+app.command("fit")(_fit.fit)
+app.command("sft")(_fit.sft)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -115,3 +115,35 @@ def load_tokenizer(name_or_path: str) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve(name_or_path, part="tokenizer"))
+
+
+def load_policy(path: str, *, init: str = "pretrained", architecture: dict | None = None,
+                dtype: str = "float32", tokenizer: Any = None, seed: int = 0) -> Any:
+    """A causal LM for training or generation.
+
+    ``init="pretrained"`` loads the weights of ``path`` (a directory or alias). ``init="random"``
+    builds ``AutoConfig.for_model(**architecture)`` (``architecture`` must name ``model_type``;
+    ``vocab_size`` defaults to the tokenizer's length) with weights drawn from ``seed``: tiny
+    models for tests, with a real tokenizer.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch_dtype = getattr(torch, dtype)
+    if init == "pretrained":
+        return AutoModelForCausalLM.from_pretrained(resolve(path), dtype=torch_dtype)
+    arch = dict(architecture or {})
+    if "model_type" not in arch:
+        raise ModelNotFound("model.architecture needs a model_type (e.g. llama) when model.init is random")
+    if tokenizer is not None:
+        arch.setdefault("vocab_size", len(tokenizer))
+        arch.setdefault("eos_token_id", tokenizer.eos_token_id)
+        arch.setdefault("bos_token_id", tokenizer.bos_token_id)
+        arch.setdefault("pad_token_id", tokenizer.pad_token_id)
+    try:
+        config = AutoConfig.for_model(**arch)
+    except (ValueError, TypeError) as exc:
+        raise ModelNotFound(f"model.architecture: {exc}") from None
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config, dtype=torch_dtype)

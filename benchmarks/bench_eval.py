@@ -1,0 +1,103 @@
+"""Scoring throughput of saved outputs (``restlit eval --predictions``), on one core.
+
+    .venv/bin/python -m benchmarks.bench_eval
+
+Inputs: all 3,475 items of BFCL's ten single-turn AST categories (bfcl-eval's data), each with
+(a) the canonical reference output built from its possible answers (nearly all pass), (b) the
+same calls in Python-call syntax, and (c) a failing variant (a wrong value, an extra call, or a
+call on an irrelevance item), so that the reason-building paths are timed too.
+Rows: items/s through ``bfcl.score_output`` (parse + AST check), and through the whole
+``--predictions`` path (load the categories and the predictions file, score, write eval.json).
+Goal (issue 7): >= 5,000 items/s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._results import markdown_table, record
+from restlit.evaluation import bfcl, run
+from restlit.prompts import render_target
+from restlit.regions import parse_tool_calls
+
+REPEATS = 5
+
+
+def median_seconds(fn, repeats: int = REPEATS) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def python_syntax(output: str) -> str:
+    calls = parse_tool_calls(output).calls
+    return "[" + ", ".join(f"{c.name}(" + ", ".join(f"{k}={v!r}" for k, v in c.arguments.items()) + ")"
+                           for c in calls) + "]"
+
+
+def failing(item: bfcl.BFCLItem, output: str) -> str:
+    """A wrong variant of a reference output: a call on an irrelevance item, else the first call
+    with its first argument replaced (or, without arguments, duplicated)."""
+    if item.irrelevance:
+        name = item.functions[0]["name"] if item.functions else "tool"
+        return render_target("", [{"name": name, "arguments": {}}], None)
+    calls = [c.as_dict() for c in parse_tool_calls(output).calls]
+    if calls[0]["arguments"]:
+        key = next(iter(calls[0]["arguments"]))
+        calls[0]["arguments"][key] = "zzz wrong value"
+    else:
+        calls.append(calls[0])
+    return render_target("", calls, None)
+
+
+def main() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    items = [it for c in bfcl.CATEGORIES for it in bfcl.load_category(c)]
+    refs = [bfcl.reference_output(it) for it in items]
+    sets = {
+        "canonical references": refs,
+        "Python-call syntax": [python_syntax(r) if not it.irrelevance else r for it, r in zip(items, refs)],
+        "failing variants": [failing(it, r) for it, r in zip(items, refs)],
+    }
+    rows = []
+    for label, outputs in sets.items():
+        passed = sum(bfcl.score_output(it, o).passed for it, o in zip(items, outputs))
+        sec = median_seconds(lambda outputs=outputs: [bfcl.score_output(it, o) for it, o in zip(items, outputs)])
+        rows.append([f"score_output, {label}", f"{len(items):,}", f"{passed / len(items):.1%}",
+                     f"{len(items) / sec:,.0f}", ">= 5,000"])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        preds = Path(tmp) / "preds.jsonl"
+        mixed = [refs[i] if i % 2 else sets["failing variants"][i] for i in range(len(items))]
+        preds.write_text("".join(json.dumps({"id": it.id, "output": o}) + "\n" for it, o in zip(items, mixed)))
+
+        def whole_path():
+            suites = [run.load_suite(name) for name in run.parse_suites(["bfcl:all"])]
+            result = run.score(suites, run.load_predictions(preds))
+            run.write_report(result, tmp, {})
+            return result
+
+        accuracy = whole_path()["summary"]["overall"]["accuracy"]
+        sec = median_seconds(whole_path)
+        rows.append(["whole --predictions path (load, score, write eval.json), half failing",
+                     f"{len(items):,}", f"{accuracy:.1%}", f"{len(items) / sec:,.0f}", ">= 5,000"])
+
+    table = markdown_table(["operation", "items", "passed", "items/s (median)", "goal"], rows)
+    print(table)
+    record("bench_eval", "Scoring throughput of saved outputs (one core)",
+           f"All {len(items):,} items of BFCL's ten AST categories (bfcl-eval's data), median of "
+           f"{REPEATS} runs. The references that fail are BFCL's four unpassable items.\n\n{table}",
+           "python -m benchmarks.bench_eval")
+
+
+if __name__ == "__main__":
+    main()

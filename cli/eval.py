@@ -1,0 +1,114 @@
+"""``restlit eval``: score a model (or saved outputs) on BFCL's AST categories and the held-out split.
+
+A thin wrapper over :mod:`restlit.evaluation.run`: options -> suites -> outputs (``--predictions``
+or greedy generation with a progress bar) -> a summary table and ``OUT/eval.json`` with every
+item's verdict and reason. User mistakes end in one line and exit 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.errors import fail
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def eval_command(
+    suite: list[str] = typer.Option(
+        ..., "--suite", "-s",
+        help="heldout, bfcl:<category>[,<category>...] or bfcl:all; repeatable. Categories: simple_python, "
+             "multiple, parallel, parallel_multiple, irrelevance, live_simple, live_multiple, live_parallel, "
+             "live_parallel_multiple, live_irrelevance.",
+    ),
+    data: Path | None = typer.Option(None, "--data", help="Prepared dataset (restlit prepare -o DIR) for heldout."),
+    predictions: Path | None = typer.Option(
+        None, "--predictions", help='Score saved outputs instead of generating: JSON lines {"id", "output"}.'),
+    model: str | None = typer.Option(
+        None, "--model", help=f"Model directory or alias to generate with (default: {DEFAULT_MODEL})."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N items of each suite."),
+    out: Path = typer.Option(Path("eval"), "--out", "-o", help="Output directory for eval.json."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts generated together."),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1, help="Generation length cap per output."),
+) -> None:
+    """Score tool calls with BFCL's AST rules (bfcl:<category>) or against a prepared validation split."""
+    from restlit.evaluation import run
+
+    if predictions is not None and model is not None:
+        fail("give --predictions (saved outputs) or --model (generate), not both")
+    try:
+        names = run.parse_suites(suite)
+        suites = [run.load_suite(name, data=data, limit=limit) for name in names]
+        if predictions is not None:
+            outputs = run.load_predictions(predictions)
+        else:
+            outputs = _generate(run, suites, model or DEFAULT_MODEL, batch_size, max_new_tokens)
+    except run.EvalError as exc:
+        fail(str(exc))
+    result = run.score(suites, outputs)
+    config = {"suites": names, "data": str(data) if data else None, "limit": limit,
+              "predictions": str(predictions) if predictions else None,
+              "model": None if predictions is not None else (model or DEFAULT_MODEL),
+              "max_new_tokens": None if predictions is not None else max_new_tokens}
+    path = run.write_report(result, out, config)
+    known = {i for s in suites for i in s.ids}
+    _print_summary(result, path, unused=sum(1 for k in outputs if k not in known))
+
+
+def _generate(run, suites, model: str, batch_size: int, max_new_tokens: int) -> dict[str, str]:
+    """Greedy outputs for every item of ``suites``, keyed by id, with a progress bar."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    ids = [i for s in suites for i in s.ids]
+    conversations = [s.messages(i) for s in suites for i in range(len(s.ids))]
+    console = Console(stderr=True)
+    with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task("generate", total=len(ids))
+        texts = run.generate_outputs(
+            conversations, model, batch_size=batch_size, max_new_tokens=max_new_tokens,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    return dict(zip(ids, texts))
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _print_summary(result: dict, path: Path, unused: int) -> None:
+    """One row per suite plus overall; the held-out metrics in a second table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="restlit eval")
+    table.add_column("suite")
+    for col in ("items", "passed", "accuracy %"):
+        table.add_column(col, justify="right")
+    summary = result["summary"]
+    for name, s in summary.items():
+        if name != "overall":
+            table.add_row(name, str(s["items"]), str(s["passed"]), _pct(s["accuracy"]))
+    o = summary["overall"]
+    table.add_row("overall", str(o["items"]), str(o["passed"]), _pct(o["accuracy"]), style="bold")
+    console.print(table)
+    if len(summary) > 2:
+        console.print(f"macro average over suites: {_pct(o['macro_accuracy'])} %")
+    if "heldout" in summary:
+        h = summary["heldout"]
+        metrics = Table(title="heldout")
+        metrics.add_column("metric")
+        metrics.add_column("%", justify="right")
+        for key in ("exact_match", "tool_name_accuracy", "param_precision", "param_recall", "param_f1",
+                    "format_validity", "no_call_accuracy"):
+            metrics.add_row(key.replace("_", " "), _pct(h[key]))
+        console.print(metrics)
+    if result["missing"]:
+        console.print(f"[yellow]{result['missing']} items had no prediction (scored as failed)[/yellow]")
+    if unused:
+        console.print(f"[yellow]{unused} predictions matched no item of the chosen suites[/yellow]")
+    console.print(f"per-item verdicts and reasons: {path}")

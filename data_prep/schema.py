@@ -1,0 +1,505 @@
+"""Tool parameter schemas normalised to JSON Schema, and safe coercion of reference arguments.
+
+Upstream datasets describe parameters three ways:
+
+* ToolACE: JSON-Schema-like objects with ``"type": "dict"`` at the top, and loose type names
+  (``"float"``, ``"int"``, ``"str"``, lists such as ``["string", "null"]``);
+* xLAM / Hammer / ToolRL: a flat ``{param: {"type", "description", "default"}}`` dict whose type is
+  a Python annotation string (``"int, optional"``, ``"List[int]"``, ``"Dict[str, Any]"``,
+  ``"Tuple[float, float]"``, ``"Union[int, float]"``, ``"Callable[[float], float]"``);
+* already valid JSON Schema.
+
+:func:`normalize_parameters` turns all three into one JSON Schema ``object`` schema so that the
+system prompt, validation and the reward see the same thing. A type we cannot map is kept
+permissive (no ``type`` constraint) and reported as an ``unknown_type`` warning, never dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# Loose type names (ToolACE's, Python's, JSON Schema's own) -> JSON Schema type.
+_SIMPLE_TYPES: dict[str, str] = {
+    "string": "string", "str": "string", "text": "string", "char": "string",
+    "integer": "integer", "int": "integer", "long": "integer",
+    "number": "number", "float": "number", "double": "number", "decimal": "number",
+    "boolean": "boolean", "bool": "boolean",
+    "array": "array", "list": "array", "tuple": "array", "set": "array",
+    "sequence": "array", "iterable": "array",
+    "object": "object", "dict": "object", "mapping": "object", "map": "object",
+    "null": "null", "none": "null", "nonetype": "null",
+}
+# Names that carry no constraint at all.
+_ANY_TYPES = {"any"}
+# Callables arrive in reference calls as source text ("lambda x: x ** 2"): a string.
+_CALLABLE_TYPES = {"callable", "function", "lambda"}
+
+_OPTIONAL_SUFFIX = re.compile(r"\s*,?\s*\(?optional\)?\s*$", re.IGNORECASE)
+
+# JSON Schema keywords whose value is one sub-schema / a dict of sub-schemas / a list of them.
+_SUBSCHEMA_KEYS = ("items", "additionalProperties", "not", "contains")
+_SUBSCHEMA_DICT_KEYS = ("properties", "patternProperties", "$defs", "definitions")
+_SUBSCHEMA_LIST_KEYS = ("anyOf", "oneOf", "allOf", "prefixItems")
+
+
+class UnknownType(ValueError):
+    """A type annotation that no rule maps to JSON Schema."""
+
+
+def _tokenize(text: str) -> list[str]:
+    return re.findall(r"\[|\]|,|'[^']*'|\"[^\"]*\"|[^\s\[\],]+", text)
+
+
+class _TypeParser:
+    """Recursive-descent parser for Python annotation strings (``Dict[str, List[int]]``)."""
+
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokenize(text)
+        self.pos = 0
+        self.text = text
+
+    def parse(self) -> dict:
+        schema = self._type()
+        if self.pos != len(self.tokens):
+            raise UnknownType(self.text)
+        return schema
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def _take(self, expected: str | None = None) -> str:
+        tok = self._peek()
+        if tok is None or (expected is not None and tok != expected):
+            raise UnknownType(self.text)
+        self.pos += 1
+        return tok
+
+    def _args(self) -> list:
+        """Bracketed, comma-separated arguments; ``[[float], float]`` nests lists (Callable)."""
+        self._take("[")
+        args: list = []
+        while True:
+            if self._peek() == "[":
+                args.append(self._args())
+            elif self._peek() == "...":
+                self._take()
+                args.append(...)
+            elif self._peek() is not None and self._peek()[0] in "'\"":
+                args.append(self._take()[1:-1])
+            else:
+                args.append(self._type())
+            if self._peek() == ",":
+                self._take()
+                continue
+            self._take("]")
+            return args
+
+    def _type(self) -> dict:
+        name = self._take()
+        # "typing.List" / "t.Dict" -> last component
+        base = name.rsplit(".", 1)[-1].lower()
+        args = self._args() if self._peek() == "[" else None
+        # "int or float", "str | None"
+        if self._peek() in ("or", "|"):
+            self._take()
+            other = self._type()
+            return _union([_build(base, args, self.text), other])
+        return _build(base, args, self.text)
+
+
+def _union(options: list[dict]) -> dict:
+    """``Union[...]``: a list of plain types when every option is a bare ``{"type": t}``."""
+    flat: list[dict] = []
+    for opt in options:
+        flat.extend(opt["anyOf"] if set(opt) == {"anyOf"} else [opt])
+    if any(not opt for opt in flat):  # Union with Any is Any
+        return {}
+    if all(set(opt) == {"type"} and isinstance(opt["type"], str) for opt in flat):
+        types: list[str] = []
+        for opt in flat:
+            if opt["type"] not in types:
+                types.append(opt["type"])
+        return {"type": types[0] if len(types) == 1 else types}
+    return {"anyOf": flat}
+
+
+def _build(base: str, args: list | None, text: str) -> dict:
+    if base in _ANY_TYPES:
+        return {}
+    if base in _CALLABLE_TYPES:
+        return {"type": "string"}
+    if base == "optional":
+        if not args or len(args) != 1 or not isinstance(args[0], dict):
+            raise UnknownType(text)
+        return _union([args[0], {"type": "null"}])
+    if base == "union":
+        if not args or not all(isinstance(a, dict) for a in args):
+            raise UnknownType(text)
+        return _union(args)
+    if base == "literal":
+        if not args:
+            raise UnknownType(text)
+        values = [a for a in args if isinstance(a, str)]
+        if len(values) != len(args):
+            raise UnknownType(text)
+        return {"type": "string", "enum": values}
+    json_type = _SIMPLE_TYPES.get(base)
+    if json_type is None:
+        raise UnknownType(text)
+    schema: dict[str, Any] = {"type": json_type}
+    if not args:
+        return schema
+    if json_type == "array":
+        items = [a for a in args if a is not ...]
+        if not all(isinstance(a, dict) for a in items):
+            raise UnknownType(text)
+        if base == "tuple" and ... not in args and items:
+            if all(a == items[0] for a in items):
+                schema.update(items=items[0], minItems=len(items), maxItems=len(items))
+            else:
+                schema.update(prefixItems=items, minItems=len(items), maxItems=len(items))
+        elif len(items) == 1:
+            if items[0]:
+                schema["items"] = items[0]
+        elif items:
+            raise UnknownType(text)
+        return schema
+    if json_type == "object":
+        if len(args) == 2 and isinstance(args[1], dict):
+            if args[1]:
+                schema["additionalProperties"] = args[1]
+            return schema
+        raise UnknownType(text)
+    raise UnknownType(text)
+
+
+def python_type_to_schema(annotation: str) -> tuple[dict, bool]:
+    """Map one Python-style annotation string to ``(JSON Schema, optional)``.
+
+    ``optional`` is True when the text ends in ``", optional"`` or the type admits None
+    (``Optional[...]``, ``X | None``): the parameter may be omitted. Raises :class:`UnknownType` when the text cannot be mapped.
+    """
+    text = annotation.strip()
+    optional = False
+    stripped = _OPTIONAL_SUFFIX.sub("", text)
+    if stripped != text:
+        optional, text = True, stripped
+    if not text:
+        raise UnknownType(annotation)
+    schema = _TypeParser(text).parse()
+    # Optional[X] / X | None: a parameter that may be None may also be left out
+    return schema, optional or _accepts_null(schema)
+
+
+def _accepts_null(schema: Mapping) -> bool:
+    types = schema.get("type")
+    if types == "null" or (isinstance(types, list) and "null" in types):
+        return True
+    return any(isinstance(s, Mapping) and _accepts_null(s) for s in schema.get("anyOf", ()))
+
+
+def _type_value_to_schema(value: Any) -> tuple[dict, bool]:
+    """A ``"type"`` value from a schema-like dict: a name, an annotation, or a list of names."""
+    if isinstance(value, list):
+        # JSON Schema's ["string", "null"]: nullable, but whether it is required is the
+        # parent's "required" list's business
+        options = [_type_value_to_schema(v)[0] for v in value]
+        if not options:
+            raise UnknownType(repr(value))
+        return _union(options), False
+    if not isinstance(value, str):
+        raise UnknownType(repr(value))
+    return python_type_to_schema(value)
+
+
+def _is_schema_layout(params: Mapping) -> bool:
+    """True for ``{"type": "object", "properties": ...}``, False for xLAM's flat layout.
+
+    A flat dict may have parameters named ``type`` or ``properties``; their values are then
+    parameter specs (dicts), which tells the two apart.
+    """
+    if isinstance(params.get("type"), str):
+        return True
+    props = params.get("properties")
+    if isinstance(props, Mapping) and not isinstance(props.get("type"), str):
+        return all(isinstance(v, (Mapping, str)) for v in props.values())
+    return False
+
+
+class Normalizer:
+    """Normalises parameter schemas and remembers what it could not map.
+
+    ``warnings`` lists one kind per problem met (``unknown_type``, ``duplicate_tool``), so a
+    caller can count them per record. Use one instance per tool list.
+    """
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def _warn(self, kind: str) -> None:
+        self.warnings.append(kind)
+
+    def property_schema(self, spec: Any) -> tuple[dict, bool]:
+        """One parameter's schema -> ``(JSON Schema, optional)``.
+
+        Keeps description, enum, default, format, bounds and other annotations; rewrites
+        ``type`` and recurses into ``items`` / ``properties`` / ``anyOf``... A boolean
+        ``required``/``optional`` flag on the property (seen in ToolACE) becomes the returned
+        ``optional`` so the caller can put it into the parent's ``required`` list.
+        """
+        if isinstance(spec, str):  # {"x": "int"} shorthand
+            spec = {"type": spec}
+        if not isinstance(spec, Mapping):
+            self._warn("unknown_type")
+            return {}, False
+        out: dict[str, Any] = {}
+        optional = False
+        for key, value in spec.items():
+            if key == "type":
+                try:
+                    mapped, opt = _type_value_to_schema(value)
+                except UnknownType:
+                    self._warn("unknown_type")
+                    continue
+                optional |= opt
+                out.update(mapped)
+            elif key == "required" and isinstance(value, bool):
+                optional |= not value
+            elif key == "optional" and isinstance(value, bool):
+                optional |= value
+            elif key == "required" and isinstance(value, list):
+                out["required"] = [r for r in value if isinstance(r, str)]
+            elif key in _SUBSCHEMA_KEYS and isinstance(value, Mapping):
+                out[key] = self.property_schema(value)[0]
+            elif key in _SUBSCHEMA_DICT_KEYS and isinstance(value, Mapping):
+                out[key] = {k: self.property_schema(v)[0] for k, v in value.items()}
+            elif key in _SUBSCHEMA_LIST_KEYS and isinstance(value, list):
+                out[key] = [self.property_schema(v)[0] for v in value]
+            elif key == "enum" and not isinstance(value, list):
+                continue  # a malformed enum would make the whole schema invalid
+            elif key == "default" and value == "":
+                continue  # xLAM writes "" for "no default"
+            else:
+                out[key] = value
+        # move "type" first so rendered schemas read naturally
+        if "type" in out:
+            out = {"type": out.pop("type"), **out}
+        return out, optional
+
+    def parameters(self, params: Any) -> dict:
+        """A tool's ``parameters`` (any of the three layouts) -> a JSON Schema object schema.
+
+        Required: ToolACE/JSON-Schema objects keep their ``required`` list (minus parameters
+        flagged optional); flat xLAM dicts require a parameter unless its type says optional
+        or it has a non-empty default.
+        """
+        if params is None or params == {} or params == []:
+            return {"type": "object", "properties": {}}
+        if not isinstance(params, Mapping):
+            raise TypeError("parameters is not an object")
+        is_schema = _is_schema_layout(params)
+        if is_schema:
+            props_in = params.get("properties") or {}
+            if not isinstance(props_in, Mapping):
+                raise TypeError("parameters.properties is not an object")
+            required_in = params.get("required")
+            required = [r for r in required_in if isinstance(r, str)] if isinstance(required_in, list) else []
+            out: dict[str, Any] = {"type": "object", "properties": {}}
+            for name, spec in props_in.items():
+                schema, optional = self.property_schema(spec)
+                out["properties"][name] = schema
+                if optional and name in required:
+                    required.remove(name)
+                elif isinstance(spec, Mapping) and spec.get("required") is True and name not in required:
+                    required.append(name)
+            required = [r for r in required if r in out["properties"]]
+            if required:
+                out["required"] = required
+            for key, value in params.items():
+                if key not in ("type", "properties", "required"):
+                    out[key] = value
+            return out
+        # flat xLAM layout
+        out = {"type": "object", "properties": {}}
+        required = []
+        for name, spec in params.items():
+            schema, optional = self.property_schema(spec)
+            out["properties"][name] = schema
+            default = spec.get("default") if isinstance(spec, Mapping) else None
+            has_default = default not in (None, "")
+            if not optional and not has_default:
+                required.append(name)
+        if required:
+            out["required"] = required
+        return out
+
+    def tool(self, raw: Any) -> dict:
+        """One raw tool entry -> ``{"name", "description", "parameters"}``; ValueError or TypeError
+        if unusable.
+
+        Accepts the OpenAI wrapper ``{"type": "function", "function": {...}}`` too.
+        """
+        if isinstance(raw, Mapping) and raw.get("type") == "function" and isinstance(raw.get("function"), Mapping):
+            raw = raw["function"]
+        if not isinstance(raw, Mapping):
+            raise TypeError("a tool entry is not an object")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("a tool has no name")
+        description = raw.get("description")
+        if description is None:
+            description = ""
+        elif not isinstance(description, str):
+            description = json.dumps(description, ensure_ascii=False)
+        return {"name": name, "description": description, "parameters": self.parameters(raw.get("parameters"))}
+
+    def tools(self, raw_tools: Any) -> list[dict]:
+        """A raw tool list -> normalised tools; duplicate names keep the first (warning)."""
+        if isinstance(raw_tools, Mapping):
+            raw_tools = [raw_tools]
+        if not isinstance(raw_tools, list):
+            raise TypeError("the tool list is not a JSON list")
+        out: list[dict] = []
+        seen: set[str] = set()
+        for raw in raw_tools:
+            tool = self.tool(raw)
+            if tool["name"] in seen:
+                self._warn("duplicate_tool")
+                continue
+            seen.add(tool["name"])
+            out.append(tool)
+        return out
+
+
+def normalize_tools(raw_tools: Any) -> tuple[list[dict], tuple[str, ...]]:
+    """A raw tool list -> ``(normalised tools, warning kinds)``; ValueError/TypeError when unusable."""
+    n = Normalizer()
+    tools = n.tools(raw_tools)
+    return tools, tuple(n.warnings)
+
+
+@functools.lru_cache(maxsize=8192)
+def tools_from_json(text: str) -> tuple[list[dict], tuple[str, ...], str]:
+    """A tool list given as JSON text -> ``(tools, warning kinds, tools as compact JSON)``.
+
+    Cached: upstream sets repeat the same tool lists across thousands of records. The returned
+    tools are shared between callers and must not be modified. ValueError when the text is not
+    JSON, ValueError or TypeError when the list is unusable.
+    """
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at char {exc.pos})") from None
+    tools, warnings = normalize_tools(raw)
+    return tools, warnings, json.dumps(tools, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coercion of reference arguments (--on-invalid coerce)
+
+_INT_RE = re.compile(r"^[+-]?\d+$")
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _types_of(schema: Mapping) -> list[str]:
+    t = schema.get("type")
+    if isinstance(t, str):
+        return [t]
+    if isinstance(t, list):
+        return [x for x in t if isinstance(x, str)]
+    return []
+
+
+def _matches(value: Any, json_type: str) -> bool:
+    if json_type == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if json_type == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if json_type == "string":
+        return isinstance(value, str)
+    if json_type == "boolean":
+        return isinstance(value, bool)
+    if json_type == "array":
+        return isinstance(value, list)
+    if json_type == "object":
+        return isinstance(value, dict)
+    if json_type == "null":
+        return value is None
+    return True
+
+
+def _coerce_to(value: Any, json_type: str) -> tuple[bool, Any]:
+    """One safe conversion of ``value`` to ``json_type``: ``(converted?, new value)``.
+
+    Safe means no information is lost: ``"3"`` -> 3, ``"2.5"`` -> 2.5, ``2.0`` -> 2,
+    ``"true"`` -> True, ``7`` -> ``"7"``, a string holding a JSON list/object -> that list/object.
+    """
+    if json_type == "integer":
+        if isinstance(value, str) and _INT_RE.match(value.strip()):
+            return True, int(value.strip())
+        if isinstance(value, float) and value.is_integer():
+            return True, int(value)
+    elif json_type == "number":
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            text = value.strip()
+            return True, int(text) if _INT_RE.match(text) else float(text)
+    elif json_type == "boolean":
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return True, value.strip().lower() == "true"
+    elif json_type == "string":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, json.dumps(value)
+    elif json_type in ("array", "object") and isinstance(value, str):
+        text = value.strip()
+        if text[:1] in "[{":
+            try:
+                decoded = json.loads(text)
+            except ValueError:
+                return False, value
+            if _matches(decoded, json_type):
+                return True, decoded
+    return False, value
+
+
+def coerce_value(value: Any, schema: Mapping, count: Callable[[], None]) -> Any:
+    """Return ``value`` converted to fit ``schema`` where that is safe; ``count()`` per change.
+
+    A value that already fits one of the schema's types is left alone; arrays and objects are
+    coerced element-wise against ``items`` / ``properties``.
+    """
+    types = _types_of(schema)
+    if types and not any(_matches(value, t) for t in types):
+        for t in types:
+            ok, new = _coerce_to(value, t)
+            if ok:
+                count()
+                value = new
+                break
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        value = [coerce_value(v, schema["items"], count) for v in value]
+    elif isinstance(value, dict) and isinstance(schema.get("properties"), Mapping):
+        props = schema["properties"]
+        value = {k: coerce_value(v, props[k], count) if isinstance(props.get(k), Mapping) else v
+                 for k, v in value.items()}
+    return value
+
+
+def coerce_arguments(arguments: Mapping, parameters: Mapping) -> tuple[dict, int]:
+    """Coerce a call's arguments against its tool's normalised ``parameters`` schema.
+
+    Returns ``(new arguments, number of values changed)``; the input is not modified.
+    """
+    changed = 0
+
+    def count() -> None:
+        nonlocal changed
+        changed += 1
+
+    props = parameters.get("properties") or {}
+    out = {k: coerce_value(v, props[k], count) if isinstance(props.get(k), Mapping) else v
+           for k, v in arguments.items()}
+    return out, changed

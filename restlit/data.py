@@ -1,0 +1,173 @@
+"""``ToolUseDataModule``: prepared samples -> chat-templated prompt token ids, step by step.
+
+Data comes from a ``restlit prepare`` directory, or from raw files that ``prepare_data()`` runs
+through the same ``data_prep`` pipeline once, cached under ``data.cache_dir`` by a hash of the
+inputs and options (so ``fit`` on raw files gets the same validation, rejects and manifest).
+
+Prompts are rendered by the one prompt renderer (``Sample.messages``) and the tokenizer's chat
+template; prompts over ``max_prompt_tokens`` are dropped and counted.
+
+Batches are a pure function of the step: step ``s`` takes prompts ``[s*B*W, (s+1)*B*W)`` of an
+endless sequence of epoch permutations (each seeded by ``(seed, epoch)``), and rank ``r`` of ``W``
+takes its contiguous share of ``B``. So a resumed run sees exactly the prompts the uninterrupted
+run would have, and two ranks together see what one process with ``2B`` prompts sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from restlit.config import DataConfig
+
+
+@dataclass
+class PromptItem:
+    """One training prompt: its token ids and what the reward needs."""
+
+    id: str
+    prompt_ids: list[int]
+    target: dict[str, Any]
+    target_text: str
+
+
+class DataError(Exception):
+    """The data section points at something unusable; the message is one line."""
+
+
+def prepared_dir(config: DataConfig) -> Path:
+    """Where the prepared dataset is: ``data.prepared``, or the cache entry for ``data.raw``."""
+    if config.prepared:
+        return Path(config.prepared)
+    if not config.raw:
+        raise DataError("data: set either data.prepared (a `restlit prepare` output) or data.raw (raw files)")
+    h = hashlib.sha256()
+    for p in config.raw:
+        path = Path(p)
+        if not path.is_file():
+            raise DataError(f"data.raw: {p}: no such file")
+        h.update(path.name.encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    h.update(json.dumps([config.format, config.on_invalid, config.val_fraction, config.seed]).encode())
+    return Path(config.cache_dir) / f"prepared-{h.hexdigest()[:16]}"
+
+
+def _permutation(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+class StepBatches(IterableDataset):
+    """Yields the prompts of steps ``start, start + 1, ...`` for one rank (see module docstring);
+    the trainer stops it at ``max_steps``."""
+
+    def __init__(self, items: list[PromptItem], per_rank: int, world: int, rank: int, seed: int, start: int = 0):
+        if not items:
+            raise DataError("no training prompts left (all were rejected or over the length limit)")
+        self.items, self.per_rank, self.world, self.rank = items, per_rank, world, rank
+        self.seed, self.start = seed, start
+
+    def batch(self, step: int) -> list[PromptItem]:
+        """The prompts of ``step`` on this rank."""
+        n = len(self.items)
+        first = step * self.per_rank * self.world + self.rank * self.per_rank
+        out = []
+        perm_epoch, perm = -1, []
+        for k in range(first, first + self.per_rank):
+            epoch, pos = divmod(k, n)
+            if epoch != perm_epoch:
+                perm_epoch, perm = epoch, _permutation(n, self.seed, epoch)
+            out.append(self.items[perm[pos]])
+        return out
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+class ToolUseDataModule(L.LightningDataModule):
+    """Prompts for ``fit`` (and samples for ``sft``). ``prompts_per_step`` is per rank."""
+
+    def __init__(self, config: DataConfig, tokenizer: Any, prompts_per_step: int = 4):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.prompts_per_step = prompts_per_step
+        self.train_items: list[PromptItem] = []
+        self.val_items: list[PromptItem] = []
+        self.counts: dict[str, int] = {}
+
+    def prepare_data(self) -> None:
+        """Run ``restlit prepare`` on ``data.raw`` once (rank 0 only, as Lightning calls it)."""
+        if self.config.prepared:
+            return
+        out = prepared_dir(self.config)
+        if (out / "manifest.json").is_file():
+            return
+        from data_prep.inputs import InputError
+        from data_prep.pipeline import prepare
+
+        try:
+            prepare(self.config.raw, out, format=self.config.format, on_invalid=self.config.on_invalid,
+                    val_fraction=self.config.val_fraction, seed=self.config.seed)
+        except InputError as exc:
+            raise DataError(str(exc)) from None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_items:
+            return
+        from data_prep.samples import Sample, load_samples
+
+        directory = prepared_dir(self.config)
+        if not (directory / "manifest.json").is_file():
+            raise DataError(f"data: {directory} is not a `restlit prepare` output (no manifest.json)")
+        dataset = load_samples(directory)
+        self.counts = {}
+        self.train_items = self._encode([Sample.from_row(r) for r in dataset["train"]], "train", self.config.limit)
+        if "validation" in dataset:
+            self.val_items = self._encode([Sample.from_row(r) for r in dataset["validation"]], "validation",
+                                          self.config.val_limit)
+
+    def _encode(self, samples: list[Any], split: str, limit: int) -> list[PromptItem]:
+        if limit:
+            samples = samples[:limit]
+        items = []
+        dropped = 0
+        for sample in samples:
+            ids = self.prompt_ids(sample)
+            if len(ids) > self.config.max_prompt_tokens:
+                dropped += 1
+                continue
+            items.append(PromptItem(sample.id, ids, sample.target, sample.target_text))
+        self.counts[f"{split}_prompts"] = len(items)
+        self.counts[f"{split}_dropped_too_long"] = dropped
+        return items
+
+    def prompt_ids(self, sample: Any) -> list[int]:
+        """The chat-templated prompt of a sample, ending with the assistant turn's opening."""
+        ids = self.tokenizer.apply_chat_template(sample.messages(), add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    def train_dataloader(self) -> DataLoader:
+        """Batches of prompts, one per step, starting at the (restored) global step."""
+        trainer = self.trainer
+        world = trainer.world_size if trainer else 1
+        rank = trainer.global_rank if trainer else 0
+        start = trainer.global_step if trainer else 0
+        steps = StepBatches(self.train_items, self.prompts_per_step, world, rank, self.config.seed, start)
+        return DataLoader(steps, batch_size=None, collate_fn=_identity, num_workers=0)

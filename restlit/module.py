@@ -1,0 +1,339 @@
+"""``RestModule``: the LightningModule that owns the policy, the optional frozen reference, the
+rollout engine and the ResT loss (manual optimisation: one optimizer step per training step).
+
+A training step, for ``B`` prompts (per rank) with ``G`` completions each:
+
+1. rollout: the engine samples ``G`` completions per prompt (seeded by the step and the rank);
+2. scoring: ToolRL rewards at this step's bounds, GRPO advantages per group;
+3. regions: each completion's tokens get regions from their own ids (offsets derived by
+   decoding, ``restlit.tokens``), never from a re-tokenisation;
+4. entropy statistics per region come with the rollout (the engine reports each token's entropy;
+   otherwise a no-grad forward computes them), are reduced over ranks by the ``EntropyCurriculum``
+   callback, and give the token weights; the loss denominator is summed over the whole step and
+   all ranks before any backward, so micro-batching and ranks do not change the gradient;
+5. update: one micro-batch per prompt group. The prompt is encoded once and its KV cache (with
+   gradient) is shared by the ``G`` completions, which saves ``(G - 1) / G`` of the prompt's
+   compute and activations, the bulk of a tool-use step; log-probs and entropies come from the
+   hidden states through the chunked LM head. Then gradient clipping, the optimizer and the LR
+   schedule, and the engine is synced.
+
+A step whose groups all have equal rewards (no advantage), or has no completion token, or whose
+loss or gradient is not finite, is skipped with its reason logged (``skipped/<reason>``), never a
+crash: the weights stay as they were, but the step counts (the optimizer steps with no gradient,
+which AdamW ignores), so a run always ends at ``max_steps``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+from restlit.config import RunConfig
+from restlit.curriculum import EntropyCurriculum
+from restlit.data import PromptItem
+from restlit.objective import (
+    grpo_advantages,
+    logprobs_and_entropy_from_hidden,
+    loss_denominator,
+    policy_loss,
+    region_entropy_stats,
+    token_weights,
+)
+from restlit.regions import Region, token_regions
+from restlit.rewards import Reward, compute_reward
+from restlit.rollout.base import Completion, SamplingConfig
+from restlit.tokens import completion_offsets
+
+
+@dataclass
+class Group:
+    """One prompt and its sampled completions, as tensors for the update."""
+
+    prompt: torch.Tensor  # [P]
+    tokens: torch.Tensor  # [G, C] right-padded
+    mask: torch.Tensor  # [G, C] float
+    regions: torch.Tensor  # [G, C] long
+    advantages: torch.Tensor  # [G]
+    entropy: torch.Tensor | None  # [G, C] from the engine
+    old_logp: torch.Tensor | None = None
+
+
+def group_hidden(model: Any, prompt: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Hidden states that predict each completion token, ``[G, C, H]``, with the prompt encoded once.
+
+    The base model runs on the prompt ``[1, P]`` with a KV cache, the cache is repeated ``G``
+    times, and the completions ``[G, C]`` attend to it. Position ``j`` of the result is the state
+    after ``prompt + tokens[:, :j]``: the prompt's last state for ``j = 0``. Right padding in
+    ``tokens`` (``mask == 0``) comes after every real token, so causal attention keeps it out of
+    the real positions.
+    """
+    base = model.get_decoder()
+    g, c = tokens.shape
+    p = prompt.shape[0]
+    out = base(input_ids=prompt[None], use_cache=True)
+    cache = out.past_key_values
+    last = out.last_hidden_state[:, -1:, :]
+    if c == 1:
+        return last.expand(g, 1, -1)
+    if g > 1:
+        cache.batch_repeat_interleave(g)
+    attention = torch.cat([torch.ones(g, p, dtype=torch.long, device=tokens.device), mask.long()], dim=1)
+    positions = torch.arange(p, p + c - 1, device=tokens.device)[None].expand(g, -1)
+    comp = base(input_ids=tokens[:, :-1], attention_mask=attention[:, :-1], position_ids=positions,
+                past_key_values=cache, use_cache=True).last_hidden_state
+    return torch.cat([last.expand(g, 1, -1), comp], dim=1)
+
+
+class RestModule(L.LightningModule):
+    """See the module docstring. ``policy`` and ``tokenizer`` are built by the caller
+    (``restlit.models``); ``reference`` is required when ``objective.loss.kl_coef > 0``.
+    ``reward_fn(completion, item, step) -> Reward`` replaces ToolRL's reward (default:
+    :func:`restlit.rewards.compute_reward` with the config's ``reward`` section)."""
+
+    def __init__(self, config: RunConfig, policy: Any, tokenizer: Any, reference: Any = None,
+                 reward_fn: Callable[[Completion, PromptItem, int], Reward] | None = None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.config = config
+        self.policy = policy
+        self.tokenizer = tokenizer
+        if config.objective.loss.kl_coef > 0 and reference is None:
+            raise ValueError("objective.loss.kl_coef > 0 needs a reference model")
+        # Kept out of the module tree: not trained, not saved in checkpoints, not wrapped by DDP.
+        self.__dict__["reference"] = reference.eval().requires_grad_(False) if reference is not None else None
+        self.engine: Any = None
+        self.curriculum = EntropyCurriculum(config.objective.curriculum, config.trainer.max_steps)
+        self.reward_fn = reward_fn or (lambda comp, item, step: compute_reward(comp.text, item.target, step,
+                                                                                config.reward))
+
+    # -- Lightning plumbing ----------------------------------------------------------------
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [self.curriculum]
+
+    def configure_optimizers(self) -> Any:
+        o = self.config.optim
+        decay, no_decay = [], []
+        for name, param in self.policy.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.dim() < 2 or "norm" in name.lower() else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr, betas=o.betas, eps=o.eps,
+        )
+        total = max(1, self.config.trainer.max_steps)
+
+        def factor(step: int) -> float:
+            if o.warmup_steps and step < o.warmup_steps:
+                return (step + 1) / o.warmup_steps
+            span = max(1, total - o.warmup_steps)
+            done = min(1.0, (step - o.warmup_steps) / span)
+            if o.schedule == "linear":
+                return 1.0 - done
+            if o.schedule == "cosine":
+                return 0.5 * (1.0 + math.cos(math.pi * done))
+            return 1.0
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        if self.engine is None:
+            from restlit.rollout.hf import HFEngine
+
+            self.engine = HFEngine(self.policy, self.tokenizer, self.config.rollout.prompt_batch_size)
+
+    # -- the step --------------------------------------------------------------------------
+
+    def training_step(self, batch: list[PromptItem], batch_idx: int) -> None:
+        cfg = self.config
+        step = self.global_step + 1  # 1-based, as the reward schedule and static weights count
+        t0 = time.perf_counter()
+        sampling = SamplingConfig(
+            n=cfg.rollout.n, max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p, stop=list(cfg.rollout.stop),
+            # per prompt: the step's global prompt index, so ranks split the work without changing it
+            seed=(cfg.trainer.seed * 1_000_003 + step) * 65_537 + self.global_rank * len(batch),
+        )
+        groups_out = self.engine.generate([item.prompt_ids for item in batch], sampling)
+        t1 = time.perf_counter()
+
+        rewards, metrics = self._score(batch, groups_out, step)
+        advantages = grpo_advantages(rewards, torch.arange(len(batch)).repeat_interleave(cfg.rollout.n),
+                                     cfg.objective.advantage_scaling)
+        groups = self._tensorize(batch, groups_out, advantages)
+        t2 = time.perf_counter()
+
+        skip = self._skip_reason(rewards, groups)
+        if skip is None:
+            update = self._update(groups, step)
+            skip = update.pop("skip", None)
+            metrics.update(update)
+        t3 = time.perf_counter()
+
+        n_tokens = sum(float(g.mask.sum()) for g in groups)
+        metrics.update({
+            "time/rollout": t1 - t0, "time/scoring": t2 - t1, "time/update": t3 - t2,
+            "throughput/tokens_per_s": n_tokens / max(t3 - t0, 1e-9),
+            "skipped": float(skip is not None),
+        })
+        if skip is not None:
+            metrics[f"skipped/{skip}"] = 1.0
+            optimizer = self.optimizers()
+            optimizer.zero_grad(set_to_none=True)
+            optimizer.step()  # no gradients: nothing changes, but the step is counted
+            self.lr_schedulers().step()
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
+        self.log("reward", metrics["reward/total"], prog_bar=True, on_step=True, on_epoch=False,
+                 batch_size=len(batch), logger=False)
+
+    def _score(self, batch: list[PromptItem], groups: list[list[Completion]], step: int):
+        totals, formats, corrects, exact, lengths = [], [], [], [], []
+        for item, group in zip(batch, groups):
+            for comp in group:
+                r = self.reward_fn(comp, item, step)
+                totals.append(r.total)
+                formats.append(r.format)
+                corrects.append(r.correctness)
+                exact.append(float(r.correctness == r.bounds.correctness_max or
+                                   (not item.target.get("calls") and r.format == r.bounds.format_max)))
+                lengths.append(len(comp.token_ids))
+        rewards = torch.tensor(totals, dtype=torch.float32)
+        f, c, ln = torch.tensor(formats), torch.tensor(corrects), torch.tensor(lengths, dtype=torch.float32)
+        metrics = {
+            "reward/total": rewards.mean().item(), "reward/total_std": rewards.std().item() if len(totals) > 1 else 0.0,
+            "reward/format": f.mean().item(), "reward/format_std": f.std().item() if len(totals) > 1 else 0.0,
+            "reward/correctness": c.mean().item(),
+            "reward/correctness_std": c.std().item() if len(totals) > 1 else 0.0,
+            "reward/exact_match": sum(exact) / len(exact), "completion/length": ln.mean().item(),
+            "completion/truncated": sum(cp.finish_reason == "length" for g in groups for cp in g) / len(totals),
+        }
+        return rewards, metrics
+
+    def _tensorize(self, batch: list[PromptItem], groups_out: list[list[Completion]],
+                   advantages: torch.Tensor) -> list[Group]:
+        device = self.device
+        out = []
+        k = 0
+        for item, group in zip(batch, groups_out):
+            width = max(1, max(len(c.token_ids) for c in group))
+            g = len(group)
+            tokens = torch.full((g, width), self.engine.pad_id, dtype=torch.long)
+            mask = torch.zeros((g, width))
+            regions = torch.full((g, width), int(Region.OTHER), dtype=torch.long)
+            entropy = torch.zeros((g, width)) if all(c.entropies is not None for c in group) else None
+            for i, comp in enumerate(group):
+                n = len(comp.token_ids)
+                if n == 0:
+                    continue
+                tokens[i, :n] = torch.as_tensor(comp.token_ids)
+                mask[i, :n] = 1.0
+                text, offsets = completion_offsets(self.tokenizer, comp.token_ids)
+                regions[i, :n] = torch.as_tensor([int(r) for r in token_regions(text, offsets)])
+                if entropy is not None:
+                    entropy[i, :n] = torch.as_tensor(comp.entropies)
+            out.append(Group(
+                prompt=torch.as_tensor(item.prompt_ids, dtype=torch.long, device=device),
+                tokens=tokens.to(device), mask=mask.to(device), regions=regions.to(device),
+                advantages=advantages[k : k + g].to(device),
+                entropy=entropy.to(device) if entropy is not None else None,
+            ))
+            k += g
+        return out
+
+    @staticmethod
+    def _skip_reason(rewards: torch.Tensor, groups: list[Group]) -> str | None:
+        if all(float(g.mask.sum()) == 0 for g in groups):
+            return "empty_completions"
+        if all(bool((g.advantages == 0).all()) for g in groups):
+            return "no_advantage"
+        return None
+
+    def _logp(self, model: Any, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = group_hidden(model, group.prompt, group.tokens, group.mask)
+        return logprobs_and_entropy_from_hidden(
+            hidden, model.get_output_embeddings().weight, group.tokens, mask=group.mask,
+            temperature=self.config.rollout.temperature if self.config.rollout.temperature > 0 else 1.0,
+            chunk_size=self.config.objective.logprob_chunk_size,
+        )
+
+    def _update(self, groups: list[Group], step: int) -> dict[str, float]:
+        cfg = self.config
+        obj = cfg.objective
+        # Region entropies of this step's tokens, from the engine or a no-grad pass.
+        stats = torch.zeros(2, len(Region), dtype=torch.float64, device=self.device)
+        with torch.no_grad():
+            for g in groups:
+                if g.entropy is None or obj.ppo_epochs > 1:
+                    old_logp, ent = self._logp(self.policy, g)
+                    g.old_logp = old_logp.detach() if obj.ppo_epochs > 1 else None
+                    g.entropy = ent if g.entropy is None else g.entropy
+                stats += region_entropy_stats(g.entropy, g.regions, g.mask)
+        running = self.curriculum.reduce(self.trainer, stats)
+        progress = self.curriculum.progress
+        weights = [token_weights(g.regions, g.mask, obj.weights, region_stats=running.to(self.device),
+                                 progress=progress, step=step) for g in groups]
+        denom = sum(loss_denominator(g.mask, w, obj.loss.aggregation, obj.loss.max_len or cfg.rollout.max_new_tokens)
+                    for g, w in zip(groups, weights))
+        denom = self.trainer.strategy.reduce(denom.to(self.device), reduce_op="sum")
+        # DDP averages gradients over ranks; the denominator is already global, so undo the average.
+        scale = float(self.trainer.world_size)
+
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        sums: dict[str, float] = {}
+        for _epoch in range(obj.ppo_epochs):
+            optimizer.zero_grad(set_to_none=True)
+            for g, w in zip(groups, weights):
+                logp, ent = self._logp(self.policy, g)
+                ref_logp = None
+                if self.reference is not None:
+                    with torch.no_grad():
+                        ref_logp, _ = self._logp(self.reference, g)
+                old = g.old_logp if g.old_logp is not None else logp.detach()
+                loss, m = policy_loss(logp, old, g.advantages, g.mask, w, config=obj.loss, denominator=denom,
+                                      ref_logp=ref_logp, entropy=ent, regions=g.regions)
+                if not torch.isfinite(loss):
+                    optimizer.zero_grad(set_to_none=True)
+                    return {"skip": "non_finite_loss"}
+                self.manual_backward(loss * scale)
+                share = float(g.mask.sum())
+                for key, value in m.items():
+                    sums[key] = sums.get(key, 0.0) + float(value) * share
+                sums["loss"] = sums.get("loss", 0.0) + float(loss)  # shares of one global mean
+            grad_norm = self._clip_gradients(cfg.optim.grad_clip)
+            if not math.isfinite(grad_norm):
+                optimizer.zero_grad(set_to_none=True)
+                return {"skip": "non_finite_grad"}
+            optimizer.step()
+        scheduler.step()
+        self.engine.sync_weights(self.policy)
+
+        n = sum(float(g.mask.sum()) for g in groups) * obj.ppo_epochs
+        out = {f"train/{k}": v / max(n, 1.0) for k, v in sums.items() if k != "loss"}
+        out["train/loss"] = sums.get("loss", 0.0) / obj.ppo_epochs
+        out["train/grad_norm"] = grad_norm
+        out["train/lr"] = scheduler.get_last_lr()[0]
+        out["curriculum/progress_used"] = progress
+        for region in Region:  # the mean weight the step actually gave each region
+            num = sum(float((w * (g.regions == region)).sum()) for g, w in zip(groups, weights))
+            cnt = sum(float((g.mask * (g.regions == region)).sum()) for g in groups)
+            out[f"weight/{region.name}"] = num / cnt if cnt else 0.0
+            out[f"tokens/{region.name}"] = cnt / max(sum(float(g.mask.sum()) for g in groups), 1.0)
+        return out
+
+    def _clip_gradients(self, max_norm: float) -> float:
+        """Clip by global norm and return the norm before clipping (strategy-aware under FSDP1)."""
+        model = self.trainer.strategy.model
+        if hasattr(model, "clip_grad_norm_"):  # FullyShardedDataParallel shards the norm computation
+            norm = model.clip_grad_norm_(max_norm if max_norm > 0 else float("inf"))
+        else:
+            params = [p for p in self.policy.parameters() if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+        return float(norm)

@@ -1,0 +1,54 @@
+"""The rollout engine protocol shared by the transformers and vLLM engines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+
+@dataclass
+class SamplingConfig:
+    """How completions are sampled. ``temperature == 0`` means greedy decoding.
+
+    Seeding is per prompt: prompt ``i`` of a ``generate`` call is sampled from seed ``seed + i``
+    (and its ``j``-th completion from a stream derived from that), whatever else is in the batch.
+    A caller that splits prompts across ranks offsets ``seed`` by the rank's first prompt index,
+    so the completions do not depend on how the work is split. ``None``: fresh randomness."""
+
+    n: int = 1
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    """One sampled completion of one prompt.
+
+    ``token_ids`` are the generated ids only (no prompt, no padding), ending with the EOS id when
+    the model stopped by itself. ``logprobs`` are the engine's own sampling log-probs per token,
+    when the engine reports them, and ``entropies`` the entropy of the distribution each token was
+    sampled from (same temperature) when the engine can compute it. ``finish_reason`` is ``"stop"`` (EOS or a stop string) or
+    ``"length"`` (cut at ``max_new_tokens``)."""
+
+    prompt_index: int
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+    logprobs: list[float] | None = None
+    entropies: list[float] | None = None
+
+
+class RolloutEngine(Protocol):
+    """Samples completions; keeps its weights in step with the policy being trained."""
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig) -> list[list[Completion]]:
+        """``sampling.n`` completions for each prompt (token ids, no padding), grouped per prompt
+        in prompt order."""
+        ...
+
+    def sync_weights(self, model: Any) -> None:
+        """Make the engine sample from ``model``'s current weights."""
+        ...

@@ -1,0 +1,174 @@
+"""A rollout engine on transformers models, colocated with the policy being trained.
+
+Every prompt is shared by its ``n`` completions, and tool-use prompts (the tool list) are about ten
+times longer than the completions. So the engine prefills each prompt once, then repeats the KV
+cache ``n`` times and decodes the ``n`` completions together: the prefill costs ``B x P`` tokens
+instead of the ``B x n x P`` of ``generate(num_return_sequences=n)``.
+
+Decoding is a plain loop over the model's forward with a ``DynamicCache``: left-padded prompts
+with explicit position ids, temperature and nucleus (top-p) sampling, EOS and stop strings per
+sequence. Sampling is the Gumbel-max trick with one seeded ``torch.Generator`` per sequence
+(``argmax(z / T + g)`` with ``g ~ Gumbel`` draws exactly from ``softmax(z / T)``), so each
+sequence's randomness depends only on its prompt's seed, not on the batch it shares or the global
+RNG. The log-prob and entropy reported per token are those of the
+temperature-scaled distribution (before top-p truncation), the quantities the trainer computes;
+they come free with the logits, so the trainer gets the step's region entropies without another
+forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from restlit.rollout.base import Completion, SamplingConfig
+
+
+class HFEngine:
+    """Samples from a transformers causal LM. ``prompt_batch_size`` prompts are prefilled together
+    (each then expanded to ``n`` sequences); lower it to bound memory."""
+
+    def __init__(self, model: Any, tokenizer: Any, prompt_batch_size: int = 4):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompt_batch_size = max(1, int(prompt_batch_size))
+        eos = {tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+        eos.discard(None)
+        if not eos:
+            raise ValueError("the tokenizer has no EOS token: generation would never stop")
+        self.eos_ids = sorted(eos)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+    def sync_weights(self, model: Any) -> None:
+        """Colocated engine: it samples from the very module being trained, so there is nothing to
+        copy; only the reference is updated."""
+        self.model = model
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig) -> list[list[Completion]]:
+        device = next(self.model.parameters()).device
+        base = sampling.seed if sampling.seed is not None else int(torch.seed() % (2**62))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out: list[list[Completion]] = []
+            for start in range(0, len(prompts), self.prompt_batch_size):
+                chunk = prompts[start : start + self.prompt_batch_size]
+                generators = []
+                for i in range(len(chunk)):
+                    for j in range(sampling.n):
+                        g = torch.Generator(device=device)
+                        g.manual_seed(((base + start + i) * 1_000_003 + j) % (2**63 - 1))
+                        generators.append(g)
+                out.extend(self._generate_chunk(chunk, start, sampling, generators, device))
+            return out
+        finally:
+            self.model.train(was_training)
+
+    def _generate_chunk(
+        self, prompts: Sequence[Sequence[int]], offset: int, sampling: SamplingConfig,
+        generators: list[torch.Generator], device: torch.device,
+    ) -> list[list[Completion]]:
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("empty prompt: every prompt needs at least one token")
+        n, b = sampling.n, len(prompts)
+        width = max(len(p) for p in prompts)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((b, width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+            mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        logits = out.logits[:, -1, :].float().repeat_interleave(n, 0)
+        mask = mask.repeat_interleave(n, 0)
+        position = positions[:, -1].repeat_interleave(n, 0)
+
+        rows = b * n
+        eos = torch.as_tensor(self.eos_ids, device=device)
+        tokens = torch.empty((rows, sampling.max_new_tokens), dtype=torch.long, device=device)
+        logps = torch.zeros((rows, sampling.max_new_tokens), dtype=torch.float32, device=device)
+        entropies = torch.zeros_like(logps)
+        done = torch.zeros(rows, dtype=torch.bool, device=device)
+        stopped = torch.zeros(rows, dtype=torch.bool, device=device)  # by EOS or a stop string
+        lengths = torch.zeros(rows, dtype=torch.long, device=device)
+        stop_window = max((len(s) for s in sampling.stop), default=0) + 8
+
+        for t in range(sampling.max_new_tokens):
+            token, logp, entropy = self._sample(logits, sampling, generators)
+            token = torch.where(done, torch.full_like(token, self.pad_id), token)
+            tokens[:, t] = token
+            logps[:, t] = torch.where(done, torch.zeros_like(logp), logp)
+            entropies[:, t] = torch.where(done, torch.zeros_like(entropy), entropy)
+            lengths += (~done).long()
+            hit = torch.isin(token, eos) & ~done
+            if sampling.stop:
+                hit |= self._stop_string_hit(tokens[:, : t + 1], lengths, done, stop_window, sampling.stop)
+            stopped |= hit
+            done |= hit
+            if bool(done.all()) or t + 1 == sampling.max_new_tokens:
+                break
+            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
+            position = position + 1
+            out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
+                             past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            logits = out.logits[:, -1, :].float()
+
+        tokens, logps, entropies = tokens.cpu(), logps.cpu(), entropies.cpu()
+        lengths, stopped = lengths.tolist(), stopped.tolist()
+        groups: list[list[Completion]] = []
+        for i in range(b):
+            group = []
+            for r in range(i * n, (i + 1) * n):
+                tok = tokens[r, : lengths[r]].tolist()
+                group.append(Completion(
+                    prompt_index=offset + i,
+                    token_ids=tok,
+                    text=self.tokenizer.decode(tok, skip_special_tokens=True),
+                    finish_reason="stop" if stopped[r] else "length",
+                    logprobs=logps[r, : lengths[r]].tolist(),
+                    entropies=entropies[r, : lengths[r]].tolist(),
+                ))
+            groups.append(group)
+        return groups
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch.Generator]):
+        """(token, its log-prob, the entropy) per row; greedy when ``temperature <= 0``."""
+        greedy = sampling.temperature <= 0
+        scaled = logits if greedy else logits / sampling.temperature
+        logp_all = torch.log_softmax(scaled, -1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        if greedy:
+            token = logits.argmax(-1)
+        else:
+            keyed = logp_all
+            if sampling.top_p < 1.0:
+                sorted_lp, order = logp_all.sort(-1, descending=True)
+                # keep the smallest prefix whose mass reaches top_p (always at least the top token)
+                mass_before = sorted_lp.exp().cumsum(-1) - sorted_lp.exp()
+                drop = torch.zeros_like(logp_all, dtype=torch.bool).scatter(-1, order, mass_before >= sampling.top_p)
+                keyed = logp_all.masked_fill(drop, float("-inf"))
+            u = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device) for g in generators])
+            gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
+            token = (keyed + gumbel).argmax(-1)
+        return token, logp_all.gather(-1, token[:, None]).squeeze(-1), entropy
+
+    def _stop_string_hit(self, tokens, lengths, done, window: int, stops: list[str]) -> torch.Tensor:
+        hit = torch.zeros_like(done)
+        for r in (~done).nonzero().flatten().tolist():
+            length = int(lengths[r])
+            tail = self.tokenizer.decode(tokens[r, max(0, length - window) : length].tolist(), skip_special_tokens=True)
+            if any(s in tail for s in stops):
+                hit[r] = True
+        return hit

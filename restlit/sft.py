@@ -1,0 +1,67 @@
+"""``SFTModule``: the supervised warm start on prepared targets.
+
+Small models cannot produce a tool call at all before they have seen the format; this module
+trains on the prepared references with the loss on target tokens only::
+
+    loss = - sum_{t in target} log p(y_t | prompt, y_<t) / #target tokens in the batch
+
+Each sample is its chat-templated prompt followed by its canonical target and EOS; the log-probs
+come from the hidden states through the chunked LM head (``restlit.objective``), so the
+``[T, V]`` logits never exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from restlit.config import RunConfig
+from restlit.data import PromptItem
+from restlit.objective import logprobs_and_entropy_from_hidden
+
+
+class SFTModule(L.LightningModule):
+    """Supervised fine-tuning of ``policy`` on ``PromptItem.target_text``."""
+
+    def __init__(self, config: RunConfig, policy: Any, tokenizer: Any):
+        super().__init__()
+        self.config = config
+        self.policy = policy
+        self.tokenizer = tokenizer
+
+    def target_ids(self, item: PromptItem) -> list[int]:
+        """The target's token ids, ending with EOS."""
+        return self.tokenizer(item.target_text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+
+    def sample_logp(self, item: PromptItem) -> torch.Tensor:
+        """Log-probs of the target tokens of one sample given its prompt, ``[n_target]``."""
+        prompt, target = item.prompt_ids, self.target_ids(item)
+        limit = self.config.sft.max_seq_tokens
+        ids = (prompt + target)[:limit]
+        n_target = len(ids) - len(prompt)
+        if n_target <= 0:
+            return torch.zeros(0, device=self.device)
+        input_ids = torch.as_tensor(ids, device=self.device)[None]
+        hidden = self.policy.get_decoder()(input_ids=input_ids).last_hidden_state[0]
+        # position i predicts token i + 1: the targets are predicted from positions P-1 .. L-2
+        pred = hidden[len(prompt) - 1 : len(ids) - 1]
+        tokens = input_ids[0, len(prompt) :]
+        logp, _ = logprobs_and_entropy_from_hidden(pred, self.policy.get_output_embeddings().weight, tokens,
+                                                   chunk_size=self.config.objective.logprob_chunk_size)
+        return logp
+
+    def training_step(self, batch: list[PromptItem], batch_idx: int) -> torch.Tensor:
+        logps = [self.sample_logp(item) for item in batch]
+        n = sum(lp.numel() for lp in logps)
+        loss = -sum(lp.sum() for lp in logps) / max(n, 1)
+        self.log_dict({"sft/loss": loss.detach(), "sft/target_tokens": float(n)}, on_step=True, on_epoch=False,
+                      batch_size=len(batch))
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=len(batch))
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        o = self.config.optim
+        return torch.optim.AdamW(self.policy.parameters(), lr=self.config.sft.lr, weight_decay=o.weight_decay,
+                                 betas=o.betas, eps=o.eps)
