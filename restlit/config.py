@@ -105,7 +105,7 @@ class ObjectiveConfig:
     advantage_scaling: Literal["group", "batch", "none"] = "group"
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     ppo_epochs: int = 1
-    logprob_chunk_size: int = 1024
+    logprob_chunk_size: int = 2048
 
 
 @dataclass
