@@ -17,11 +17,14 @@ Each step the module hands it the step's per-region entropy sums and counts
      still reshaping the structure holds the curriculum back.
 
 Its state (``nu``, the running statistics, the last structured entropy, the step count) is saved
-in and restored from Lightning checkpoints, so a resumed run continues the same curriculum.
+in and restored from Lightning checkpoints, so a resumed run continues the same curriculum; at
+the end of training every rank also writes its own copy to ``RUN/curriculum/rank<r>.pt``, which
+shows that the ranks agree.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -85,6 +88,11 @@ class EntropyCurriculum(L.Callback):
             metrics[f"entropy/{region.name}"] = float(means[region])
         pl_module.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=False)
         self._step_stats = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        out = Path(trainer.default_root_dir) / "curriculum"
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), out / f"rank{trainer.global_rank}.pt")
 
     @staticmethod
     def _structured_entropy(stats: torch.Tensor) -> float:

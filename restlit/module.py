@@ -170,9 +170,10 @@ class RestModule(L.LightningModule):
         groups = self._tensorize(batch, groups_out, advantages)
         t2 = time.perf_counter()
 
-        skip = self._skip_reason(rewards, groups)
+        running = self._entropy_statistics(groups)
+        skip = self._skip_reason(groups)
         if skip is None:
-            update = self._update(groups, step)
+            update = self._update(groups, step, running)
             skip = update.pop("skip", None)
             metrics.update(update)
         t3 = time.perf_counter()
@@ -247,13 +248,34 @@ class RestModule(L.LightningModule):
             k += g
         return out
 
-    @staticmethod
-    def _skip_reason(rewards: torch.Tensor, groups: list[Group]) -> str | None:
-        if all(float(g.mask.sum()) == 0 for g in groups):
+    def _skip_reason(self, groups: list[Group]) -> str | None:
+        """Why this step cannot update, decided across all ranks (a rank that skipped its backward
+        would leave the others waiting in the gradient all-reduce). A rank whose own groups carry
+        no advantage still runs its (zero) backward when another rank has work."""
+        tokens = sum(float(g.mask.sum()) for g in groups)
+        active = sum(float((g.advantages != 0).any()) for g in groups)
+        flags = torch.tensor([tokens, active], dtype=torch.float64, device=self.device)
+        tokens, active = self.trainer.strategy.reduce(flags, reduce_op="sum").tolist()
+        if tokens == 0:
             return "empty_completions"
-        if all(bool((g.advantages == 0).all()) for g in groups):
+        if active == 0:
             return "no_advantage"
         return None
+
+    def _entropy_statistics(self, groups: list[Group]) -> torch.Tensor:
+        """This step's region entropy statistics, reduced over ranks by the curriculum; returns
+        the running statistics the weights use. Entropies come from the engine when it reports
+        them, else from a no-grad forward (which also gives the old log-probs when
+        ``ppo_epochs > 1``)."""
+        stats = torch.zeros(2, len(Region), dtype=torch.float64, device=self.device)
+        with torch.no_grad():
+            for g in groups:
+                if g.entropy is None or self.config.objective.ppo_epochs > 1:
+                    old_logp, ent = self._logp(self.policy, g)
+                    g.old_logp = old_logp.detach() if self.config.objective.ppo_epochs > 1 else None
+                    g.entropy = ent if g.entropy is None else g.entropy
+                stats += region_entropy_stats(g.entropy, g.regions, g.mask)
+        return self.curriculum.reduce(self.trainer, stats)
 
     def _logp(self, model: Any, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = group_hidden(model, group.prompt, group.tokens, group.mask)
@@ -263,19 +285,9 @@ class RestModule(L.LightningModule):
             chunk_size=self.config.objective.logprob_chunk_size,
         )
 
-    def _update(self, groups: list[Group], step: int) -> dict[str, float]:
+    def _update(self, groups: list[Group], step: int, running: torch.Tensor) -> dict[str, float]:
         cfg = self.config
         obj = cfg.objective
-        # Region entropies of this step's tokens, from the engine or a no-grad pass.
-        stats = torch.zeros(2, len(Region), dtype=torch.float64, device=self.device)
-        with torch.no_grad():
-            for g in groups:
-                if g.entropy is None or obj.ppo_epochs > 1:
-                    old_logp, ent = self._logp(self.policy, g)
-                    g.old_logp = old_logp.detach() if obj.ppo_epochs > 1 else None
-                    g.entropy = ent if g.entropy is None else g.entropy
-                stats += region_entropy_stats(g.entropy, g.regions, g.mask)
-        running = self.curriculum.reduce(self.trainer, stats)
         progress = self.curriculum.progress
         weights = [token_weights(g.regions, g.mask, obj.weights, region_stats=running.to(self.device),
                                  progress=progress, step=step) for g in groups]
@@ -299,18 +311,16 @@ class RestModule(L.LightningModule):
                 old = g.old_logp if g.old_logp is not None else logp.detach()
                 loss, m = policy_loss(logp, old, g.advantages, g.mask, w, config=obj.loss, denominator=denom,
                                       ref_logp=ref_logp, entropy=ent, regions=g.regions)
-                if not torch.isfinite(loss):
-                    optimizer.zero_grad(set_to_none=True)
-                    return {"skip": "non_finite_loss"}
                 self.manual_backward(loss * scale)
                 share = float(g.mask.sum())
                 for key, value in m.items():
                     sums[key] = sums.get(key, 0.0) + float(value) * share
                 sums["loss"] = sums.get("loss", 0.0) + float(loss)  # shares of one global mean
+            # A non-finite loss shows up here too; the norm is taken after the gradient all-reduce,
+            # so every rank reaches the same decision.
             grad_norm = self._clip_gradients(cfg.optim.grad_clip)
             if not math.isfinite(grad_norm):
-                optimizer.zero_grad(set_to_none=True)
-                return {"skip": "non_finite_grad"}
+                return {"skip": "non_finite"}
             optimizer.step()
         scheduler.step()
         self.engine.sync_weights(self.policy)

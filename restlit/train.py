@@ -63,7 +63,7 @@ def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoint
     t = config.trainer
     callbacks: list[Any] = []
     if checkpoints:
-        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step}",
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="{step}",
                                          every_n_train_steps=max(1, t.checkpoint_every), save_top_k=-1,
                                          save_last=True))
     if config.logging.progress_bar:
@@ -95,8 +95,9 @@ def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path)
     return out
 
 
-def fit(config: RunConfig, *, resume: bool = False) -> Path:
-    """Run ResT training as configured; returns the run directory."""
+def fit(config: RunConfig, *, resume: bool = False, reward_fn: Any = None) -> Path:
+    """Run ResT training as configured; returns the run directory. ``reward_fn`` replaces
+    ToolRL's reward (see :class:`restlit.module.RestModule`)."""
     from restlit.data import ToolUseDataModule
     from restlit.module import RestModule
 
@@ -109,7 +110,7 @@ def fit(config: RunConfig, *, resume: bool = False) -> Path:
     reference = None
     if config.objective.loss.kl_coef > 0:
         _, reference = build_tokenizer_and_policy(config)
-    module = RestModule(config, policy, tokenizer, reference)
+    module = RestModule(config, policy, tokenizer, reference, reward_fn=reward_fn)
     data = ToolUseDataModule(config.data, tokenizer, config.trainer.prompts_per_step)
     trainer = make_trainer(config, run_dir, max_steps=config.trainer.max_steps)
     if trainer.is_global_zero:
