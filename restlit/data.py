@@ -171,3 +171,9 @@ class ToolUseDataModule(L.LightningDataModule):
         start = trainer.global_step if trainer else 0
         steps = StepBatches(self.train_items, self.prompts_per_step, world, rank, self.config.seed, start)
         return DataLoader(steps, batch_size=None, collate_fn=_identity, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        """The validation prompts (at most ``data.val_limit``), ``prompts_per_step`` at a time."""
+        chunks = [self.val_items[i : i + self.prompts_per_step]
+                  for i in range(0, len(self.val_items), self.prompts_per_step)]
+        return DataLoader(chunks, batch_size=None, collate_fn=_identity, num_workers=0)

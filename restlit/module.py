@@ -194,6 +194,16 @@ class RestModule(L.LightningModule):
         self.log("reward", metrics["reward/total"], prog_bar=True, on_step=True, on_epoch=False,
                  batch_size=len(batch), logger=False)
 
+    def validation_step(self, batch: list[PromptItem], batch_idx: int) -> None:
+        """Greedy completions of held-out prompts, scored with the training reward."""
+        sampling = SamplingConfig(n=1, max_new_tokens=self.config.rollout.max_new_tokens, temperature=0.0,
+                                  stop=list(self.config.rollout.stop))
+        groups = self.engine.generate([item.prompt_ids for item in batch], sampling)
+        _, metrics = self._score(batch, groups, self.global_step + 1)
+        self.log_dict({f"val/{k.split('/', 1)[1]}": metrics[k] for k in
+                       ("reward/total", "reward/format", "reward/correctness", "reward/exact_match")},
+                      on_step=False, on_epoch=True, batch_size=len(batch))
+
     def _score(self, batch: list[PromptItem], groups: list[list[Completion]], step: int):
         totals, formats, corrects, exact, lengths = [], [], [], [], []
         for item, group in zip(batch, groups):

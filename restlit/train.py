@@ -73,7 +73,8 @@ def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoint
         max_steps=max_steps, max_epochs=-1, log_every_n_steps=t.log_every_n_steps,
         logger=_loggers(config, run_dir) or False, callbacks=callbacks,
         enable_checkpointing=checkpoints, enable_progress_bar=config.logging.progress_bar,
-        use_distributed_sampler=False, num_sanity_val_steps=0, limit_val_batches=0,
+        use_distributed_sampler=False, num_sanity_val_steps=0,
+        val_check_interval=t.val_every or None, limit_val_batches=1.0 if t.val_every else 0,
         plugins=[AtomicCheckpointIO()] if checkpoints else None, default_root_dir=run_dir,
         enable_model_summary=False, gradient_clip_val=gradient_clip_val,
     )

@@ -190,10 +190,11 @@ def test_tiny_fit_runs_and_logs_finite_metrics(tmp_path):
     from restlit.models import load_policy
     from restlit.train import fit
 
-    cfg = tiny_config(tmp_path, "trainer.max_steps=3")
+    cfg = tiny_config(tmp_path, "trainer.max_steps=3", "trainer.val_every=2", "data.val_limit=2")
     run_dir = fit(cfg, reward_fn=even_token_reward)
     rows = read_metrics(run_dir)
     assert [int(r["step"]) for r in rows] == [0, 1, 2]
+    assert any(math.isfinite(r.get("val/total", math.nan)) for r in rows)  # greedy held-out scoring
     for row in rows:
         assert row["skipped"] == 0.0
         for key in ("train/loss", "train/grad_norm", "train/lr", "reward/total", "weight/THINK", "weight/OTHER",
