@@ -25,9 +25,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# prepare -> base eval -> SFT -> eval -> ResT fit -> eval -> report, on the embedded SmolLM2-135M
 demo: setup
-	$(BIN)/restlit tag --file tests/fixtures/completion_two_calls.txt --tokenizer smollm2-135m
-	$(BIN)/restlit tag --file tests/fixtures/completion_truncated.txt
+	$(BIN)/restlit tag --file tests/fixtures/completion_truncated.txt --tokenizer smollm2-135m
+	$(BIN)/restlit demo --config configs/quickstart-cpu.yaml
 
 lint: setup
 	$(BIN)/ruff check restlit data_prep cli tests benchmarks

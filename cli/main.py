@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import typer
 
+from cli import demo as _demo
 from cli import eval as _eval
-from cli import prepare as _prepare
 from cli import fit as _fit
+from cli import prepare as _prepare
+from cli import report as _report
 from cli import tag as _tag
 
 app = typer.Typer(
@@ -40,11 +42,14 @@ def _root(
     """ResT post-training of tool-using LLMs: prepare, sft, fit, eval, tag, report."""
 
 
-app.command("eval")(_eval.eval_command)
+# in the order a user meets them
 app.command("prepare")(_prepare.prepare)
-app.command("tag")(_tag.tag)
-app.command("fit")(_fit.fit)
 app.command("sft")(_fit.sft)
+app.command("fit")(_fit.fit)
+app.command("eval")(_eval.eval_command)
+app.command("tag")(_tag.tag)
+app.command("report")(_report.report)
+app.command("demo")(_demo.demo)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from restlit.config import DataConfig
+from restlit.tokens import prompt_ids
 
 
 @dataclass
@@ -149,7 +150,7 @@ class ToolUseDataModule(L.LightningDataModule):
         items = []
         dropped = 0
         for sample in samples:
-            ids = self.prompt_ids(sample)
+            ids = prompt_ids(self.tokenizer, sample.messages())
             if len(ids) > self.config.max_prompt_tokens:
                 dropped += 1
                 continue
@@ -157,11 +158,6 @@ class ToolUseDataModule(L.LightningDataModule):
         self.counts[f"{split}_prompts"] = len(items)
         self.counts[f"{split}_dropped_too_long"] = dropped
         return items
-
-    def prompt_ids(self, sample: Any) -> list[int]:
-        """The chat-templated prompt of a sample, ending with the assistant turn's opening."""
-        ids = self.tokenizer.apply_chat_template(sample.messages(), add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
     def train_dataloader(self) -> DataLoader:
         """Batches of prompts, one per step, starting at the (restored) global step."""

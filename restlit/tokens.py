@@ -1,4 +1,5 @@
-"""Character offsets of generated tokens, derived from the ids themselves.
+"""Token-level helpers shared by training and evaluation: the prompt's token ids, and the
+character offsets of generated tokens derived from the ids themselves.
 
 Re-tokenising a completion's text can split it differently from the tokens the policy actually
 sampled; the regions of the sampled tokens are what the loss needs. So the offsets come from
@@ -8,8 +9,16 @@ tokens (EOS) decode to nothing and get empty offsets, which ``token_regions`` ma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+
+def prompt_ids(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> list[int]:
+    """The token ids of a chat prompt (``restlit.prompts`` messages), rendered by the tokenizer's
+    chat template and ending with the opening of the assistant turn. The one way prompts are
+    tokenised, for training, SFT and evaluation alike."""
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def completion_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:

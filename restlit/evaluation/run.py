@@ -171,6 +171,7 @@ def generate_outputs(
     from restlit.models import ModelNotFound, load_policy, load_tokenizer
     from restlit.rollout.base import SamplingConfig
     from restlit.rollout.hf import HFEngine
+    from restlit.tokens import prompt_ids
 
     # transformers' own "Loading weights" bar would interleave with the caller's progress bar
     bar_was_on = hf_logging.is_progress_bar_enabled()
@@ -186,11 +187,7 @@ def generate_outputs(
     policy.to("cuda" if torch.cuda.is_available() else "cpu")
     engine = HFEngine(policy, tokenizer, prompt_batch_size=batch_size)
     sampling = SamplingConfig(n=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
-    prompts = [
-        tokenizer(tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
-                  add_special_tokens=False)["input_ids"]
-        for m in conversations
-    ]
+    prompts = [prompt_ids(tokenizer, m) for m in conversations]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs = [""] * len(prompts)
     for start in range(0, len(order), batch_size):

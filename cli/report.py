@@ -1,0 +1,26 @@
+"""``restlit report``: figures and a Markdown summary of a run directory's logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.errors import fail
+
+RUN_DIR = typer.Argument(..., help="A run directory (output_dir of `restlit fit`, or its sft/).")
+OUT = typer.Option(None, "--out", "-o", help="Output directory (default: RUN_DIR/report).")
+LAST = typer.Option(10, "--last", min=1, help="Average the final metrics over the last N logged steps.")
+
+
+def report(run_dir: Path = RUN_DIR, out: Path | None = OUT, last: int = LAST) -> None:
+    """PNG figures (rewards, entropy, weights and curriculum, throughput, optimisation) and report.md."""
+    from restlit.report import ReportError, build_report
+
+    try:
+        result = build_report(run_dir, out, last_n=last)
+    except ReportError as exc:
+        fail(str(exc))
+    for path in result.figures.values():
+        print(f"figure: {path}")
+    print(f"report: {result.markdown}")

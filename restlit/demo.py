@@ -1,0 +1,114 @@
+"""``restlit demo``: the whole method on the embedded SmolLM2-135M, end to end on a CPU.
+
+prepare the shipped sample -> evaluate the base model -> SFT warm start -> evaluate -> ResT fit
+(entropy weights and curriculum) -> evaluate -> report; then one table with the three models.
+Every stage uses the same functions as its own command; the settings are the config's
+(``configs/quickstart-cpu.yaml``), the evaluation sizes are the demo's options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from restlit.config import RunConfig
+
+
+def _stage(console: Any, title: str) -> float:
+    console.rule(f"[bold]{title}")
+    return time.perf_counter()
+
+
+def evaluate(model: str, data_dir: Path, out_dir: Path, *, heldout_limit: int, bfcl_category: str,
+             bfcl_limit: int, max_new_tokens: int, console: Any) -> dict[str, Any]:
+    """Greedy held-out and BFCL scoring of ``model``; writes ``out_dir/eval.json``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from restlit.evaluation import run
+
+    suites = [run.load_suite("heldout", data=data_dir, limit=heldout_limit),
+              run.load_suite(f"bfcl:{bfcl_category}", limit=bfcl_limit)]
+    ids = [i for s in suites for i in s.ids]
+    conversations = [s.messages(i) for s in suites for i in range(len(s.ids))]
+    with Progress(TextColumn(f"generating ({Path(model).name or model})"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("gen", total=len(ids))
+        texts = run.generate_outputs(conversations, model, batch_size=8, max_new_tokens=max_new_tokens,
+                                     progress=lambda done, total: bar.update(task, completed=done))
+    result = run.score(suites, dict(zip(ids, texts)))
+    run.write_report(result, out_dir, {"model": model, "suites": [s.name for s in suites]})
+    return result["summary"]
+
+
+def run_demo(config: RunConfig, *, heldout_limit: int = 16, bfcl_category: str = "simple_python",
+             bfcl_limit: int = 16, eval_tokens: int = 160) -> Path:
+    """Run every stage into ``config.output_dir``; returns the report's path."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from data_prep.pipeline import prepare
+    from restlit.train import fit, sft
+
+    console = Console()
+    out = Path(config.output_dir)
+    data_dir = out / "data"
+    started = time.perf_counter()
+
+    t = _stage(console, "1/7 prepare the shipped sample")
+    manifest = prepare(config.data.raw, data_dir, format=config.data.format, on_invalid=config.data.on_invalid,
+                       val_fraction=config.data.val_fraction, seed=config.data.seed)
+    totals = manifest.totals
+    splits = ", ".join(f"{k} {v}" for k, v in manifest.splits.items())
+    console.print(f"{totals.records_read} records -> {totals.samples_written} samples ({splits}); "
+                  f"{totals.turns_rejected + totals.records_rejected} rejected, reasons in {data_dir / 'rejects.jsonl'} "
+                  f"({time.perf_counter() - t:.0f} s)")
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, prepared=str(data_dir), raw=[]))
+
+    evals: dict[str, dict[str, Any]] = {}
+    kwargs = dict(heldout_limit=heldout_limit, bfcl_category=bfcl_category, bfcl_limit=bfcl_limit,
+                  max_new_tokens=eval_tokens, console=console)
+    t = _stage(console, "2/7 evaluate the base model")
+    evals["base"] = evaluate(config.model.path, data_dir, out / "eval" / "base", **kwargs)
+    console.print(f"({time.perf_counter() - t:.0f} s)")
+
+    t = _stage(console, "3/7 SFT warm start")
+    sft_model = sft(config) / "final"
+    console.print(f"({time.perf_counter() - t:.0f} s)")
+    t = _stage(console, "4/7 evaluate the SFT model")
+    evals["SFT"] = evaluate(str(sft_model), data_dir, out / "eval" / "sft", **kwargs)
+    console.print(f"({time.perf_counter() - t:.0f} s)")
+
+    t = _stage(console, "5/7 ResT fit (entropy weights, curriculum)")
+    rest_config = dataclasses.replace(config, model=dataclasses.replace(config.model, path=str(sft_model)))
+    run_dir = fit(rest_config)
+    console.print(f"({time.perf_counter() - t:.0f} s)")
+    t = _stage(console, "6/7 evaluate the ResT model")
+    evals["ResT"] = evaluate(str(run_dir / "final"), data_dir, out / "eval" / "rest", **kwargs)
+    console.print(f"({time.perf_counter() - t:.0f} s)")
+
+    t = _stage(console, "7/7 report")
+    from restlit.report import build_report
+
+    report = build_report(run_dir).markdown
+    console.print(f"({time.perf_counter() - t:.0f} s)")
+
+    table = Table(title=f"restlit demo: SmolLM2-135M, {time.perf_counter() - started:.0f} s in all")
+    columns = [("heldout format valid %", "heldout", "format_validity"),
+               ("heldout tool name %", "heldout", "tool_name_accuracy"),
+               ("heldout param F1 %", "heldout", "param_f1"),
+               ("heldout exact match %", "heldout", "exact_match"),
+               (f"BFCL {bfcl_category} %", f"bfcl:{bfcl_category}", "accuracy")]
+    table.add_column("model")
+    for title, _, _ in columns:
+        table.add_column(title, justify="right")
+    for name, summary in evals.items():
+        cells = []
+        for _, suite, key in columns:
+            value = summary.get(suite, {}).get(key)
+            cells.append("-" if value is None else f"{100 * value:.1f}")
+        table.add_row(name, *cells)
+    console.print(table)
+    console.print(f"report: {report}")
+    return report
