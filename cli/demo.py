@@ -14,9 +14,9 @@ from cli.errors import fail
 def demo(
     config: Path = CONFIG,
     overrides: Optional[list[str]] = SET,
-    heldout_limit: int = typer.Option(16, help="Held-out items scored per model."),
-    bfcl_limit: int = typer.Option(16, help="BFCL simple_python items scored per model."),
-    eval_tokens: int = typer.Option(160, help="Generation length cap when scoring."),
+    heldout_limit: int = typer.Option(8, help="Held-out items scored per model."),
+    bfcl_limit: int = typer.Option(8, help="BFCL simple_python items scored per model."),
+    eval_tokens: int = typer.Option(128, help="Generation length cap when scoring."),
 ) -> None:
     """The whole method on the embedded model: ends with a base / SFT / ResT table and a report."""
     cfg = _load(config, overrides)

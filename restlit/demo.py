@@ -42,8 +42,8 @@ def evaluate(model: str, data_dir: Path, out_dir: Path, *, heldout_limit: int, b
     return result["summary"]
 
 
-def run_demo(config: RunConfig, *, heldout_limit: int = 16, bfcl_category: str = "simple_python",
-             bfcl_limit: int = 16, eval_tokens: int = 160) -> Path:
+def run_demo(config: RunConfig, *, heldout_limit: int = 8, bfcl_category: str = "simple_python",
+             bfcl_limit: int = 8, eval_tokens: int = 128) -> Path:
     """Run every stage into ``config.output_dir``; returns the report's path."""
     from rich.console import Console
     from rich.table import Table
