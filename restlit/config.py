@@ -36,7 +36,9 @@ class ModelConfig:
     """The policy. ``path`` is a Hugging Face model directory or an alias (``smollm2-135m``).
     ``init: random`` builds the architecture of ``path`` (or of ``architecture``) with fresh random
     weights, which is how the tests get a tiny model; ``architecture`` overrides config fields,
-    e.g. ``{hidden_size: 32, num_hidden_layers: 1}``. ``tokenizer`` defaults to ``path``."""
+    e.g. ``{hidden_size: 32, num_hidden_layers: 1}``. ``tokenizer`` defaults to ``path``.
+    ``gradient_checkpointing`` recomputes each layer in the backward instead of keeping its
+    activations: about a third more update compute for a fraction of the activation memory."""
 
     path: str = "smollm2-135m"
     tokenizer: str | None = None
@@ -68,15 +70,43 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    """Sampling: ``n`` completions per prompt (G), up to ``max_new_tokens`` each."""
+    """Sampling: ``n`` completions per prompt (G), up to ``max_new_tokens`` each.
 
-    engine: Literal["hf"] = "hf"
+    ``engine``: ``hf`` (transformers, samples from the training module itself; ``prompt_batch_size``
+    prompts prefilled together) or ``vllm`` (an in-process vLLM engine that gets the policy's weights
+    after every optimizer step; ``pip install 'restlit[vllm]'``). vLLM's size: ``max_model_len``
+    tokens of prompt + completion (0: ``data.max_prompt_tokens + max_new_tokens``), the KV cache
+    ``kv_cache_gb`` GiB, or when that is unset the ``gpu_memory_utilization`` share of the GPU (on
+    CPU: of host memory, counted against the whole process); ``enforce_eager`` skips CUDA graphs and
+    torch.compile (quicker start, slower decoding); ``dtype`` is the engine's compute type (``auto``:
+    the policy's; e.g. ``bfloat16`` under a float32 policy is faster but further off-policy).
+
+    The trainer logs how far the engine's sampling log-probs are from its own (``rollout/*``
+    metrics); ``tis`` multiplies each token's policy-gradient term by the truncated importance ratio
+    ``min(pi_trainer / pi_engine, tis_cap)`` to correct for that mismatch."""
+
+    engine: Literal["hf", "vllm"] = "hf"
     n: int = 4
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     prompt_batch_size: int = 4
+    max_model_len: int = 0
+    gpu_memory_utilization: float = 0.3
+    kv_cache_gb: float | None = None
+    enforce_eager: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    tis: bool = False
+    tis_cap: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.kv_cache_gb is not None and self.kv_cache_gb <= 0:
+            raise ValueError(f"kv_cache_gb must be > 0 (or null), got {self.kv_cache_gb}")
+        if self.tis_cap <= 0:
+            raise ValueError(f"tis_cap must be > 0, got {self.tis_cap}")
 
 
 @dataclass

@@ -11,11 +11,17 @@ A training step, for ``B`` prompts (per rank) with ``G`` completions each:
    otherwise a no-grad forward computes them), are reduced over ranks by the ``EntropyCurriculum``
    callback, and give the token weights; the loss denominator is summed over the whole step and
    all ranks before any backward, so micro-batching and ranks do not change the gradient;
-5. update: one micro-batch per prompt group. The prompt is encoded once and its KV cache (with
-   gradient) is shared by the ``G`` completions, which saves ``(G - 1) / G`` of the prompt's
-   compute and activations, the bulk of a tool-use step; log-probs and entropies come from the
-   hidden states through the chunked LM head. Then gradient clipping, the optimizer and the LR
+5. update: one micro-batch per prompt group, packed so that the prompt is encoded once for its
+   ``G`` completions (:func:`group_hidden`), which saves ``(G - 1) / G`` of the prompt's compute
+   and activations, the bulk of a tool-use step; log-probs and entropies come from the hidden
+   states through the chunked LM head. Then gradient clipping, the optimizer and the LR
    schedule, and the engine is synced.
+
+When the engine reports its sampling log-probs, the step logs how far they are from the trainer's
+own at the same weights (``rollout/logp_abs_diff``, ``rollout/is_ratio``...), and with
+``rollout.tis`` each token's policy-gradient term is weighted by the truncated importance ratio
+``min(pi_trainer / pi_engine, rollout.tis_cap)`` (the engine's numerics, e.g. vLLM's kernels, make
+the samples slightly off-policy).
 
 A step whose groups all have equal rewards (no advantage), or has no completion token, or whose
 loss or gradient is not finite, is skipped with its reason logged (``skipped/<reason>``), never a
@@ -62,32 +68,39 @@ class Group:
     advantages: torch.Tensor  # [G]
     entropy: torch.Tensor | None  # [G, C] from the engine
     old_logp: torch.Tensor | None = None
+    engine_logp: torch.Tensor | None = None  # [G, C] the engine's sampling log-probs, when reported
 
 
-def group_hidden(model: Any, prompt: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def group_hidden(model: Any, prompt: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Hidden states that predict each completion token, ``[G, C, H]``, with the prompt encoded once.
 
-    The base model runs on the prompt ``[1, P]`` with a KV cache, the cache is repeated ``G``
-    times, and the completions ``[G, C]`` attend to it. Position ``j`` of the result is the state
-    after ``prompt + tokens[:, :j]``: the prompt's last state for ``j = 0``. Right padding in
-    ``tokens`` (``mask == 0``) comes after every real token, so causal attention keeps it out of
-    the real positions.
+    The group is packed into one sequence ``prompt, completion_1, ..., completion_G`` (each
+    completion without its last token, which predicts nothing) with a block attention mask: the
+    prompt is causal, completion ``i`` sees the whole prompt and its own earlier tokens, never
+    another completion; positions restart after the prompt for every completion. That is exactly
+    ``G`` separate ``prompt + completion`` forwards, at the cost of one prompt, in a single plain
+    forward (so gradient checkpointing and FSDP work as for any forward). Position ``j`` of the
+    result is the state after ``prompt + tokens[:, :j]``: the prompt's last state for ``j = 0``.
+    Right padding in ``tokens`` only ever precedes more padding, so it never reaches a real token.
     """
     base = model.get_decoder()
     g, c = tokens.shape
     p = prompt.shape[0]
-    out = base(input_ids=prompt[None], use_cache=True)
-    cache = out.past_key_values
-    last = out.last_hidden_state[:, -1:, :]
-    if c == 1:
-        return last.expand(g, 1, -1)
-    if g > 1:
-        cache.batch_repeat_interleave(g)
-    attention = torch.cat([torch.ones(g, p, dtype=torch.long, device=tokens.device), mask.long()], dim=1)
-    positions = torch.arange(p, p + c - 1, device=tokens.device)[None].expand(g, -1)
-    comp = base(input_ids=tokens[:, :-1], attention_mask=attention[:, :-1], position_ids=positions,
-                past_key_values=cache, use_cache=True).last_hidden_state
-    return torch.cat([last.expand(g, 1, -1), comp], dim=1)
+    n = c - 1
+    device = tokens.device
+    seq = torch.cat([prompt, tokens[:, :n].reshape(-1)])
+    positions = torch.cat([torch.arange(p, device=device), torch.arange(p, p + n, device=device).repeat(g)])
+    allowed = torch.zeros(p + g * n, p + g * n, dtype=torch.bool, device=device)
+    allowed[:p, :p] = torch.ones(p, p, dtype=torch.bool, device=device).tril()
+    allowed[p:, :p] = True
+    if n:
+        allowed[p:, p:] = torch.block_diag(*[torch.ones(n, n, dtype=torch.bool, device=device).tril()] * g)
+    dtype = next(base.parameters()).dtype
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    hidden = base(input_ids=seq[None], attention_mask=additive[None, None], position_ids=positions[None],
+                  use_cache=False).last_hidden_state[0]
+    last = hidden[p - 1 : p].expand(g, 1, -1)
+    return torch.cat([last, hidden[p:].view(g, n, -1)], dim=1)
 
 
 class RestModule(L.LightningModule):
@@ -145,9 +158,42 @@ class RestModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.engine is None:
-            from restlit.rollout.hf import HFEngine
+            r = self.config.rollout
+            if r.engine == "vllm":
+                from restlit.rollout.vllm import VLLMEngine
 
-            self.engine = HFEngine(self.policy, self.tokenizer, self.config.rollout.prompt_batch_size)
+                longest = self.config.data.max_prompt_tokens + r.max_new_tokens
+                limit = getattr(self.policy.config, "max_position_embeddings", None) or longest
+                self.engine = VLLMEngine(
+                    self.policy, self.tokenizer, weights=self._policy_weights(),
+                    max_model_len=r.max_model_len or min(longest, limit),
+                    gpu_memory_utilization=r.gpu_memory_utilization, kv_cache_gb=r.kv_cache_gb,
+                    enforce_eager=r.enforce_eager, dtype=None if r.dtype == "auto" else r.dtype,
+                    seed=self.config.trainer.seed,
+                )
+            else:
+                from restlit.rollout.hf import HFEngine
+
+                self.engine = HFEngine(self.policy, self.tokenizer, r.prompt_batch_size)
+
+    def on_train_start(self) -> None:
+        # Some strategies (FSDP) load a checkpoint's weights after on_fit_start built the engine.
+        self.engine.sync_weights(self._policy_weights())
+
+    def on_fit_end(self) -> None:
+        if hasattr(self.engine, "close"):  # vLLM: give its memory back; a later fit builds a new one
+            self.engine.close()
+            self.engine = None
+
+    def _policy_weights(self) -> Any:
+        """What ``engine.sync_weights`` gets: the policy itself for the transformers engine (it
+        samples from this very module); for vLLM its full state dict, gathered from the shards
+        under FSDP (a collective: every rank calls this)."""
+        if self.config.rollout.engine == "hf":
+            return self.policy
+        from restlit.rollout.vllm import full_state_dict
+
+        return full_state_dict(self.policy, self.trainer.strategy.model, prefix="policy.")
 
     # -- the step --------------------------------------------------------------------------
 
@@ -239,6 +285,7 @@ class RestModule(L.LightningModule):
             mask = torch.zeros((g, width))
             regions = torch.full((g, width), int(Region.OTHER), dtype=torch.long)
             entropy = torch.zeros((g, width)) if all(c.entropies is not None for c in group) else None
+            engine_logp = torch.zeros((g, width)) if all(c.logprobs is not None for c in group) else None
             for i, comp in enumerate(group):
                 n = len(comp.token_ids)
                 if n == 0:
@@ -249,11 +296,14 @@ class RestModule(L.LightningModule):
                 regions[i, :n] = torch.as_tensor([int(r) for r in token_regions(text, offsets)])
                 if entropy is not None:
                     entropy[i, :n] = torch.as_tensor(comp.entropies)
+                if engine_logp is not None:
+                    engine_logp[i, :n] = torch.as_tensor(comp.logprobs)
             out.append(Group(
                 prompt=torch.as_tensor(item.prompt_ids, dtype=torch.long, device=device),
                 tokens=tokens.to(device), mask=mask.to(device), regions=regions.to(device),
                 advantages=advantages[k : k + g].to(device),
                 entropy=entropy.to(device) if entropy is not None else None,
+                engine_logp=engine_logp.to(device) if engine_logp is not None else None,
             ))
             k += g
         return out
@@ -288,7 +338,7 @@ class RestModule(L.LightningModule):
         return self.curriculum.reduce(self.trainer, stats)
 
     def _logp(self, model: Any, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = group_hidden(model, group.prompt, group.tokens, group.mask)
+        hidden = group_hidden(model, group.prompt, group.tokens)
         return logprobs_and_entropy_from_hidden(
             hidden, model.get_output_embeddings().weight, group.tokens, mask=group.mask,
             temperature=self.config.rollout.temperature if self.config.rollout.temperature > 0 else 1.0,
@@ -310,6 +360,8 @@ class RestModule(L.LightningModule):
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         sums: dict[str, float] = {}
+        # engine vs trainer log-probs: tokens, sum |log ratio|, sum ratio, ratios above tis_cap, max ratio
+        mismatch = torch.zeros(5, dtype=torch.float64, device=self.device)
         for _epoch in range(obj.ppo_epochs):
             optimizer.zero_grad(set_to_none=True)
             for g, w in zip(groups, weights):
@@ -319,7 +371,22 @@ class RestModule(L.LightningModule):
                     with torch.no_grad():
                         ref_logp, _ = self._logp(self.reference, g)
                 old = g.old_logp if g.old_logp is not None else logp.detach()
-                loss, m = policy_loss(logp, old, g.advantages, g.mask, w, config=obj.loss, denominator=denom,
+                advantages = g.advantages
+                if g.engine_logp is not None:
+                    # log(pi_trainer / pi_engine) of each sampled token, both at the sampling weights
+                    log_ratio = (old - g.engine_logp).float() * g.mask
+                    ratio = log_ratio.exp()
+                    if _epoch == 0:
+                        valid = g.mask > 0
+                        stats = torch.stack([valid.sum(), log_ratio.abs().sum(), (ratio * g.mask).sum(),
+                                             (valid & (ratio > cfg.rollout.tis_cap)).sum(), torch.zeros(())])
+                        mismatch += stats.double()
+                        mismatch[4] = torch.maximum(mismatch[4], (ratio * g.mask).max().double())
+                    if cfg.rollout.tis:
+                        # The PPO-clip term is positively homogeneous in A, so scaling a token's
+                        # advantage by c >= 0 scales exactly its policy-gradient loss by c (TIS).
+                        advantages = g.advantages[:, None] * ratio.clamp(max=cfg.rollout.tis_cap)
+                loss, m = policy_loss(logp, old, advantages, g.mask, w, config=obj.loss, denominator=denom,
                                       ref_logp=ref_logp, entropy=ent, regions=g.regions)
                 self.manual_backward(loss * scale)
                 share = float(g.mask.sum())
@@ -330,10 +397,12 @@ class RestModule(L.LightningModule):
             # so every rank reaches the same decision.
             grad_norm = self._clip_gradients(cfg.optim.grad_clip)
             if not math.isfinite(grad_norm):
+                if _epoch > 0:  # earlier epochs changed the weights
+                    self.engine.sync_weights(self._policy_weights())
                 return {"skip": "non_finite"}
             optimizer.step()
         scheduler.step()
-        self.engine.sync_weights(self.policy)
+        self.engine.sync_weights(self._policy_weights())
 
         n = sum(float(g.mask.sum()) for g in groups) * obj.ppo_epochs
         out = {f"train/{k}": v / max(n, 1.0) for k, v in sums.items() if k != "loss"}
@@ -341,6 +410,12 @@ class RestModule(L.LightningModule):
         out["train/grad_norm"] = grad_norm
         out["train/lr"] = scheduler.get_last_lr()[0]
         out["curriculum/progress_used"] = progress
+        tokens, abs_diff, ratio_sum, truncated, ratio_max = mismatch.tolist()
+        if tokens:  # the engine reported log-probs: how far they are from the trainer's
+            out["rollout/logp_abs_diff"] = abs_diff / tokens
+            out["rollout/is_ratio"] = ratio_sum / tokens
+            out["rollout/is_ratio_max"] = ratio_max
+            out["rollout/is_truncated_frac"] = truncated / tokens
         for region in Region:  # the mean weight the step actually gave each region
             num = sum(float((w * (g.regions == region)).sum()) for g, w in zip(groups, weights))
             cnt = sum(float((g.mask * (g.regions == region)).sum()) for g in groups)

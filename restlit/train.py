@@ -39,6 +39,8 @@ def build_tokenizer_and_policy(config: RunConfig) -> tuple[Any, Any]:
         tokenizer.pad_token = tokenizer.eos_token
     policy = load_policy(m.path, init=m.init, architecture=m.architecture, dtype=m.dtype, tokenizer=tokenizer,
                          seed=m.seed)
+    if m.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return tokenizer, policy
 
 

@@ -159,7 +159,7 @@ def test_completion_offsets_partition_the_decoded_text(smollm2_tokenizer):
 # ---------------------------------------------------------------- the prefix-shared forward
 
 
-def test_group_hidden_equals_full_sequence_forward(tiny_parts):
+def test_group_hidden_equals_separate_forwards(tiny_parts):
     from restlit.module import group_hidden
     from restlit.objective import logprobs_and_entropy_from_hidden
 
@@ -173,7 +173,7 @@ def test_group_hidden_equals_full_sequence_forward(tiny_parts):
         tokens[i, :n] = torch.randint(0, len(tok), (n,))
         mask[i, :n] = 1
     with torch.no_grad():
-        hidden = group_hidden(model, prompt, tokens, mask)
+        hidden = group_hidden(model, prompt, tokens)
         logp, _ = logprobs_and_entropy_from_hidden(hidden, model.get_output_embeddings().weight, tokens, mask=mask)
         for i, n in enumerate(lengths):
             full = torch.cat([prompt, tokens[i, :n]])[None]
@@ -305,3 +305,23 @@ def test_ddp_curriculum_state_equals_one_process(tmp_path):
     assert len(ranks) == 2
     r0, r1 = (torch.load(p, weights_only=False) for p in ranks)
     assert torch.equal(r0["running"], r1["running"]) and r0["progress"] == r1["progress"]
+
+
+def test_gradient_checkpointing_gives_the_same_gradient(tmp_path):
+    from restlit.module import group_hidden
+    from restlit.objective import logprobs_and_entropy_from_hidden
+    from restlit.train import build_tokenizer_and_policy
+
+    grads = []
+    for checkpointing in (False, True):
+        cfg = load_config(TINY, [f"model.gradient_checkpointing={str(checkpointing).lower()}"])
+        tok, model = build_tokenizer_and_policy(cfg)
+        model.train()
+        torch.manual_seed(1)
+        prompt, tokens = torch.randint(0, len(tok), (11,)), torch.randint(0, len(tok), (3, 6))
+        hidden = group_hidden(model, prompt, tokens)
+        logp, _ = logprobs_and_entropy_from_hidden(hidden, model.get_output_embeddings().weight, tokens)
+        logp.sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        assert model.is_gradient_checkpointing == checkpointing
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

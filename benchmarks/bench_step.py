@@ -1,0 +1,690 @@
+"""Step time and peak memory of a ResT training step, restlit vs TRL's GRPOTrainer, side by side.
+
+The setup of issue 5: SmolLM2-135M-Instruct (the embedded model, ``model.path: smollm2-135m``),
+ToolRL prompts from ``../shared/data/toolrl/rlla_sft.json`` (rendered by ``restlit.prompts``, the
+model's chat template), 4 prompts x 4 completions = 16 completions per step, up to 128 new tokens,
+float32, 2 threads, CPU.
+
+Both sides do the same work per step: sample 16 completions (temperature 1, top-p 1) of up to 128
+tokens, score them, GRPO advantages per group of 4, one policy forward + backward over prompt +
+completion tokens, gradient clipping (1.0) and one AdamW step (lr 2e-6). No reference model and no
+KL on either side (restlit ``kl_coef: 0``, TRL ``beta=0.0``), one PPO epoch / iteration, so neither
+recomputes old log-probs.
+
+The reward is the same deterministic function of the completion text on both sides
+(:func:`bench_reward`, a hash of the text mapped to [0, 1)), so every group of 4 has reward
+variance and every step runs the full update. ToolRL's real reward would be constant on most groups
+of an un-fine-tuned SmolLM2 (it writes no tool calls), and restlit skips a step whose groups all
+have equal rewards, which would time a step without its update.
+
+* restlit: ``restlit.train.fit(config, reward_fn=...)`` on ``configs/quickstart-cpu.yaml`` with
+  ``objective.weights.mode`` = ``entropy`` and ``uniform`` (the update is one micro-batch per prompt
+  group, the prompt encoded once and its KV cache shared by the 4 completions). A callback times
+  each training batch (``on_train_batch_start`` -> ``on_train_batch_end``); the per-phase split
+  comes from ``RUN/metrics.csv`` (``time/rollout``, ``time/scoring``, ``time/update``).
+* TRL: ``GRPOTrainer`` with ``num_generations=4``, ``per_device_train_batch_size=4``,
+  ``gradient_accumulation_steps=4`` (micro-batch 16 is killed for memory on a 24 GB machine), so
+  one optimizer step = one generation of 16 completions + 4 micro-batches of 4 sequences;
+  ``shuffle_dataset=False`` and a dataset ordered so that TRL's step ``s`` gets the same 4 prompts as
+  restlit's step ``s``. A ``TrainerCallback`` times ``on_step_begin`` -> ``on_step_end``.
+
+Every variant runs in its own process (``OMP_NUM_THREADS=2``, ``torch.set_num_threads(2)``), which
+reports its own peak RSS (``ru_maxrss``): after the last timed step (training peak) and at exit
+(including restlit's final export). The first step of each run is a warm-up and is not timed.
+
+TRL lives in a separate virtual environment so the project's stays untouched::
+
+    python3 -m venv /tmp/trlvenv
+    /tmp/trlvenv/bin/pip install torch==2.13.0          # pin first: a bare torch pulls a CUDA build
+    /tmp/trlvenv/bin/pip install "transformers==5.19.0" trl accelerate datasets
+    # (measured with trl 1.16.0, accelerate 1.15.0, datasets 5.2.0)
+
+    .venv/bin/python benchmarks/bench_step.py --trl-python /tmp/trlvenv/bin/python
+    .venv/bin/python benchmarks/bench_step.py --skip-trl --no-record      # restlit only
+
+Without ``--trl-python`` the script uses ``$TRL_PYTHON``; ``--skip-trl`` leaves TRL out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "quickstart-cpu.yaml"
+MARK = "BENCH_STEP_RESULT "
+GB = 1024**3
+
+
+def bench_reward(text: str) -> float:
+    """The benchmark's reward: a deterministic hash of the completion text, in [0, 1). Identical
+    on both sides; distinct completions almost surely get distinct rewards."""
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) / 2**32
+
+
+def _peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+# ------------------------------------------------------------------------------------------------
+# restlit child (project venv)
+# ------------------------------------------------------------------------------------------------
+
+
+def _overrides(args: argparse.Namespace, mode: str, output_dir: str) -> list[str]:
+    return [
+        f"objective.weights.mode={mode}",
+        f"trainer.max_steps={args.warmup + args.steps}",
+        f"trainer.prompts_per_step={args.prompts}",
+        f"rollout.n={args.generations}",
+        f"rollout.max_new_tokens={args.max_new_tokens}",
+        "trainer.checkpoint_every=100000",
+        "logging.progress_bar=false",
+        "logging.tensorboard=false",
+        f"output_dir={output_dir}",
+    ]
+
+
+def worker_restlit(args: argparse.Namespace) -> None:
+    _threads(args.threads)
+    import lightning as L
+
+    from restlit import train
+    from restlit.config import load_config
+    from restlit.rewards import Reward, reward_bounds
+
+    config = load_config(CONFIG, _overrides(args, args.mode, args.out))
+
+    def reward_fn(completion, item, step):
+        r = bench_reward(completion.text)
+        return Reward(format=0.0, correctness=r, total=r, bounds=reward_bounds(step, config.reward))
+
+    class StepTimer(L.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.cpu: list[float] = []
+            self.rss: list[int] = []
+            self._t0 = self._c0 = 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self._t0, self._c0 = time.perf_counter(), time.process_time()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.times.append(time.perf_counter() - self._t0)
+            self.cpu.append(time.process_time() - self._c0)
+            self.rss.append(_peak_bytes())
+
+    timer = StepTimer()
+    make_trainer = train.make_trainer
+
+    def make_trainer_with_timer(*a, **k):  # fit() builds its own trainer: add the timer to it
+        trainer = make_trainer(*a, **k)
+        trainer.callbacks.append(timer)
+        return trainer
+
+    train.make_trainer = make_trainer_with_timer
+    start = time.perf_counter()
+    run_dir = train.fit(config, reward_fn=reward_fn)
+    total = time.perf_counter() - start
+
+    import csv
+
+    rows = []
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("time/rollout"):
+                rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+    keys = ["time/rollout", "time/scoring", "time/update", "skipped", "completion/length",
+            "completion/truncated", "reward/total_std", "throughput/tokens_per_s"]
+    per_step = [{k: r.get(k) for k in keys} for r in rows]
+    print(MARK + json.dumps({
+        "times": timer.times, "cpu": timer.cpu, "rss_after_step": timer.rss, "peak": _peak_bytes(), "total_s": total,
+        "steps": per_step,
+    }))
+
+
+# ------------------------------------------------------------------------------------------------
+# TRL child (TRL venv; must not import restlit)
+# ------------------------------------------------------------------------------------------------
+
+
+def worker_trl(args: argparse.Namespace) -> None:
+    _threads(args.threads)
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    spec = json.loads(Path(args.prompts_file).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # Same prompt tokens as restlit's? (TRL applies the chat template itself.)
+    mismatched = 0
+    for row in spec["rows"]:
+        ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
+        ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        mismatched += len(ids) != row["restlit_prompt_tokens"]
+    dataset = Dataset.from_list([{"prompt": r["prompt"]} for r in spec["rows"]])
+    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
+
+    def reward(prompts, completions, **kwargs):
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return [bench_reward(t) for t in texts]
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.cpu: list[float] = []
+            self.rss: list[int] = []
+            self.logs: list[dict] = []
+            self._t0 = self._c0 = 0.0
+
+        def on_step_begin(self, a, state, control, **kw):
+            self._t0, self._c0 = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, a, state, control, **kw):
+            self.times.append(time.perf_counter() - self._t0)
+            self.cpu.append(time.process_time() - self._c0)
+            self.rss.append(_peak_bytes())
+
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs:
+                self.logs.append({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+
+    cfg = GRPOConfig(
+        output_dir=args.out, max_steps=args.warmup + args.steps, learning_rate=2e-6, weight_decay=0.01,
+        lr_scheduler_type="constant", max_grad_norm=1.0, seed=0,
+        per_device_train_batch_size=args.trl_micro_batch,
+        gradient_accumulation_steps=args.prompts * args.generations // args.trl_micro_batch,
+        num_generations=args.generations, max_completion_length=args.max_new_tokens,
+        temperature=1.0, top_p=1.0, beta=0.0, num_iterations=1, epsilon=0.2,
+        use_vllm=False, shuffle_dataset=False, bf16=False, fp16=False, use_cpu=True,
+        logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True,
+        dataloader_num_workers=0, log_completions=False,
+    )
+    timer = StepTimer()
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=[timer])
+    start = time.perf_counter()
+    trainer.train()
+    total = time.perf_counter() - start
+    steps = [{"completion/length": log.get("completions/mean_length"),
+              "completion/truncated": log.get("completions/clipped_ratio"),
+              "reward/total_std": log.get("reward_std")} for log in timer.logs if "loss" in log]
+    import trl
+
+    print(MARK + json.dumps({
+        "times": timer.times, "cpu": timer.cpu, "rss_after_step": timer.rss, "peak": _peak_bytes(), "total_s": total,
+        "steps": steps, "prompt_token_mismatches": mismatched, "trl_version": trl.__version__,
+    }))
+
+
+# ------------------------------------------------------------------------------------------------
+# update-only child (project venv): entropy vs uniform on the same groups, in one process
+# ------------------------------------------------------------------------------------------------
+
+
+def update_order(modes: list[str], reps: int) -> list[str]:
+    """One untimed warm-up update, then ``reps`` updates per mode in ABBA order (drift cancels)."""
+    order: list[str] = []
+    for r in range(reps):
+        order += modes if r % 2 == 0 else list(reversed(modes))
+    return [modes[-1]] + order
+
+
+def worker_update(args: argparse.Namespace) -> None:
+    """The real ``RestModule._update`` under a real Trainer, alternating the weighting mode on the same
+    16 completions (reference answers of the step-0 prompts, cut to ``max_new_tokens`` tokens, with
+    random entropies and advantages): the update is where the weighting mode acts, and the rollout is
+    the same for both modes, so this isolates their difference from the machine's other load."""
+    _threads(args.threads)
+    import dataclasses
+
+    import lightning as L
+    import torch
+
+    from restlit.config import load_config
+    from restlit.data import ToolUseDataModule
+    from restlit.module import RestModule
+    from restlit.rollout.base import Completion
+    from restlit.train import build_tokenizer_and_policy, make_trainer
+
+    modes = args.mode.split(",")
+    order = update_order(modes, args.steps)
+    config = load_config(CONFIG, _overrides(args, modes[0], args.out) + [
+        f"trainer.max_steps={len(order)}", "logging.csv=false"])
+    L.seed_everything(0, verbose=False)
+    tokenizer, policy = build_tokenizer_and_policy(config)
+    data = ToolUseDataModule(config.data, tokenizer, args.prompts)
+    n, c = args.generations, args.max_new_tokens
+    records: list[dict] = []
+
+    class Replay(RestModule):
+        groups = None
+
+        def training_step(self, batch, batch_idx):
+            if self.groups is None:  # the step-0 prompts, the same groups at every step
+                g = torch.Generator().manual_seed(0)
+                outs = []
+                for i, item in enumerate(batch):
+                    ids = tokenizer(item.target_text, add_special_tokens=False)["input_ids"]
+                    ids = (ids * (1 + (c + 8 * n) // max(1, len(ids))))[: c + 8 * n]
+                    group = []
+                    for j in range(n):
+                        tok = ids[8 * j : 8 * j + c]
+                        group.append(Completion(
+                            prompt_index=i, token_ids=tok, text=tokenizer.decode(tok, skip_special_tokens=True),
+                            finish_reason="length", logprobs=(-torch.rand(c, generator=g)).tolist(),
+                            entropies=(3 * torch.rand(c, generator=g)).tolist()))
+                    outs.append(group)
+                self.groups = self._tensorize(batch, outs, torch.randn(len(batch) * n, generator=g))
+            mode = order[self.global_step]
+            self.config.objective.weights = dataclasses.replace(self.config.objective.weights, mode=mode)
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = self._update(self.groups, self.global_step + 1)
+            records.append({"mode": mode, "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                            "loss": out.get("train/loss"), "grad_norm": out.get("train/grad_norm")})
+
+    module = Replay(config, policy, tokenizer)
+    trainer = make_trainer(config, Path(args.out), max_steps=len(order), checkpoints=False)
+    trainer.fit(module, datamodule=data)
+    prompt_tokens = [int(g.prompt.numel()) for g in module.groups]
+    print(MARK + json.dumps({"updates": records[1:], "warmup": records[:1], "prompt_tokens": prompt_tokens,
+                             "completion_tokens": c, "peak": _peak_bytes()}))
+
+
+# ------------------------------------------------------------------------------------------------
+# Parent
+# ------------------------------------------------------------------------------------------------
+
+
+def _prompt_rows(args: argparse.Namespace) -> tuple[list[dict], str]:
+    """The prompts of steps 0 .. warmup+steps-1 as restlit's data module serves them, with their
+    chat messages for TRL; and the converted model directory."""
+    from data_prep.samples import Sample, load_samples
+    from restlit.config import load_config
+    from restlit.data import StepBatches, ToolUseDataModule, prepared_dir
+    from restlit.models import load_tokenizer, resolve
+
+    config = load_config(CONFIG, _overrides(args, "entropy", "unused"))
+    tokenizer = load_tokenizer(config.model.tokenizer or config.model.path)
+    data = ToolUseDataModule(config.data, tokenizer, args.prompts)
+    data.prepare_data()
+    data.setup("fit")
+    by_id = {}
+    for row in load_samples(prepared_dir(config.data))["train"]:
+        by_id[row["id"]] = row
+    batches = StepBatches(data.train_items, args.prompts, 1, 0, config.data.seed)
+    rows = []
+    for step in range(args.warmup + args.steps):
+        for item in batches.batch(step):
+            sample = Sample.from_row(by_id[item.id])
+            rows.append({"id": item.id, "prompt": sample.messages(), "restlit_prompt_tokens": len(item.prompt_ids)})
+    return rows, str(resolve(config.model.path))
+
+
+def _run_child(cmd: list[str], log: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(ARGS.threads), MKL_NUM_THREADS=str(ARGS.threads),
+               TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT))
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    with log.open("w") as f:
+        res = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=f, text=True,
+                             check=False)
+    wall = time.perf_counter() - start
+    with log.open("a") as f:
+        f.write(res.stdout)
+    for line in reversed(res.stdout.splitlines()):
+        if line.startswith(MARK):
+            out = json.loads(line[len(MARK):])
+            out.update(wall_s=wall, load_before=load, load_after=os.getloadavg()[0], returncode=res.returncode)
+            return out
+    return {"error": f"exit code {res.returncode} (signal {-res.returncode})" if res.returncode < 0
+            else f"exit code {res.returncode}", "log": str(log), "wall_s": wall, "load_before": load,
+            "load_after": os.getloadavg()[0], "returncode": res.returncode,
+            "child_peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
+
+
+def _common(args: argparse.Namespace) -> list[str]:
+    return ["--threads", str(args.threads), "--warmup", str(args.warmup), "--prompts", str(args.prompts),
+            "--generations", str(args.generations), "--max-new-tokens", str(args.max_new_tokens)]
+
+
+ARGS: argparse.Namespace
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _weighting_cost(args: argparse.Namespace, repeats: int = 200) -> dict[str, float]:
+    """Seconds per step that ``token_weights`` takes in each mode: the only code of the step that the
+    weighting mode changes (the rollout, the entropies and the region statistics are the same)."""
+    import torch
+
+    from restlit.config import load_config
+    from restlit.objective import region_entropy_stats, token_weights
+    from restlit.regions import Region
+
+    torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(0)
+    groups = []
+    for _ in range(args.prompts):
+        regions = torch.randint(0, len(Region), (args.generations, args.max_new_tokens), generator=g)
+        mask = torch.ones(args.generations, args.max_new_tokens)
+        entropy = torch.rand(args.generations, args.max_new_tokens, generator=g) * 3
+        groups.append((regions, mask, entropy))
+    stats = sum(region_entropy_stats(e, r, m) for r, m, e in groups)
+    out = {}
+    for mode in args.modes:
+        cfg = load_config(CONFIG, [f"objective.weights.mode={mode}"]).objective.weights
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for r, m, _e in groups:
+                token_weights(r, m, cfg, region_stats=stats, progress=0.5, step=1)
+        out[mode] = (time.perf_counter() - start) / repeats
+    return out
+
+
+def _report(args: argparse.Namespace, data: dict) -> str:
+    from benchmarks._results import markdown_table
+
+    results, trl, meta = data["restlit"], data["trl"], data["meta"]
+    modes = list(results)
+    warmup = meta["warmup"]
+
+    def timed(res_list: list[dict]) -> dict:
+        out = {"times": [], "cpu": [], "steps": [], "peak_train": None, "peak": None}
+        for res in res_list:
+            if "error" in res:
+                out["error"] = res["error"]
+                out["peak"] = res.get("child_peak")
+                continue
+            out["times"] += res["times"][warmup:]
+            out["cpu"] += res["cpu"][warmup:]
+            out["steps"] += res["steps"][warmup:]
+            if res["rss_after_step"]:
+                out["peak_train"] = max(out["peak_train"] or 0, res["rss_after_step"][-1])
+            out["peak"] = max(out["peak"] or 0, res["peak"])
+        return out
+
+    def gb(x: int | None) -> str:
+        return f"{x / GB:.2f}" if x else "-"  # GiB
+
+    def med(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    summary = {f"restlit {m}": timed(results[m]) for m in modes}
+    if trl is not None:
+        summary["TRL GRPOTrainer"] = timed([trl])
+    t_trl = summary.get("TRL GRPOTrainer", {})
+    trl_wall, trl_cpu = med(t_trl.get("times", [])), med(t_trl.get("cpu", []))
+    uni = summary.get("restlit uniform", {})
+    uni_wall, uni_cpu = med(uni.get("times", [])), med(uni.get("cpu", []))
+
+    headers = ["variant", "timed steps", "median step s (wall)", "min / max s", "median step CPU s",
+               "rollout s", "update s", "completion tokens", "peak RSS GiB, training", "peak RSS GiB, process",
+               "TRL / this: wall, CPU", "this / uniform: wall, CPU"]
+    table_rows = []
+    for name, s in summary.items():
+        wall, cpu = med(s["times"]), med(s["cpu"])
+        rollout = _mean([x.get("time/rollout") for x in s["steps"]])
+        update = _mean([x.get("time/update") for x in s["steps"]])
+        length = _mean([x.get("completion/length") for x in s["steps"]])
+        table_rows.append([
+            name + (f" ({s['error']})" if s.get("error") else ""), len(s["times"]),
+            f"{wall:.0f}" if wall else "-",
+            f"{min(s['times']):.0f} / {max(s['times']):.0f}" if s["times"] else "-",
+            f"{cpu:.0f}" if cpu else "-",
+            f"{rollout:.0f}" if rollout is not None else "-", f"{update:.0f}" if update is not None else "-",
+            f"{length:.0f}" if length is not None else "-",
+            gb(s["peak_train"]), gb(s["peak"]),
+            f"{trl_wall / wall:.2f}x, {trl_cpu / cpu:.2f}x" if (trl_wall and wall and trl_cpu and cpu) else "-",
+            f"{wall / uni_wall:.2f}, {cpu / uni_cpu:.2f}"
+            if (uni_wall and wall and uni_cpu and cpu and name.startswith("restlit")) else "-",
+        ])
+    table = markdown_table(headers, table_rows)
+
+    goals = []
+    restlit_peaks = [(s["peak_train"], s["peak"]) for n, s in summary.items() if n.startswith("restlit") and s["peak"]]
+    if restlit_peaks:
+        train_peak = max(p[0] or 0 for p in restlit_peaks)
+        worst = max(p[1] for p in restlit_peaks)
+        goals.append(f"peak RSS <= 4 GB at 16 completions per step: **{'met' if worst <= 4 * GB else 'NOT met'}** "
+                     f"({train_peak / GB:.2f} GiB by the end of the last training step, {worst / GB:.2f} GiB "
+                     f"for the whole process)")
+    ent = summary.get("restlit entropy")
+    if ent and ent["times"] and trl_wall:
+        speedup = trl_wall / med(ent["times"])
+        cpu_speedup = trl_cpu / med(ent["cpu"])
+        goals.append(f"step time >= 1.5x faster than TRL: **{'met' if speedup >= 1.5 else 'NOT met'}** "
+                     f"({speedup:.2f}x wall, {cpu_speedup:.2f}x CPU time, entropy weights)")
+    elif trl is not None:
+        goals.append(f"step time >= 1.5x faster than TRL: not measured (TRL run: {trl.get('error', 'no timed steps')})")
+    cost = meta.get("weighting_s")
+    upd = data.get("update") or {}
+    upd_rows, upd_ratio = [], None
+    if upd.get("updates"):
+        by_mode = {m: [u for u in upd["updates"] if u["mode"] == m] for m in modes}
+        for m, us in by_mode.items():
+            if us:
+                upd_rows.append([m, len(us), f"{med([u['wall'] for u in us]):.1f}", f"{med([u['cpu'] for u in us]):.1f}",
+                                 " / ".join(f"{u['wall']:.1f}" for u in us)])
+        if by_mode.get("entropy") and by_mode.get("uniform"):
+            upd_ratio = (med([u["wall"] for u in by_mode["entropy"]]) / med([u["wall"] for u in by_mode["uniform"]]),
+                         med([u["cpu"] for u in by_mode["entropy"]]) / med([u["cpu"] for u in by_mode["uniform"]]))
+    elif upd.get("error"):
+        upd_rows.append([f"failed: {upd['error']}", 0, "-", "-", "-"])
+    if upd_ratio is not None:
+        extra = ""
+        if cost:
+            extra = (f"; `token_weights` itself, the only code the mode changes, takes {cost['entropy'] * 1e3:.2f} ms "
+                     f"per step for `entropy` vs {cost['uniform'] * 1e3:.3f} ms for `uniform`")
+        ok = upd_ratio[0] <= 1.05
+        goals.append(f"`entropy` within 5% of `uniform`: **{'met' if ok else 'NOT met'}** on the update, where the "
+                     f"mode acts (in-process check below: entropy / uniform = {upd_ratio[0]:.3f} wall, "
+                     f"{upd_ratio[1]:.3f} CPU time{extra}); the rollout samples the same completions for both "
+                     f"modes (same seeds and weights at step 0).")
+    elif ent and ent["times"] and uni_wall:
+        ratio, cpu_ratio = med(ent["times"]) / uni_wall, med(ent["cpu"]) / uni_cpu
+        extra = ""
+        if cost:
+            extra = (f"; the only code the mode changes, `token_weights`, takes {cost['entropy'] * 1e3:.2f} ms "
+                     f"per step for `entropy` vs {cost['uniform'] * 1e3:.3f} ms for `uniform`, "
+                     f"{(cost['entropy'] - cost['uniform']) / uni_wall * 100:.4f}% of a step")
+        goals.append(f"`entropy` within 5% of `uniform`: **{'met' if ratio <= 1.05 else 'NOT met'}** "
+                     f"(entropy / uniform = {ratio:.2f} wall, {cpu_ratio:.2f} CPU time; both runs sample the same "
+                     f"completions, so the spread is the shared machine's noise{extra})")
+
+    skipped = sum(int(x.get("skipped") or 0) for n, s in summary.items() if n.startswith("restlit")
+                  for x in s["steps"])
+    tokens = meta["prompt_tokens"]
+    trl_info = ""
+    if trl is not None and "error" not in trl:
+        trl_info = (f" TRL {trl.get('trl_version')}: micro-batch {meta['trl_micro_batch']} x "
+                    f"{meta['completions'] // meta['trl_micro_batch']} accumulation steps, one `generate` of "
+                    f"{meta['completions']} completions per optimizer step; TRL's chat-templated prompt tokens "
+                    f"differ from restlit's on {trl.get('prompt_token_mismatches')} prompts.")
+    text = (
+        f"SmolLM2-135M-Instruct (embedded), float32, {meta['threads']} threads; ToolRL prompts of `rlla_sft.json` "
+        f"in the order restlit's data module serves them (the same {len(tokens)} prompts, steps 0.."
+        f"{len(tokens) // meta['prompts'] - 1}, on every side: {min(tokens)} to {max(tokens)} tokens, mean "
+        f"{statistics.mean(tokens):.0f}), {meta['prompts']} prompts x {meta['completions'] // meta['prompts']} "
+        f"completions per step, up to {meta['max_new_tokens']} new tokens, temperature 1.\n\n"
+        f"Reward on both sides: the same hash of the completion text in [0, 1) (`bench_reward`), so every "
+        f"group has reward variance and every step runs the full update ({skipped} restlit steps skipped). "
+        f"Both sides: rollout of the {meta['completions']} completions, policy forward + backward over prompt + "
+        f"completion, grad clip 1.0, one AdamW step; no reference model, no KL (TRL `beta=0.0`), one PPO "
+        f"epoch, no old-log-prob pass.{trl_info}\n\n"
+        f"Step time: one training step (restlit `on_train_batch_start` -> `on_train_batch_end`, TRL "
+        f"`on_step_begin` -> `on_step_end`), {warmup} untimed warm-up step(s); CPU s: the process's CPU time "
+        f"(all threads) over the same span. Rollout / update: restlit's `time/rollout`, `time/update` "
+        f"(`metrics.csv`). Peak RSS: the process's `ru_maxrss` at the end of its last training step, and at "
+        f"exit (restlit's then includes `last.ckpt` and the `final/` export). Machine shared with other work "
+        f"(tests, other benchmarks): load average {meta['load_start']:.1f} at start, {meta['load_end']:.1f} at "
+        f"end (2 cores), so wall times are inflated and noisy; whole benchmark {meta['minutes']:.0f} min."
+    )
+    body = text + "\n\n" + table
+    if upd_rows:
+        ptok = upd.get("prompt_tokens") or []
+        body += ("\n\nEntropy vs uniform, in one process: the real `RestModule._update` under a Trainer on the "
+                 f"same 4 groups (step-0 prompts of {', '.join(map(str, ptok))} tokens; 4 completions each of "
+                 f"{upd.get('completion_tokens')} tokens cut from the reference answers, so with real regions; "
+                 "random entropies and advantages), one untimed warm-up update, then the modes alternated ABBA:\n\n"
+                 + markdown_table(["mode", "updates", "median update s (wall)", "median update CPU s",
+                                   "each update s"], upd_rows))
+    return body + "\n\nGoals:\n\n" + "\n".join(f"- {g}" for g in goals)
+
+
+def main() -> None:
+    global ARGS
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trl-python", default=os.environ.get("TRL_PYTHON"),
+                   help="python of a venv with trl installed (default: $TRL_PYTHON)")
+    p.add_argument("--skip-trl", action="store_true", help="time restlit only")
+    p.add_argument("--modes", nargs="+", default=["entropy", "uniform"], help="restlit weighting modes")
+    p.add_argument("--rounds", type=int, default=1, help="restlit processes per mode, interleaved")
+    p.add_argument("--steps", type=int, default=2, help="timed restlit steps per process")
+    p.add_argument("--trl-steps", type=int, default=2, help="timed TRL steps")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="untimed first steps per process (steps take minutes here: first-call overheads are "
+                        "negligible, and steps 0, 1 ... are then the same prompts on both sides)")
+    p.add_argument("--prompts", type=int, default=4, help="prompts per step")
+    p.add_argument("--generations", type=int, default=4, help="completions per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--trl-micro-batch", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-record", action="store_true", help="print only; do not update RESULTS.md")
+    p.add_argument("--keep", help="keep run directories, child logs and summary.json in this directory")
+    p.add_argument("--report-only", metavar="DIR",
+                   help="no runs: rebuild the table from DIR/summary.json (a --keep directory)")
+    p.add_argument("--update-reps", type=int, default=2,
+                   help="updates per mode in the in-process entropy-vs-uniform check (0: skip it)")
+    p.add_argument("--parts", nargs="+", choices=["restlit", "trl", "update"], default=["restlit", "trl", "update"],
+                   help="what to run; with --keep, the other parts' earlier results in DIR/summary.json are kept")
+    p.add_argument("--worker", choices=["restlit", "trl", "update"], help=argparse.SUPPRESS)
+    p.add_argument("--mode", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--prompts-file", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    ARGS = args
+    if args.worker == "restlit":
+        sys.path.insert(0, str(ROOT))
+        worker_restlit(args)
+        return
+    if args.worker == "trl":
+        worker_trl(args)
+        return
+    if args.worker == "update":
+        sys.path.insert(0, str(ROOT))
+        worker_update(args)
+        return
+    if args.skip_trl and "trl" in args.parts:
+        args.parts.remove("trl")
+    if args.update_reps <= 0 and "update" in args.parts:
+        args.parts.remove("update")
+    if not args.report_only and "trl" in args.parts and not args.trl_python:
+        p.error("give --trl-python (or $TRL_PYTHON), or --skip-trl")
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks._results import record
+
+    tmp_ctx = None
+    if args.report_only:
+        work = Path(args.report_only).resolve()
+    elif args.keep:
+        work = Path(args.keep).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp_ctx = tempfile.TemporaryDirectory(prefix="bench_step.")
+        work = Path(tmp_ctx.name)
+
+    if args.report_only:
+        data = json.loads((work / "summary.json").read_text())
+        args.modes = list(data["restlit"])
+    else:
+        data = _run_all(args, work)
+    data["meta"].setdefault("weighting_s", _weighting_cost(args))
+    (work / "summary.json").write_text(json.dumps(data, indent=1))
+    body = _report(args, data)
+    print()
+    print(body)
+    if not args.no_record:
+        cmd = "python benchmarks/bench_step.py" + (" --trl-python /tmp/trlvenv/bin/python" if data["trl"] is not None
+                                                   else " --skip-trl")
+        record("bench_step", "Training step: restlit vs TRL GRPOTrainer (CPU)", body, cmd)
+    if tmp_ctx is not None:
+        tmp_ctx.cleanup()
+
+
+def _run_all(args: argparse.Namespace, work: Path) -> dict:
+    """Run ``args.parts``; with an earlier ``summary.json`` in ``work``, keep the parts not rerun."""
+    previous = work / "summary.json"
+    data = json.loads(previous.read_text()) if previous.is_file() else {"restlit": {}, "trl": None, "meta": {}}
+    data.setdefault("update", None)
+    meta = data["meta"]
+    started = time.time()
+    meta.pop("weighting_s", None)
+    if "load_start" not in meta or "restlit" in args.parts:
+        meta["load_start"] = os.getloadavg()[0]
+    trl_steps = args.trl_steps
+    rows, model_dir = _prompt_rows(argparse.Namespace(**{**vars(args), "steps": max(args.steps, trl_steps)}))
+    prompt_tokens = [r["restlit_prompt_tokens"] for r in rows]
+    prompts_file = work / "prompts.json"
+    n_trl = (args.warmup + trl_steps) * args.prompts
+    prompts_file.write_text(json.dumps({"model_dir": model_dir, "rows": rows[:n_trl]}))
+    print(f"prompts: {len(rows)} (tokens min {min(prompt_tokens)}, mean {statistics.mean(prompt_tokens):.0f}, "
+          f"max {max(prompt_tokens)}); model {model_dir}", flush=True)
+
+    if "restlit" in args.parts:
+        results: dict[str, list[dict]] = {m: [] for m in args.modes}
+        for rnd in range(args.rounds):
+            modes = args.modes if rnd % 2 == 0 else list(reversed(args.modes))
+            for mode in modes:
+                out = work / f"restlit-{mode}-{rnd}"
+                cmd = [sys.executable, __file__, "--worker", "restlit", "--mode", mode, "--out", str(out),
+                       "--steps", str(args.steps), *_common(args)]
+                res = _run_child(cmd, work / f"restlit-{mode}-{rnd}.log")
+                results[mode].append(res)
+                print(f"restlit {mode} round {rnd}: " + json.dumps({k: v for k, v in res.items() if k != "steps"}),
+                      flush=True)
+        data["restlit"] = results
+    if "trl" in args.parts:
+        cmd = [args.trl_python, __file__, "--worker", "trl", "--out", str(work / "trl"),
+               "--prompts-file", str(prompts_file), "--steps", str(trl_steps),
+               "--trl-micro-batch", str(args.trl_micro_batch), *_common(args)]
+        data["trl"] = _run_child(cmd, work / "trl.log")
+        print("trl: " + json.dumps({k: v for k, v in data["trl"].items() if k != "steps"}), flush=True)
+    if "update" in args.parts:
+        cmd = [sys.executable, __file__, "--worker", "update", "--mode", ",".join(args.modes),
+               "--out", str(work / "update"), "--steps", str(args.update_reps), *_common(args)]
+        data["update"] = _run_child(cmd, work / "update.log")
+        print("update: " + json.dumps(data["update"]), flush=True)
+    meta.update({
+        "warmup": args.warmup, "threads": args.threads, "prompts": args.prompts,
+        "completions": args.prompts * args.generations, "max_new_tokens": args.max_new_tokens,
+        "trl_micro_batch": args.trl_micro_batch, "prompt_tokens": prompt_tokens,
+        "load_end": os.getloadavg()[0], "minutes": meta.get("minutes", 0.0) + (time.time() - started) / 60,
+    })
+    return data
+
+
+if __name__ == "__main__":
+    main()
