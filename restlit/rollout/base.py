@@ -52,3 +52,15 @@ class RolloutEngine(Protocol):
     def sync_weights(self, model: Any) -> None:
         """Make the engine sample from ``model``'s current weights."""
         ...
+
+
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a completion: the tokenizer's EOS and the model's generation-config EOS
+    ids (chat models often stop on an end-of-turn token that is not the tokenizer's EOS)."""
+    eos = {tokenizer.eos_token_id}
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+    eos.discard(None)
+    if not eos:
+        raise ValueError("the tokenizer has no EOS token: generation would never stop")
+    return sorted(eos)

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from restlit.rollout.base import Completion, SamplingConfig
+from restlit.rollout.base import Completion, SamplingConfig, eos_ids
 
 
 class HFEngine:
@@ -34,13 +34,7 @@ class HFEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.prompt_batch_size = max(1, int(prompt_batch_size))
-        eos = {tokenizer.eos_token_id}
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        eos.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
-        eos.discard(None)
-        if not eos:
-            raise ValueError("the tokenizer has no EOS token: generation would never stop")
-        self.eos_ids = sorted(eos)
+        self.eos_ids = eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
     def sync_weights(self, model: Any) -> None:

@@ -63,7 +63,7 @@ from typing import Any
 
 import torch
 
-from restlit.rollout.base import Completion, SamplingConfig
+from restlit.rollout.base import Completion, SamplingConfig, eos_ids
 
 # vLLM's CPU attention kernels exist for these head sizes only (vllm.v1.attention.backends.cpu_attn).
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
@@ -118,7 +118,7 @@ class VLLMEngine:
         from vllm.platforms import current_platform
 
         self.tokenizer = tokenizer
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.eos_ids = eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -214,16 +214,6 @@ class VLLMEngine:
 
             gc.collect()
         shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    eos = {tokenizer.eos_token_id}
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    eos.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
-    eos.discard(None)
-    if not eos:
-        raise ValueError("the tokenizer has no EOS token: generation would never stop")
-    return sorted(eos)
 
 
 def _write_model_dir(model: Any, tokenizer: Any, path: Path) -> None:
