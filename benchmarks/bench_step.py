@@ -119,6 +119,7 @@ def worker_restlit(args: argparse.Namespace) -> None:
             self.times: list[float] = []
             self.cpu: list[float] = []
             self.rss: list[int] = []
+            self.load: list[float] = []
             self._t0 = self._c0 = 0.0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -128,6 +129,7 @@ def worker_restlit(args: argparse.Namespace) -> None:
             self.times.append(time.perf_counter() - self._t0)
             self.cpu.append(time.process_time() - self._c0)
             self.rss.append(_peak_bytes())
+            self.load.append(os.getloadavg()[0])
 
     timer = StepTimer()
     make_trainer = train.make_trainer
@@ -153,7 +155,7 @@ def worker_restlit(args: argparse.Namespace) -> None:
             "completion/truncated", "reward/total_std", "throughput/tokens_per_s"]
     per_step = [{k: r.get(k) for k in keys} for r in rows]
     print(MARK + json.dumps({
-        "times": timer.times, "cpu": timer.cpu, "rss_after_step": timer.rss, "peak": _peak_bytes(), "total_s": total,
+        "times": timer.times, "cpu": timer.cpu, "load": timer.load, "rss_after_step": timer.rss, "peak": _peak_bytes(), "total_s": total,
         "steps": per_step,
     }))
 
@@ -192,6 +194,7 @@ def worker_trl(args: argparse.Namespace) -> None:
             self.times: list[float] = []
             self.cpu: list[float] = []
             self.rss: list[int] = []
+            self.load: list[float] = []
             self.logs: list[dict] = []
             self._t0 = self._c0 = 0.0
 
@@ -202,6 +205,7 @@ def worker_trl(args: argparse.Namespace) -> None:
             self.times.append(time.perf_counter() - self._t0)
             self.cpu.append(time.process_time() - self._c0)
             self.rss.append(_peak_bytes())
+            self.load.append(os.getloadavg()[0])
 
         def on_log(self, a, state, control, logs=None, **kw):
             if logs:
@@ -230,7 +234,7 @@ def worker_trl(args: argparse.Namespace) -> None:
     import trl
 
     print(MARK + json.dumps({
-        "times": timer.times, "cpu": timer.cpu, "rss_after_step": timer.rss, "peak": _peak_bytes(), "total_s": total,
+        "times": timer.times, "cpu": timer.cpu, "load": timer.load, "rss_after_step": timer.rss, "peak": _peak_bytes(), "total_s": total,
         "steps": steps, "prompt_token_mismatches": mismatched, "trl_version": trl.__version__,
     }))
 
@@ -297,7 +301,10 @@ def worker_update(args: argparse.Namespace) -> None:
             mode = order[self.global_step]
             self.config.objective.weights = dataclasses.replace(self.config.objective.weights, mode=mode)
             t0, c0 = time.perf_counter(), time.process_time()
-            out = self._update(self.groups, self.global_step + 1)
+            if hasattr(self, "_entropy_statistics"):  # the statistics moved out of _update
+                out = self._update(self.groups, self.global_step + 1, self._entropy_statistics(self.groups))
+            else:
+                out = self._update(self.groups, self.global_step + 1)
             records.append({"mode": mode, "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
                             "loss": out.get("train/loss"), "grad_norm": out.get("train/grad_norm")})
 
@@ -541,7 +548,25 @@ def _report(args: argparse.Namespace, data: dict) -> str:
         f"(tests, other benchmarks): load average {meta['load_start']:.1f} at start, {meta['load_end']:.1f} at "
         f"end (2 cores), so wall times are inflated and noisy; whole benchmark {meta['minutes']:.0f} min."
     )
+    detail = []
+    for name, res_list in [(f"restlit {m}", results[m]) for m in modes] + [("TRL GRPOTrainer", [trl] if trl else [])]:
+        for res in res_list:
+            if "error" in res:
+                continue
+            for i, wall in enumerate(res["times"]):
+                st = res["steps"][i] if i < len(res["steps"]) else {}
+                load = res.get("load", [])
+                detail.append([name, i, f"{wall:.0f}", f"{res['cpu'][i]:.0f}",
+                               f"{st['time/rollout']:.0f}" if st.get("time/rollout") is not None else "-",
+                               f"{st['time/update']:.0f}" if st.get("time/update") is not None else "-",
+                               f"{st['completion/length']:.0f}" if st.get("completion/length") is not None else "-",
+                               f"{load[i]:.1f}" if i < len(load) else "-"])
     body = text + "\n\n" + table
+    if detail:
+        body += ("\n\nEach step (the same prompts at the same step index on every side; load = 1-minute load "
+                 "average at the step's end, where recorded):\n\n"
+                 + markdown_table(["variant", "step", "wall s", "CPU s", "rollout s", "update s", "completion tokens",
+                                   "load"], detail))
     if upd_rows:
         ptok = upd.get("prompt_tokens") or []
         body += ("\n\nEntropy vs uniform, in one process: the real `RestModule._update` under a Trainer on the "
