@@ -43,6 +43,15 @@ TRL lives in a separate virtual environment so the project's stays untouched::
     .venv/bin/python benchmarks/bench_step.py --skip-trl --no-record      # restlit only
 
 Without ``--trl-python`` the script uses ``$TRL_PYTHON``; ``--skip-trl`` leaves TRL out.
+
+A third child checks the ``entropy`` vs ``uniform`` cost where the mode acts: the real
+``RestModule._update`` under a Trainer, on the same 16 completions, the modes alternated ABBA in one
+process (``--update-reps`` per mode), so the two see the same machine load. ``--parts`` runs only
+some of the three (with ``--keep DIR``, the others' results in ``DIR/summary.json`` are kept);
+``--report-only DIR`` rebuilds the table from a kept ``summary.json``.
+
+The machine is shared: a step's wall time next to other jobs can be several times its time alone;
+the table reports each step's load average, and the CPU time of each step beside its wall time.
 """
 
 from __future__ import annotations
@@ -410,6 +419,22 @@ def _weighting_cost(args: argparse.Namespace, repeats: int = 200) -> dict[str, f
     return out
 
 
+def _load_note(data: dict) -> str:
+    """How busy the machine was while the steps ran (1-minute load averages at the steps' ends)."""
+    loads = [x for res in [*(r for rs in data["restlit"].values() for r in rs), data.get("trl") or {}]
+             for x in res.get("load", [])]
+    meta = data["meta"]
+    threads = meta.get("threads", 2)
+    if loads and max(loads) <= threads + 0.5:
+        return (f"Load average {min(loads):.1f} to {max(loads):.1f} at the steps' ends, i.e. the benchmark's own "
+                f"{threads} threads: nothing else ran. On this shared machine, runs next to other jobs (load 4 to 6) "
+                f"gave 2 to 7 times longer, erratic steps, so compare only runs with load near {threads}.")
+    where = f"{min(loads):.1f} to {max(loads):.1f} at the steps' ends" if loads else (
+        f"{meta.get('load_start', 0):.1f} at start, {meta.get('load_end', 0):.1f} at end")
+    return (f"Machine shared with other work: load average {where} with {threads} threads of our own, so wall "
+            f"times are inflated and noisy; rerun when it is idle.")
+
+
 def _report(args: argparse.Namespace, data: dict) -> str:
     from benchmarks._results import markdown_table
 
@@ -544,9 +569,8 @@ def _report(args: argparse.Namespace, data: dict) -> str:
         f"`on_step_begin` -> `on_step_end`), {warmup} untimed warm-up step(s); CPU s: the process's CPU time "
         f"(all threads) over the same span. Rollout / update: restlit's `time/rollout`, `time/update` "
         f"(`metrics.csv`). Peak RSS: the process's `ru_maxrss` at the end of its last training step, and at "
-        f"exit (restlit's then includes `last.ckpt` and the `final/` export). Machine shared with other work "
-        f"(tests, other benchmarks): load average {meta['load_start']:.1f} at start, {meta['load_end']:.1f} at "
-        f"end (2 cores), so wall times are inflated and noisy; whole benchmark {meta['minutes']:.0f} min."
+        f"exit (restlit's then includes `last.ckpt` and the `final/` export). {_load_note(data)} Whole benchmark "
+        f"{meta['minutes']:.0f} min."
     )
     detail = []
     for name, res_list in [(f"restlit {m}", results[m]) for m in modes] + [("TRL GRPOTrainer", [trl] if trl else [])]:

@@ -177,6 +177,9 @@ class RestModule(L.LightningModule):
                 self.engine = HFEngine(self.policy, self.tokenizer, r.prompt_batch_size)
 
     def on_train_start(self) -> None:
+        # from_pretrained returns eval mode and Lightning leaves it: without train mode, gradient
+        # checkpointing (and dropout, where a model has it) would silently be off.
+        self.policy.train()
         # Some strategies (FSDP) load a checkpoint's weights after on_fit_start built the engine.
         self.engine.sync_weights(self._policy_weights())
 
@@ -392,7 +395,7 @@ class RestModule(L.LightningModule):
                 share = float(g.mask.sum())
                 for key, value in m.items():
                     sums[key] = sums.get(key, 0.0) + float(value) * share
-                sums["loss"] = sums.get("loss", 0.0) + float(loss)  # shares of one global mean
+                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())  # shares of one global mean
             # A non-finite loss shows up here too; the norm is taken after the gradient all-reduce,
             # so every rank reaches the same decision.
             grad_norm = self._clip_gradients(cfg.optim.grad_clip)

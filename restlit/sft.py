@@ -52,6 +52,9 @@ class SFTModule(L.LightningModule):
                                                    chunk_size=self.config.objective.logprob_chunk_size)
         return logp
 
+    def on_train_start(self) -> None:
+        self.policy.train()  # from_pretrained returns eval mode; checkpointing needs train mode
+
     def training_step(self, batch: list[PromptItem], batch_idx: int) -> torch.Tensor:
         logps = [self.sample_logp(item) for item in batch]
         n = sum(lp.numel() for lp in logps)

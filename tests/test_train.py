@@ -325,3 +325,27 @@ def test_gradient_checkpointing_gives_the_same_gradient(tmp_path):
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
         assert model.is_gradient_checkpointing == checkpointing
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_policy_trains_in_train_mode(tmp_path, monkeypatch):
+    """from_pretrained returns eval mode; the update must run in train mode, or gradient checkpointing
+    silently does nothing."""
+    from restlit import train
+
+    built = {}
+    original = train.build_tokenizer_and_policy
+
+    def eval_mode_policy(config):
+        tok, policy = original(config)
+        built["policy"] = policy.eval()
+        return tok, policy
+
+    modes = []
+
+    def reward(comp, item, step):
+        modes.append(built["policy"].training)
+        return even_token_reward(comp, item, step)
+
+    monkeypatch.setattr(train, "build_tokenizer_and_policy", eval_mode_policy)
+    train.fit(tiny_config(tmp_path, "trainer.max_steps=1"), reward_fn=reward)
+    assert modes and all(modes)
