@@ -72,16 +72,12 @@ def worker(args: argparse.Namespace) -> None:
 
     import lightning as L
 
-    from benchmarks.bench_step import bench_reward
+    from benchmarks.bench_step import bench_reward_fn
     from restlit import train
     from restlit.config import load_config
-    from restlit.rewards import Reward, reward_bounds
 
     config = load_config(CONFIG, _overrides(args, args.engine, args.out))
-
-    def reward_fn(completion, item, step):
-        r = bench_reward(completion.text)
-        return Reward(format=0.0, correctness=r, total=r, bounds=reward_bounds(step, config.reward))
+    reward_fn = bench_reward_fn(config)
 
     class Timer(L.Callback):
         def __init__(self) -> None:

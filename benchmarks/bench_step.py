@@ -80,6 +80,17 @@ def bench_reward(text: str) -> float:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) / 2**32
 
 
+def bench_reward_fn(config):
+    """``RestModule``'s ``reward_fn`` scoring completions with :func:`bench_reward`."""
+    from restlit.rewards import Reward, reward_bounds
+
+    def reward_fn(completion, item, step):
+        r = bench_reward(completion.text)
+        return Reward(format=0.0, correctness=r, total=r, bounds=reward_bounds(step, config.reward))
+
+    return reward_fn
+
+
 def _peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
@@ -115,13 +126,9 @@ def worker_restlit(args: argparse.Namespace) -> None:
 
     from restlit import train
     from restlit.config import load_config
-    from restlit.rewards import Reward, reward_bounds
 
     config = load_config(CONFIG, _overrides(args, args.mode, args.out))
-
-    def reward_fn(completion, item, step):
-        r = bench_reward(completion.text)
-        return Reward(format=0.0, correctness=r, total=r, bounds=reward_bounds(step, config.reward))
+    reward_fn = bench_reward_fn(config)
 
     class StepTimer(L.Callback):
         def __init__(self) -> None:

@@ -112,12 +112,20 @@ class ToolUseDataModule(L.LightningDataModule):
         self.train_items: list[PromptItem] = []
         self.val_items: list[PromptItem] = []
         self.counts: dict[str, int] = {}
+        self._directory: Path | None = None
+
+    @property
+    def directory(self) -> Path:
+        """The prepared dataset's directory (hashing raw inputs once per DataModule)."""
+        if self._directory is None:
+            self._directory = prepared_dir(self.config)
+        return self._directory
 
     def prepare_data(self) -> None:
         """Run ``restlit prepare`` on ``data.raw`` once (rank 0 only, as Lightning calls it)."""
         if self.config.prepared:
             return
-        out = prepared_dir(self.config)
+        out = self.directory
         if (out / "manifest.json").is_file():
             return
         from data_prep.inputs import InputError
@@ -134,7 +142,7 @@ class ToolUseDataModule(L.LightningDataModule):
             return
         from data_prep.samples import Sample, load_samples
 
-        directory = prepared_dir(self.config)
+        directory = self.directory
         if not (directory / "manifest.json").is_file():
             raise DataError(f"data: {directory} is not a `restlit prepare` output (no manifest.json)")
         dataset = load_samples(directory)

@@ -447,6 +447,13 @@ def _finish(fig, axes, log: RunLog, path: Path, *, legend_handles: list | None =
     return path
 
 
+def _train_handle(label: str, log: RunLog):
+    """Legend entry for the per-step training series (notes the smoothing of long runs)."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=TRAIN_COLOR, lw=1.8, marker="o", ms=4, label=label + _smoothing_note(len(log.steps)))
+
+
 def _skip_handle(count: int):
     from matplotlib.patches import Patch
 
@@ -494,18 +501,7 @@ def plot_rewards(log: RunLog, path: Path, *, name: str = "run") -> Path:
             ax.set_ylim(-0.03, 1.03)
     handles = []
     if has_train:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=TRAIN_COLOR,
-                lw=1.8,
-                marker="o",
-                ms=4,
-                label="train: mean over the step's completions (band: ±1 std)"
-                + _smoothing_note(len(log.steps)),
-            )
-        )
+        handles.append(_train_handle("train: mean over the step's completions (band: ±1 std)", log))
     if has_val:
         handles.append(
             Line2D(
@@ -882,7 +878,6 @@ def plot_throughput(log: RunLog, path: Path, *, name: str = "run") -> Path:
 def plot_training(log: RunLog, path: Path, *, name: str = "run") -> Path:
     """Optimisation diagnostics: loss, gradient norm, learning rate, clipping, KL, entropy."""
     win = _smooth_window(len(log.steps))
-    from matplotlib.lines import Line2D
 
     fig, axes = _new_figure(2, 3, (14, 7.2))
     skipped = log.skipped_steps()
@@ -929,17 +924,7 @@ def plot_training(log: RunLog, path: Path, *, name: str = "run") -> Path:
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     handles = []
     if any(log.has(k) for _t, _y, series in panels for k, _lb in series):
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=TRAIN_COLOR,
-                lw=1.8,
-                marker="o",
-                ms=4,
-                label="per step" + _smoothing_note(len(log.steps)),
-            )
-        )
+        handles.append(_train_handle("per step", log))
     if skipped:
         handles.append(_skip_handle(len(skipped)))
     fig.suptitle(_title(log, "Optimisation", name), fontsize=13)

@@ -60,7 +60,7 @@ def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoint
                  gradient_clip_val: float | None = None) -> L.Trainer:
     """A Lightning Trainer with the config's hardware settings, loggers, progress bar, and (with
     ``checkpoints``) atomic checkpoints every ``trainer.checkpoint_every`` steps plus ``last.ckpt``."""
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
     t = config.trainer
     callbacks: list[Any] = []
@@ -69,7 +69,7 @@ def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoint
                                          every_n_train_steps=max(1, t.checkpoint_every), save_top_k=-1,
                                          save_last=True))
     if config.logging.progress_bar:
-        callbacks.append(RichProgressBar() if importlib.util.find_spec("rich") else TQDMProgressBar())
+        callbacks.append(RichProgressBar())
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=t.precision,
         max_steps=max_steps, max_epochs=-1, log_every_n_steps=t.log_every_n_steps,

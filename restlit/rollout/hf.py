@@ -18,6 +18,7 @@ forward pass.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +46,8 @@ class HFEngine:
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig) -> list[list[Completion]]:
         device = next(self.model.parameters()).device
-        base = sampling.seed if sampling.seed is not None else int(torch.seed() % (2**62))
+        # unseeded: fresh OS randomness, without reseeding the global torch RNG
+        base = sampling.seed if sampling.seed is not None else secrets.randbits(62)
         was_training = self.model.training
         self.model.eval()
         try:
