@@ -41,12 +41,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "quickstart-cpu.yaml"
+WORKLOAD_DATA = ROOT / "benchmarks" / "data" / "toolrl_240.json"  # as bench_step.py
 MARK = "BENCH_ROLLOUT_RESULT "
 ENGINE_SETTINGS = ["rollout.kv_cache_gb=1.0", "rollout.enforce_eager=true"]
 
 
 def _overrides(args: argparse.Namespace, engine: str, output_dir: str) -> list[str]:
     return [
+        f"data.raw=[{WORKLOAD_DATA}]",
         "objective.weights.mode=entropy",
         "model.gradient_checkpointing=false",
         f"trainer.max_steps={args.warmup + args.steps}",

@@ -70,6 +70,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "quickstart-cpu.yaml"
+# workload W's prompts: 240 records of ToolRL's rlla_sft.json (see benchmarks/data/README.md)
+WORKLOAD_DATA = ROOT / "benchmarks" / "data" / "toolrl_240.json"
 MARK = "BENCH_STEP_RESULT "
 GB = 1024**3
 
@@ -108,6 +110,7 @@ def _threads(n: int) -> None:
 
 def _overrides(args: argparse.Namespace, mode: str, output_dir: str) -> list[str]:
     return [
+        f"data.raw=[{WORKLOAD_DATA}]",
         f"objective.weights.mode={mode}",
         f"trainer.max_steps={args.warmup + args.steps}",
         f"trainer.prompts_per_step={args.prompts}",

@@ -9,6 +9,8 @@ Every stage uses the same functions as its own command; the settings are the con
 from __future__ import annotations
 
 import dataclasses
+import gc
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,8 @@ def evaluate(model: str, data_dir: Path, out_dir: Path, *, heldout_limit: int, b
 
 def run_demo(config: RunConfig, *, heldout_limit: int = 8, bfcl_category: str = "simple_python",
              bfcl_limit: int = 8, eval_tokens: int = 128) -> Path:
-    """Run every stage into ``config.output_dir``; returns the report's path."""
+    """Run every stage into ``config.output_dir``; returns the report's path. ``OUT/demo.json``
+    keeps each stage's seconds and the three models' scores."""
     from rich.console import Console
     from rich.table import Table
 
@@ -55,6 +58,14 @@ def run_demo(config: RunConfig, *, heldout_limit: int = 8, bfcl_category: str = 
     out = Path(config.output_dir)
     data_dir = out / "data"
     started = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def done(stage: str, t: float) -> None:
+        # A finished stage's trainer, module and optimizer hold each other in reference cycles;
+        # collect them now, or the next stage's model and optimizer state come on top of them.
+        gc.collect()
+        seconds[stage] = round(time.perf_counter() - t, 1)
+        console.print(f"({seconds[stage]:.0f} s)")
 
     t = _stage(console, "1/7 prepare the shipped sample")
     manifest = prepare(config.data.raw, data_dir, format=config.data.format, on_invalid=config.data.on_invalid,
@@ -62,8 +73,8 @@ def run_demo(config: RunConfig, *, heldout_limit: int = 8, bfcl_category: str = 
     totals = manifest.totals
     splits = ", ".join(f"{k} {v}" for k, v in manifest.splits.items())
     console.print(f"{totals.records_read} records -> {totals.samples_written} samples ({splits}); "
-                  f"{totals.turns_rejected + totals.records_rejected} rejected, reasons in {data_dir / 'rejects.jsonl'} "
-                  f"({time.perf_counter() - t:.0f} s)")
+                  f"{totals.turns_rejected + totals.records_rejected} rejected, reasons in {data_dir / 'rejects.jsonl'}")
+    done("prepare", t)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, prepared=str(data_dir), raw=[]))
 
     evals: dict[str, dict[str, Any]] = {}
@@ -71,28 +82,28 @@ def run_demo(config: RunConfig, *, heldout_limit: int = 8, bfcl_category: str = 
                   max_new_tokens=eval_tokens, console=console)
     t = _stage(console, "2/7 evaluate the base model")
     evals["base"] = evaluate(config.model.path, data_dir, out / "eval" / "base", **kwargs)
-    console.print(f"({time.perf_counter() - t:.0f} s)")
+    done("eval base", t)
 
     t = _stage(console, "3/7 SFT warm start")
     sft_model = sft(config) / "final"
-    console.print(f"({time.perf_counter() - t:.0f} s)")
+    done("sft", t)
     t = _stage(console, "4/7 evaluate the SFT model")
     evals["SFT"] = evaluate(str(sft_model), data_dir, out / "eval" / "sft", **kwargs)
-    console.print(f"({time.perf_counter() - t:.0f} s)")
+    done("eval SFT", t)
 
     t = _stage(console, "5/7 ResT fit (entropy weights, curriculum)")
-    rest_config = dataclasses.replace(config, model=dataclasses.replace(config.model, path=str(sft_model)))
+    rest_config = dataclasses.replace(config, model=dataclasses.replace(config.model, path=str(sft_model), init="pretrained"))
     run_dir = fit(rest_config)
-    console.print(f"({time.perf_counter() - t:.0f} s)")
+    done("fit", t)
     t = _stage(console, "6/7 evaluate the ResT model")
     evals["ResT"] = evaluate(str(run_dir / "final"), data_dir, out / "eval" / "rest", **kwargs)
-    console.print(f"({time.perf_counter() - t:.0f} s)")
+    done("eval ResT", t)
 
     t = _stage(console, "7/7 report")
     from restlit.report import build_report
 
     report = build_report(run_dir).markdown
-    console.print(f"({time.perf_counter() - t:.0f} s)")
+    done("report", t)
 
     table = Table(title=f"restlit demo: SmolLM2-135M, {time.perf_counter() - started:.0f} s in all")
     columns = [("heldout format valid %", "heldout", "format_validity"),
@@ -111,4 +122,9 @@ def run_demo(config: RunConfig, *, heldout_limit: int = 8, bfcl_category: str = 
         table.add_row(name, *cells)
     console.print(table)
     console.print(f"report: {report}")
+    summary = {"seconds": {**seconds, "total": round(time.perf_counter() - started, 1)},
+               "models": {name: {f"{suite}/{key}": scores.get(suite, {}).get(key) for _, suite, key in columns}
+                          for name, scores in evals.items()},
+               "report": str(report)}
+    (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     return report

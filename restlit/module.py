@@ -400,10 +400,14 @@ class RestModule(L.LightningModule):
             # so every rank reaches the same decision.
             grad_norm = self._clip_gradients(cfg.optim.grad_clip)
             if not math.isfinite(grad_norm):
+                optimizer.zero_grad(set_to_none=True)
                 if _epoch > 0:  # earlier epochs changed the weights
                     self.engine.sync_weights(self._policy_weights())
                 return {"skip": "non_finite"}
             optimizer.step()
+        # Free the gradients now, not at the next step's zero_grad: the rollout, checkpoints and the
+        # final export then run without a model-sized block of memory nobody reads.
+        optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         self.engine.sync_weights(self._policy_weights())
 

@@ -55,14 +55,23 @@ class SFTModule(L.LightningModule):
     def on_train_start(self) -> None:
         self.policy.train()  # from_pretrained returns eval mode; checkpointing needs train mode
 
-    def training_step(self, batch: list[PromptItem], batch_idx: int) -> torch.Tensor:
+    def batch_loss(self, batch: list[PromptItem]) -> tuple[torch.Tensor, int]:
+        """The mean negative log-likelihood of the batch's target tokens, and their number."""
         logps = [self.sample_logp(item) for item in batch]
         n = sum(lp.numel() for lp in logps)
-        loss = -sum(lp.sum() for lp in logps) / max(n, 1)
+        return -sum(lp.sum() for lp in logps) / max(n, 1), n
+
+    def training_step(self, batch: list[PromptItem], batch_idx: int) -> torch.Tensor:
+        loss, n = self.batch_loss(batch)
         self.log_dict({"sft/loss": loss.detach(), "sft/target_tokens": float(n)}, on_step=True, on_epoch=False,
                       batch_size=len(batch))
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=len(batch))
         return loss
+
+    def validation_step(self, batch: list[PromptItem], batch_idx: int) -> None:
+        """The held-out target loss, every ``trainer.val_every`` steps (``val/sft_loss``)."""
+        loss, _ = self.batch_loss(batch)
+        self.log("val/sft_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
 
     def configure_optimizers(self) -> Any:
         o = self.config.optim

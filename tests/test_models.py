@@ -56,3 +56,60 @@ def test_random_init_needs_a_model_type(smollm2_tokenizer):
                                              "num_key_value_heads": 1})
     assert tiny.config.vocab_size == len(smollm2_tokenizer)
     assert all((a == b).all() for a, b in zip(tiny.parameters(), again.parameters()))  # seeded
+
+
+def _gqa_model(smollm2_tokenizer, heads: int, kv_heads: int):
+    arch = {"model_type": "llama", "hidden_size": 96, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": heads, "num_key_value_heads": kv_heads}
+    return models.load_policy("unused", init="random", architecture=arch, tokenizer=smollm2_tokenizer,
+                              dtype="float64", seed=3)
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(6, 2), (6, 3), (4, 4)])
+def test_grouped_attention_equals_transformers_sdpa(smollm2_tokenizer, heads, kv_heads):
+    """The folded GQA attention gives the logits and gradients of transformers' sdpa attention
+    (which repeats the key/value heads), on a left-padded batch, a decoding step on a cache, and
+    the packed group forward with its block mask."""
+    import torch
+
+    from restlit.module import group_hidden
+    from restlit.rollout.base import SamplingConfig
+    from restlit.rollout.hf import HFEngine
+
+    model = _gqa_model(smollm2_tokenizer, heads, kv_heads)
+    assert model.config._attn_implementation == models.GROUPED_SDPA
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 1000, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    mask[2, :2] = 0
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def run(impl):
+        model.set_attn_implementation(impl)
+        model.zero_grad(set_to_none=True)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        step = model(input_ids=ids[:, :1], attention_mask=torch.cat([mask, torch.ones_like(mask[:, :1])], 1),
+                     position_ids=positions[:, -1:] + 1, past_key_values=out.past_key_values, use_cache=True)
+        packed = group_hidden(model, ids[1], ids[:, :5])
+        (out.logits[mask.bool()].sum() + packed.square().sum()).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        return out.logits[mask.bool()].detach(), step.logits.detach(), packed.detach(), grads
+
+    stock = run("sdpa")
+    grouped = run(models.GROUPED_SDPA)
+    for a, b in zip(stock[:3], grouped[:3]):
+        assert torch.allclose(a, b, atol=1e-10)
+    for a, b in zip(stock[3], grouped[3]):
+        assert torch.allclose(a, b, atol=1e-9)
+
+    # the engine's preallocated cache samples exactly what transformers' generate does
+    model.eval()
+    engine = HFEngine(model, smollm2_tokenizer, prompt_batch_size=3)
+    prompts = [ids[0, 4:].tolist(), ids[1].tolist(), ids[2, 2:].tolist()]
+    sampling = SamplingConfig(n=2, max_new_tokens=6, temperature=0.0)
+    fast = engine.generate(prompts, sampling)
+    model.set_attn_implementation("sdpa")
+    slow = [model.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False, eos_token_id=None,
+                           pad_token_id=0)[0, len(p):].tolist() for p in prompts]
+    assert [[c.token_ids for c in grp] for grp in fast] == [[s, s] for s in slow]

@@ -107,11 +107,12 @@ def test_engine_greedy_matches_generate_and_reports_logprobs(tiny_parts):
         for comp in group:
             assert comp.token_ids == ref[: len(comp.token_ids)] and len(comp.token_ids) == 10
             assert comp.finish_reason == "length"
-        full = torch.tensor([prompt + group[0].token_ids])
-        with torch.no_grad():
-            lp = torch.log_softmax(model(full).logits[0, len(prompt) - 1 : -1].float(), -1)
-        lp = lp.gather(-1, torch.tensor(group[0].token_ids)[:, None]).squeeze(-1)
-        assert torch.allclose(lp, torch.tensor(group[0].logprobs), atol=1e-4)
+        for comp in group:  # every row of the expanded cache, against a full forward without cache
+            full = torch.tensor([prompt + comp.token_ids])
+            with torch.no_grad():
+                lp = torch.log_softmax(model(full).logits[0, len(prompt) - 1 : -1].float(), -1)
+            lp = lp.gather(-1, torch.tensor(comp.token_ids)[:, None]).squeeze(-1)
+            assert torch.allclose(lp, torch.tensor(comp.logprobs), atol=2e-5)
 
 
 def test_engine_seeding_is_per_prompt_and_respects_n_and_stop(tiny_parts):
@@ -259,7 +260,7 @@ def test_sft_reduces_the_target_loss(tmp_path):
     from restlit.sft import SFTModule
     from restlit.train import build_tokenizer_and_policy, sft
 
-    cfg = tiny_config(tmp_path, "sft.max_steps=8", "sft.batch_size=2", "sft.lr=1e-2")
+    cfg = tiny_config(tmp_path, "sft.max_steps=8", "sft.batch_size=2", "sft.lr=1e-2", "trainer.val_every=4")
     tok, before = build_tokenizer_and_policy(cfg)
     data = ToolUseDataModule(cfg.data, tok)
     data.prepare_data()
@@ -275,6 +276,8 @@ def test_sft_reduces_the_target_loss(tmp_path):
     run_dir = sft(cfg)
     after = load_policy(str(run_dir / "final"))
     assert target_nll(after) < target_nll(before) - 1.0
+    val = [row["val/sft_loss"] for row in read_metrics(run_dir) if "val/sft_loss" in row]
+    assert len(val) == 2 and all(math.isfinite(v) for v in val) and val[1] < val[0]  # held-out loss, every 4 steps
 
 
 # ---------------------------------------------------------------- DDP on CPU
@@ -349,3 +352,50 @@ def test_policy_trains_in_train_mode(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "build_tokenizer_and_policy", eval_mode_policy)
     train.fit(tiny_config(tmp_path, "trainer.max_steps=1"), reward_fn=reward)
     assert modes and all(modes)
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    """A checkpoint is streamed to a temporary file and renamed: a save that fails midway leaves
+    the previous checkpoint intact and no temporary file behind."""
+    from restlit.train import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.arange(4.0)}, path)
+    assert torch.load(path)["step"] == 1
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(4)}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["step"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_gradients_are_released_before_the_next_rollout(tmp_path, monkeypatch):
+    """After each optimizer step the gradients are freed (set to None), so the next rollout and the
+    checkpoints do not carry a model-sized block of dead memory."""
+    from restlit import train
+
+    built = {}
+    original = train.build_tokenizer_and_policy
+
+    def keep_policy(config):
+        tok, policy = original(config)
+        built["policy"] = policy
+        return tok, policy
+
+    held = []
+
+    def reward(comp, item, step):
+        held.append(sum(p.grad is not None for p in built["policy"].parameters()))
+        return even_token_reward(comp, item, step)
+
+    monkeypatch.setattr(train, "build_tokenizer_and_policy", keep_policy)
+    run = train.fit(tiny_config(tmp_path, "trainer.max_steps=3"), reward_fn=reward)
+    assert [int(r["skipped"]) for r in read_metrics(run)] == [0, 0, 0]  # steps 1 and 2 did update
+    assert held and not any(held)

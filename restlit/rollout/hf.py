@@ -5,7 +5,14 @@ times longer than the completions. So the engine prefills each prompt once, then
 cache ``n`` times and decodes the ``n`` completions together: the prefill costs ``B x P`` tokens
 instead of the ``B x n x P`` of ``generate(num_return_sequences=n)``.
 
-Decoding is a plain loop over the model's forward with a ``DynamicCache``: left-padded prompts
+The cache of each layer is one buffer allocated for the whole generation (prompt plus
+``max_new_tokens``, :class:`_PreallocatedLayer`), filled with the prompt's keys and values repeated
+``n`` times; each decoding step writes one position into it. (transformers' ``DynamicCache``
+concatenates, i.e. copies the whole cache at every step and every layer, and fragments the heap.)
+Grouped-query models attend through :func:`restlit.models.grouped_sdpa_forward`, which reads the
+shared key/value heads without repeating them.
+
+Decoding is a plain loop over the model's forward: left-padded prompts
 with explicit position ids, temperature and nucleus (top-p) sampling, EOS and stop strings per
 sequence. Sampling is the Gumbel-max trick with one seeded ``torch.Generator`` per sequence
 (``argmax(z / T + g)`` with ``g ~ Gumbel`` draws exactly from ``softmax(z / T)``), so each
@@ -23,8 +30,43 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from restlit.rollout.base import Completion, SamplingConfig, eos_ids
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """One layer's key/value cache in a buffer of ``capacity`` positions for ``B x repeats`` rows,
+    initialised from a prefilled ``DynamicLayer`` of ``B`` rows (row ``i`` becomes rows
+    ``i * repeats ... (i + 1) * repeats - 1``, as ``repeat_interleave``). ``update`` writes the new
+    positions in place and returns views of the filled part, so attention reads the same values a
+    ``DynamicLayer`` would hold, without any copy of the cache."""
+
+    def __init__(self, prefilled: DynamicLayer, repeats: int, capacity: int):
+        super().__init__()
+        keys, values = prefilled.keys, prefilled.values
+        b, heads, length, _ = keys.shape
+        self._keys = keys.new_empty(b * repeats, heads, capacity, keys.shape[-1])
+        self._values = values.new_empty(b * repeats, heads, capacity, values.shape[-1])
+        self._keys.view(b, repeats, heads, capacity, -1)[:, :, :, :length] = keys[:, None]
+        self._values.view(b, repeats, heads, capacity, -1)[:, :, :, :length] = values[:, None]
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+        self._set_length(length)
+
+    def _set_length(self, length: int) -> None:
+        self.length = length
+        self.keys = self._keys[:, :, :length]
+        self.values = self._values[:, :, :length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        end = self.length + key_states.shape[-2]
+        if end > self._keys.shape[2]:
+            raise RuntimeError(f"KV cache full: {end} positions for a capacity of {self._keys.shape[2]}")
+        self._keys[:, :, self.length : end] = key_states
+        self._values[:, :, self.length : end] = value_states
+        self._set_length(end)
+        return self.keys, self.values
 
 
 class HFEngine:
@@ -83,7 +125,9 @@ class HFEngine:
 
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
-        if n > 1:
+        if all(type(layer) is DynamicLayer for layer in cache.layers):
+            cache.layers = [_PreallocatedLayer(layer, n, width + sampling.max_new_tokens) for layer in cache.layers]
+        elif n > 1:  # sliding-window or other special layers: transformers' own (copying) cache
             cache.batch_repeat_interleave(n)
         logits = out.logits[:, -1, :].float().repeat_interleave(n, 0)
         mask = mask.repeat_interleave(n, 0)
