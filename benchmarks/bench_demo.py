@@ -94,6 +94,7 @@ def main() -> None:
     for f in sorted(report_dir.glob("*.png")):
         shutil.copy2(f, FIGURES / f.name)
     text = (report_dir / "report.md").read_text().replace(str(out), "runs/quickstart")
+    text = text.replace(str(work / "data-cache"), "runs/cache")  # the config's own values
     (FIGURES / "report.md").write_text(text)
     record("bench_demo", "`make demo`: the whole method on the embedded model, CPU", body,
            "python benchmarks/bench_demo.py")
