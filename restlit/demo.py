@@ -81,7 +81,16 @@ def run_demo(config: RunConfig, *, heldout_limit: int = 8, bfcl_category: str = 
     kwargs = dict(heldout_limit=heldout_limit, bfcl_category=bfcl_category, bfcl_limit=bfcl_limit,
                   max_new_tokens=eval_tokens, console=console)
     t = _stage(console, "2/7 evaluate the base model")
-    evals["base"] = evaluate(config.model.path, data_dir, out / "eval" / "base", **kwargs)
+    base = config.model.path
+    if config.model.init == "random":  # the initial policy exists only in memory: save it to score it
+        from restlit.train import build_tokenizer_and_policy
+
+        tokenizer, policy = build_tokenizer_and_policy(config)
+        base = str(out / "base")
+        policy.save_pretrained(base)
+        tokenizer.save_pretrained(base)
+        del policy
+    evals["base"] = evaluate(base, data_dir, out / "eval" / "base", **kwargs)
     done("eval base", t)
 
     t = _stage(console, "3/7 SFT warm start")

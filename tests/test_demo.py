@@ -24,5 +24,6 @@ def test_demo_runs_every_stage_on_the_tiny_model(tmp_path):
     for scores in summary["models"].values():  # a tiny random model scores, but scores are real numbers
         assert all(0.0 <= v <= 1.0 for v in scores.values() if v is not None)
         assert scores["bfcl:simple_python/accuracy"] is not None
+    assert (tmp_path / "demo" / "base" / "config.json").is_file()  # the random initial policy, scored as "base"
     assert (tmp_path / "demo" / "sft" / "final" / "config.json").is_file()
     assert (tmp_path / "demo" / "final" / "config.json").is_file()
