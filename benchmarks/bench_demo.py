@@ -80,9 +80,9 @@ def main() -> None:
         + f". 1-min load average before {load_before:.1f}, after {load_after:.1f}; peak RSS {peak:.2f} GiB.",
         markdown_table(["stage", "s", "share"], stage_rows),
         markdown_table(["model"] + [c for c, _ in COLUMNS], model_rows),
-        f"Goal: the demo within 20 minutes on this 2-core machine: **{verdict}** ({wall / 60:.1f} min). "
+        (f"Goal: the demo within 20 minutes on this 2-core machine: **{verdict}** ({wall / 60:.1f} min). "
         "A few optimizer steps on a few hundred records, and 8 + 8 scored items per model: the machinery end to end on a real model, not a trained tool user (one item is 12.5 points). "
-        f"Figures of this run: `benchmarks/demo/`.",
+        "Figures of this run: `benchmarks/demo/`."),
     ])
     print(body)
     if args.no_record:
