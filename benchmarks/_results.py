@@ -43,7 +43,7 @@ def record(name: str, title: str, body: str, command: str) -> None:
         f"{body.rstrip()}\n<!-- {name}:end -->"
     )
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nWritten by the scripts in this folder; rerun one to refresh its section.\n"
-    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _m: section, text)
     else:

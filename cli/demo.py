@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from cli.fit import CONFIG, SET, _load, _user_errors
 from cli.errors import fail
+from cli.fit import CONFIG, SET, _load, _user_errors
 
 
 def demo(
     config: Path = CONFIG,
-    overrides: Optional[list[str]] = SET,
+    overrides: list[str] | None = SET,
     heldout_limit: int = typer.Option(8, help="Held-out items scored per model."),
     bfcl_limit: int = typer.Option(8, help="BFCL simple_python items scored per model."),
     eval_tokens: int = typer.Option(128, help="Generation length cap when scoring."),

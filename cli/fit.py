@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,7 +12,7 @@ CONFIG = typer.Option(..., "--config", "-c", help="YAML run config (see configs/
 SET = typer.Option(None, "--set", help="Override a config key: --set optim.lr=2e-6 (repeatable).")
 
 
-def _load(config: Path, overrides: Optional[list[str]]):
+def _load(config: Path, overrides: list[str] | None):
     from restlit.config import ConfigError, load_config
 
     try:
@@ -32,7 +31,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def fit(
     config: Path = CONFIG,
-    overrides: Optional[list[str]] = SET,
+    overrides: list[str] | None = SET,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in output_dir from its last checkpoint."),
 ) -> None:
     """ResT reinforcement learning: rollouts, rewards, region-weighted policy gradient."""
@@ -46,7 +45,7 @@ def fit(
     print(f"run finished: {run_dir} (final model: {run_dir / 'final'})")
 
 
-def sft(config: Path = CONFIG, overrides: Optional[list[str]] = SET) -> None:
+def sft(config: Path = CONFIG, overrides: list[str] | None = SET) -> None:
     """Supervised warm start on the prepared targets (loss on target tokens only)."""
     cfg = _load(config, overrides)
     from restlit.train import sft as run_sft

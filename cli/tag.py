@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,9 +21,9 @@ STYLES = {
 
 
 def tag(
-    text: Optional[str] = typer.Argument(None, help="Text to tag; omit to read --file or stdin."),
-    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the text from this file."),
-    tokenizer: Optional[str] = typer.Option(
+    text: str | None = typer.Argument(None, help="Text to tag; omit to read --file or stdin."),
+    file: Path | None = typer.Option(None, "--file", "-f", help="Read the text from this file."),
+    tokenizer: str | None = typer.Option(
         None, "--tokenizer", help="Tokenizer directory or model alias (e.g. smollm2-135m): adds a per-token table."
     ),
 ) -> None:
@@ -33,7 +32,8 @@ def tag(
     from rich.table import Table
     from rich.text import Text
 
-    from restlit.regions import Region, tag as tag_text, token_regions
+    from restlit.regions import Region, token_regions
+    from restlit.regions import tag as tag_text
 
     if text is not None and file is not None:
         fail("give either a TEXT argument or --file, not both")

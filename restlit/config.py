@@ -366,7 +366,22 @@ def save_config(config: RunConfig, path: str | Path) -> None:
 
 
 __all__ = [
-    "ConfigError", "RunConfig", "ModelConfig", "DataConfig", "RolloutConfig", "ObjectiveConfig",
-    "CurriculumConfig", "OptimConfig", "TrainerConfig", "LoggingConfig", "SFTConfig",
-    "WeightConfig", "LossConfig", "RewardConfig", "Ramp", "load_config", "save_config", "to_dict",
+    "ConfigError",
+    "CurriculumConfig",
+    "DataConfig",
+    "LoggingConfig",
+    "LossConfig",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "OptimConfig",
+    "Ramp",
+    "RewardConfig",
+    "RolloutConfig",
+    "RunConfig",
+    "SFTConfig",
+    "TrainerConfig",
+    "WeightConfig",
+    "load_config",
+    "save_config",
+    "to_dict",
 ]

@@ -78,8 +78,8 @@ def run_demo(config: RunConfig, *, heldout_limit: int = 8, bfcl_category: str = 
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, prepared=str(data_dir), raw=[]))
 
     evals: dict[str, dict[str, Any]] = {}
-    kwargs = dict(heldout_limit=heldout_limit, bfcl_category=bfcl_category, bfcl_limit=bfcl_limit,
-                  max_new_tokens=eval_tokens, console=console)
+    kwargs = {"heldout_limit": heldout_limit, "bfcl_category": bfcl_category, "bfcl_limit": bfcl_limit,
+              "max_new_tokens": eval_tokens, "console": console}
     t = _stage(console, "2/7 evaluate the base model")
     base = config.model.path
     if config.model.init == "random":  # the initial policy exists only in memory: save it to score it

@@ -55,16 +55,16 @@ from enum import IntEnum
 from typing import Any, NamedTuple
 
 __all__ = [
+    "Block",
+    "ParseResult",
     "Region",
     "Span",
+    "ToolCall",
+    "Violation",
+    "blocks",
+    "parse_tool_calls",
     "tag",
     "token_regions",
-    "Block",
-    "blocks",
-    "ToolCall",
-    "ParseResult",
-    "parse_tool_calls",
-    "Violation",
     "validate_calls",
 ]
 
@@ -191,7 +191,7 @@ class _Node:
     """A scanned value: ``kind`` is 'obj', 'seq', 'str' or 'atom'; ``ok`` is False when it is cut
     off or malformed. Objects hold (key, value-or-None) pairs, sequences their elements."""
 
-    __slots__ = ("kind", "start", "end", "ok", "items")
+    __slots__ = ("end", "items", "kind", "ok", "start")
 
     def __init__(self, kind: str, start: int, end: int, ok: bool, items: list | None = None):
         self.kind, self.start, self.end, self.ok, self.items = kind, start, end, ok, items
