@@ -70,12 +70,9 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    import csv
-
     import lightning as L
 
-    from benchmarks.bench_step import bench_reward_fn
-    from restlit import train
+    from benchmarks.bench_step import bench_reward_fn, fit_with_callback
     from restlit.config import load_config
 
     config = load_config(CONFIG, _overrides(args, args.engine, args.out))
@@ -108,21 +105,8 @@ def worker(args: argparse.Namespace) -> None:
             self.steps.append(time.perf_counter() - self._t0)
 
     timer = Timer()
-    make_trainer = train.make_trainer
-
-    def make_trainer_with_timer(*a, **k):
-        trainer = make_trainer(*a, **k)
-        trainer.callbacks.append(timer)
-        return trainer
-
-    train.make_trainer = make_trainer_with_timer
     t_fit = time.perf_counter()
-    run_dir = train.fit(config, reward_fn=reward_fn)
-    rows = []
-    with open(Path(run_dir) / "metrics.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("time/rollout"):
-                rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+    rows = fit_with_callback(config, timer, reward_fn)
     keys = ["time/rollout", "time/update", "completion/length", "skipped", "rollout/logp_abs_diff",
             "rollout/is_ratio"]
     print(MARK + json.dumps({"step_s": timer.steps, "start_s": timer.start_s, "sync_s": timer.syncs,

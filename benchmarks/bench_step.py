@@ -123,11 +123,34 @@ def _overrides(args: argparse.Namespace, mode: str, output_dir: str) -> list[str
     ]
 
 
+def fit_with_callback(config, callback, reward_fn) -> list[dict[str, float]]:
+    """``restlit.train.fit(config)`` with ``callback`` added to the trainer fit() builds; returns
+    the logged training steps (the ``metrics.csv`` rows with ``time/rollout``)."""
+    import csv
+
+    from restlit import train
+
+    make_trainer = train.make_trainer
+
+    def make_trainer_with_callback(*a, **k):
+        trainer = make_trainer(*a, **k)
+        trainer.callbacks.append(callback)
+        return trainer
+
+    train.make_trainer = make_trainer_with_callback
+    try:
+        run_dir = train.fit(config, reward_fn=reward_fn)
+    finally:
+        train.make_trainer = make_trainer
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(f) if row.get("time/rollout")]
+
+
 def worker_restlit(args: argparse.Namespace) -> None:
     _threads(args.threads)
     import lightning as L
 
-    from restlit import train
     from restlit.config import load_config
 
     config = load_config(CONFIG, _overrides(args, args.mode, args.out))
@@ -151,25 +174,9 @@ def worker_restlit(args: argparse.Namespace) -> None:
             self.load.append(os.getloadavg()[0])
 
     timer = StepTimer()
-    make_trainer = train.make_trainer
-
-    def make_trainer_with_timer(*a, **k):  # fit() builds its own trainer: add the timer to it
-        trainer = make_trainer(*a, **k)
-        trainer.callbacks.append(timer)
-        return trainer
-
-    train.make_trainer = make_trainer_with_timer
     start = time.perf_counter()
-    run_dir = train.fit(config, reward_fn=reward_fn)
+    rows = fit_with_callback(config, timer, reward_fn)
     total = time.perf_counter() - start
-
-    import csv
-
-    rows = []
-    with open(Path(run_dir) / "metrics.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("time/rollout"):
-                rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
     keys = ["time/rollout", "time/scoring", "time/update", "skipped", "completion/length",
             "completion/truncated", "reward/total_std", "throughput/tokens_per_s"]
     per_step = [{k: r.get(k) for k in keys} for r in rows]

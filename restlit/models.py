@@ -166,7 +166,7 @@ def grouped_sdpa_forward(module: Any, query: Any, key: Any, value: Any, attentio
     keys and values as they are, the mask ``[B, 1, 1, K]`` broadcast to the ``r`` rows, so
     ``softmax(q k^T * scaling + mask) v`` is computed for exactly the same pairs. Longer queries
     (prefill, the packed update, SFT) take transformers' own ``sdpa``: there the copy is small
-    next to the attention, and folding measured ~5% slower. Without a mask, or without grouping,
+    next to the attention, and folding was not faster. Without a mask, or without grouping,
     transformers' ``sdpa`` uses ``enable_gqa`` itself."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward

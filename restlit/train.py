@@ -50,9 +50,9 @@ def release_large_frees() -> None:
 
     glibc serves large allocations with their own mappings, but raises that threshold up to 32 MiB
     as soon as such a block is freed; from then on the rollout's and the update's activations,
-    logits and gradients come from the heap, which keeps their freed pages. On the CPU workload of
-    ``benchmarks/bench_step.py`` that retained ~0.4 GiB of peak memory. Fixing the threshold
-    (``mallopt(M_MMAP_THRESHOLD)``) keeps the peak at what is live, at no measurable cost in time.
+    logits and gradients come from the heap, which keeps their freed pages and adds them to the next
+    phase's peak. Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``) keeps the peak closer to what
+    is live; ``benchmarks/bench_step.py`` shows no cost in step time.
     A ``MALLOC_MMAP_THRESHOLD_`` set in the environment wins; elsewhere this does nothing."""
     if sys.platform != "linux" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return

@@ -330,27 +330,33 @@ def test_gradient_checkpointing_gives_the_same_gradient(tmp_path):
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
-def test_policy_trains_in_train_mode(tmp_path, monkeypatch):
-    """from_pretrained returns eval mode; the update must run in train mode, or gradient checkpointing
-    silently does nothing."""
+def fit_observing_policy(monkeypatch, config, observe, prepare=lambda policy: policy) -> Path:
+    """``fit(config)`` whose reward calls ``observe(policy)`` for every completion, i.e. between the
+    steps' updates; ``prepare`` may alter the policy as it is built."""
     from restlit import train
 
     built = {}
     original = train.build_tokenizer_and_policy
 
-    def eval_mode_policy(config):
-        tok, policy = original(config)
-        built["policy"] = policy.eval()
+    def capture(cfg):
+        tok, policy = original(cfg)
+        built["policy"] = prepare(policy)
         return tok, policy
 
-    modes = []
-
     def reward(comp, item, step):
-        modes.append(built["policy"].training)
+        observe(built["policy"])
         return even_token_reward(comp, item, step)
 
-    monkeypatch.setattr(train, "build_tokenizer_and_policy", eval_mode_policy)
-    train.fit(tiny_config(tmp_path, "trainer.max_steps=1"), reward_fn=reward)
+    monkeypatch.setattr(train, "build_tokenizer_and_policy", capture)
+    return train.fit(config, reward_fn=reward)
+
+
+def test_policy_trains_in_train_mode(tmp_path, monkeypatch):
+    """from_pretrained returns eval mode; the update must run in train mode, or gradient checkpointing
+    silently does nothing."""
+    modes = []
+    fit_observing_policy(monkeypatch, tiny_config(tmp_path, "trainer.max_steps=1"),
+                         lambda policy: modes.append(policy.training), prepare=lambda policy: policy.eval())
     assert modes and all(modes)
 
 
@@ -379,23 +385,8 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 def test_gradients_are_released_before_the_next_rollout(tmp_path, monkeypatch):
     """After each optimizer step the gradients are freed (set to None), so the next rollout and the
     checkpoints do not carry a model-sized block of dead memory."""
-    from restlit import train
-
-    built = {}
-    original = train.build_tokenizer_and_policy
-
-    def keep_policy(config):
-        tok, policy = original(config)
-        built["policy"] = policy
-        return tok, policy
-
     held = []
-
-    def reward(comp, item, step):
-        held.append(sum(p.grad is not None for p in built["policy"].parameters()))
-        return even_token_reward(comp, item, step)
-
-    monkeypatch.setattr(train, "build_tokenizer_and_policy", keep_policy)
-    run = train.fit(tiny_config(tmp_path, "trainer.max_steps=3"), reward_fn=reward)
+    run = fit_observing_policy(monkeypatch, tiny_config(tmp_path, "trainer.max_steps=3"),
+                               lambda policy: held.append(sum(p.grad is not None for p in policy.parameters())))
     assert [int(r["skipped"]) for r in read_metrics(run)] == [0, 0, 0]  # steps 1 and 2 did update
     assert held and not any(held)
