@@ -1,6 +1,6 @@
 """Throughput and peak memory of ``restlit prepare`` on a 60,000-record xLAM-layout file.
 
-The file is built by resampling ``../shared/data/raw/xlam_sample.json`` and perturbing each
+The file is built by resampling ``configs/data/demo_xlam.json`` (the demo sample) and perturbing each
 copy (tool order shuffled, argument values changed in type-preserving ways, fresh ids), so
 tool lists and calls differ from record to record as in the real 60k set. ``restlit prepare``
 then runs in a child process, end to end (interpreter start and imports included); its wall
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO.parent / "shared" / "data" / "raw" / "xlam_sample.json"
+SAMPLE = REPO / "configs" / "data" / "demo_xlam.json"
 GOAL = 5000.0
 
 

@@ -21,7 +21,7 @@ from benchmarks._results import markdown_table, record
 from restlit.models import load_tokenizer
 from restlit.regions import tag, token_regions
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "toolrl" / "rlla_sft.json"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "toolrl" / "rlla_sft.json"
 REPEATS = 7
 
 

@@ -1,7 +1,7 @@
 """Step time and peak memory of a ResT training step, restlit vs TRL's GRPOTrainer, side by side.
 
 The setup of issue 5: SmolLM2-135M-Instruct (the embedded model, ``model.path: smollm2-135m``),
-ToolRL prompts from ``../shared/data/toolrl/rlla_sft.json`` (rendered by ``restlit.prompts``, the
+ToolRL prompts from ``benchmarks/data/toolrl_240.json`` (rendered by ``restlit.prompts``, the
 model's chat template), 4 prompts x 4 completions = 16 completions per step, up to 128 new tokens,
 float32, 2 threads, CPU.
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the shared data lives, and the embedded SmolLM2 tokenizer."""
+"""Shared fixtures: where the test data lives (inside the repository), and the embedded SmolLM2 tokenizer."""
 
 from __future__ import annotations
 
@@ -8,20 +8,25 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# The real samples the tests read (provenance and licences in tests/data/README.md, configs/data/README.md).
+TOOLACE = "configs/data/demo_toolace.json"
+XLAM = "configs/data/demo_xlam.json"
+TOOLRL = "tests/data/toolrl/rlla_sft.json"
+HAMMER = "tests/data/hammer/masking_sft_example.json"
 
 
-def shared(relative: str) -> Path:
-    """A file under ../shared/data; fails loudly (never skips) when the data is missing."""
-    path = SHARED_DATA / relative
-    assert path.is_file(), f"shared data missing: {path} (tests expect ../shared beside the checkout)"
+def data_file(relative: str) -> Path:
+    """A data file of the repository, by its path from the repository root (``tests/data/...`` or
+    the demo sample ``configs/data/...``); fails loudly (never skips) when it is missing."""
+    path = REPO / relative
+    assert path.is_file(), f"test data missing: {path}"
     return path
 
 
 @pytest.fixture(scope="session")
 def rlla_records() -> list[dict]:
-    return json.loads(shared("toolrl/rlla_sft.json").read_text())
+    return json.loads(data_file(TOOLRL).read_text())
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from restlit.evaluation import bfcl, heldout, run
-from tests.conftest import shared
+from tests.conftest import TOOLRL, data_file
 
 runner = CliRunner()
 
@@ -102,7 +102,7 @@ def prepared(tmp_path_factory) -> Path:
     from data_prep.pipeline import prepare
 
     out = tmp_path_factory.mktemp("prep") / "data"
-    prepare([shared("toolrl/rlla_sft.json")], out, val_fraction=0.2, workers=1)
+    prepare([data_file(TOOLRL)], out, val_fraction=0.2, workers=1)
     return out
 
 

@@ -1,4 +1,4 @@
-"""``restlit prepare`` end to end: counts on the shared samples, the written dataset, rejects,
+"""``restlit prepare`` end to end: counts on the real samples, the written dataset, rejects,
 bad input, reconciliation and determinism."""
 
 from __future__ import annotations
@@ -18,12 +18,7 @@ from data_prep.pipeline import prepare
 from data_prep.samples import COLUMNS, Sample, load_samples
 from restlit.prompts import render_target
 from restlit.regions import tag
-from tests.conftest import shared
-
-TOOLACE = "raw/toolace_sample.json"
-XLAM = "raw/xlam_sample.json"
-TOOLRL = "toolrl/rlla_sft.json"
-HAMMER = "hammer/masking_sft_example.json"
+from tests.conftest import HAMMER, TOOLACE, TOOLRL, XLAM, data_file
 
 # Default options (--on-invalid reject). The rejects are real defects of the upstream data:
 # ToolACE call strings with mangled JSON inside, required parameters the reference omits,
@@ -56,12 +51,12 @@ def _rejects(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def all_four(tmp_path_factory) -> tuple[Path, pipeline.Manifest]:
     out = tmp_path_factory.mktemp("prep") / "out"
-    manifest = prepare([shared(f) for f in (TOOLACE, XLAM, TOOLRL, HAMMER)], out, parquet=True)
+    manifest = prepare([data_file(f) for f in (TOOLACE, XLAM, TOOLRL, HAMMER)], out, parquet=True)
     return out, manifest
 
 
 @pytest.mark.parametrize("relative", list(EXPECTED))
-def test_counts_per_shared_sample(all_four, relative: str) -> None:
+def test_counts_per_real_sample(all_four, relative: str) -> None:
     _, manifest = all_four
     counts = manifest.sources[SOURCE[relative]]
     got = counts.to_dict()
@@ -124,7 +119,7 @@ def test_spot_check_toolace_multi_turn_sample(all_four) -> None:
     # turn 0 omits "page", which ToolACE's schema lists as required: that turn is rejected as a
     # sample, yet stays in the later turns' history (it was parsed; it is what happened)
     assert [s.turn_index for s in samples] == [1, 2, 3, 4, 5]
-    (reject,) = [r for r in _rejects(out) if r["file"].endswith("toolace_sample.json") and r["record_index"] == 7]
+    (reject,) = [r for r in _rejects(out) if r["file"].endswith("demo_toolace.json") and r["record_index"] == 7]
     assert (reject["turn_index"], reject["reason"]) == (0, "missing_required")
     turn4 = samples[3]
     assert [m["role"] for m in turn4.history] == ["user", "assistant", "tool", "assistant", "user", "assistant",
@@ -158,7 +153,7 @@ def test_parquet_copy(all_four) -> None:
 
 
 def test_rerun_is_byte_identical(tmp_path: Path) -> None:
-    inputs = [shared(TOOLACE), shared(HAMMER)]
+    inputs = [data_file(TOOLACE), data_file(HAMMER)]
     prepare(inputs, tmp_path / "a", val_fraction=0.3, seed=3)
     prepare(inputs, tmp_path / "b", val_fraction=0.3, seed=3)
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
@@ -172,16 +167,16 @@ def test_rerun_is_byte_identical(tmp_path: Path) -> None:
 def test_worker_processes_give_the_same_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "_PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(pipeline, "_CHUNK_RECORDS", 16)
-    prepare([shared(XLAM)], tmp_path / "serial", workers=1)
-    prepare([shared(XLAM)], tmp_path / "parallel", workers=2)
+    prepare([data_file(XLAM)], tmp_path / "serial", workers=1)
+    prepare([data_file(XLAM)], tmp_path / "parallel", workers=2)
     assert _tree_digest(tmp_path / "serial") == _tree_digest(tmp_path / "parallel")
 
 
 def test_val_fraction(tmp_path: Path) -> None:
-    none = prepare([shared(XLAM)], tmp_path / "a", val_fraction=0.0)
+    none = prepare([data_file(XLAM)], tmp_path / "a", val_fraction=0.0)
     assert none.splits == {"train": 139, "validation": 0}
     assert load_samples(tmp_path / "a")["validation"].num_rows == 0
-    half = prepare([shared(XLAM)], tmp_path / "b", val_fraction=0.5)
+    half = prepare([data_file(XLAM)], tmp_path / "b", val_fraction=0.5)
     assert 40 < half.splits["validation"] < 100
 
 
@@ -191,7 +186,7 @@ def test_val_fraction(tmp_path: Path) -> None:
     ("coerce", 144, 14, {"wrong_type": 8}, {"duplicate_tool": 1}),
 ])
 def test_on_invalid_modes(tmp_path: Path, mode, samples, coerced, rejected, warnings) -> None:
-    counts = prepare([shared(XLAM)], tmp_path / mode, on_invalid=mode).totals
+    counts = prepare([data_file(XLAM)], tmp_path / mode, on_invalid=mode).totals
     assert (counts.samples_written, counts.coerced, counts.rejected, counts.warnings) == \
         (samples, coerced, rejected, warnings)
     assert counts.reconciles()
@@ -267,7 +262,7 @@ def test_toolace_call_string_that_does_not_parse(tmp_path: Path) -> None:
 
 
 def test_gzip_and_jsonl_inputs(tmp_path: Path) -> None:
-    records = json.loads(shared(XLAM).read_text())
+    records = json.loads(data_file(XLAM).read_text())
     path = tmp_path / "x.jsonl.gz"
     with gzip.open(path, "wt") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in records)
@@ -303,7 +298,7 @@ def test_cli_bad_file(tmp_path: Path, content: bytes | None, message: str) -> No
 
 
 def test_cli_file_broken_midway_writes_nothing(tmp_path: Path) -> None:
-    records = json.loads(shared(XLAM).read_text())
+    records = json.loads(data_file(XLAM).read_text())
     text = json.dumps(records)
     path = tmp_path / "cut.json"
     path.write_text(text[: len(text) * 3 // 4])  # many good records, then the file ends
@@ -326,7 +321,7 @@ def test_cli_unreadable_file(tmp_path: Path) -> None:
     (["--val-fraction", "1.5"], "--val-fraction 1.5"),
 ])
 def test_cli_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
-    res = _cli(str(shared(HAMMER)), "-o", str(tmp_path / "out"), *args)
+    res = _cli(str(data_file(HAMMER)), "-o", str(tmp_path / "out"), *args)
     assert res.exit_code == 2 and message in res.output and not (tmp_path / "out").exists()
 
 
@@ -334,19 +329,19 @@ def test_cli_refuses_foreign_output_dir(tmp_path: Path) -> None:
     out = tmp_path / "precious"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    res = _cli(str(shared(HAMMER)), "-o", str(out))
+    res = _cli(str(data_file(HAMMER)), "-o", str(out))
     assert res.exit_code == 2 and "not a prepared dataset" in res.output
     assert (out / "notes.txt").read_text() == "keep me"
 
 
 def test_cli_forced_format_mismatch_rejects_records(tmp_path: Path) -> None:
-    res = _cli(str(shared(HAMMER)), "-o", str(tmp_path / "out"), "--format", "xlam")
+    res = _cli(str(data_file(HAMMER)), "-o", str(tmp_path / "out"), "--format", "xlam")
     assert res.exit_code == 0
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["totals"]["rejected"] == {"missing_field": 10}
 
 
 def test_cli_success_prints_summary(tmp_path: Path) -> None:
-    res = _cli(str(shared(XLAM)), str(shared(HAMMER)), "-o", str(tmp_path / "out"), "--on-invalid", "coerce",
+    res = _cli(str(data_file(XLAM)), str(data_file(HAMMER)), "-o", str(tmp_path / "out"), "--on-invalid", "coerce",
                "--parquet", "--seed", "1")
     assert res.exit_code == 0, res.output
     for word in ("xlam", "hammer", "total", "wrong_type", "no_call_response_added", "splits: train"):
@@ -356,4 +351,4 @@ def test_cli_success_prints_summary(tmp_path: Path) -> None:
 
 def test_input_given_twice_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="given twice"):
-        prepare([shared(XLAM), shared(XLAM)], tmp_path / "out")
+        prepare([data_file(XLAM), data_file(XLAM)], tmp_path / "out")

@@ -1,4 +1,4 @@
-"""Readers on the shared samples, decomposition of multi-turn traces, and streaming containers."""
+"""Readers on the real samples, decomposition of multi-turn traces, and streaming containers."""
 
 from __future__ import annotations
 
@@ -15,26 +15,26 @@ from data_prep.inputs import InputError, iter_records, sniff_container
 from data_prep.readers import READERS, detect
 from data_prep.records import RecordError
 from restlit.prompts import NO_CALL_RESPONSE, render_target
-from tests.conftest import shared
+from tests.conftest import HAMMER, TOOLACE, TOOLRL, XLAM, data_file
 
 
 def _load(relative: str) -> list:
-    return json.loads(shared(relative).read_text())
+    return json.loads(data_file(relative).read_text())
 
 
 @pytest.mark.parametrize(("relative", "layout"), [
-    ("raw/toolace_sample.json", "toolace"),
-    ("raw/xlam_sample.json", "xlam"),
-    ("toolrl/rlla_sft.json", "toolrl"),
-    ("hammer/masking_sft_example.json", "hammer"),
+    (TOOLACE, "toolace"),
+    (XLAM, "xlam"),
+    (TOOLRL, "toolrl"),
+    (HAMMER, "hammer"),
 ])
-def test_detect_each_shared_sample(relative: str, layout: str) -> None:
+def test_detect_each_real_sample(relative: str, layout: str) -> None:
     records = _load(relative)
     assert {detect(r).name for r in records} == {layout}
 
 
 def test_toolace_reader_spot_check() -> None:
-    record = _load("raw/toolace_sample.json")[0]
+    record = _load(TOOLACE)[0]
     trace = READERS["toolace"].read(record)
     assert [t["name"] for t in trace.tools] == ["Search Managers", "Daily Match List-Scheduled",
                                                 "Tennis Schedules Odds API", "Event Result", "Get Specific Fighter"]
@@ -48,7 +48,7 @@ def test_toolace_reader_spot_check() -> None:
 
 
 def test_toolace_multi_turn_decomposition() -> None:
-    records = _load("raw/toolace_sample.json")
+    records = _load(TOOLACE)
     multi = 0
     for record in records:
         k = sum(1 for m in record["conversations"] if m["from"] == "assistant")
@@ -70,7 +70,7 @@ def test_toolace_multi_turn_decomposition() -> None:
 
 
 def test_toolace_turn_history_includes_tool_observations() -> None:
-    record = next(r for r in _load("raw/toolace_sample.json") if len(r["conversations"]) == 10)
+    record = next(r for r in _load(TOOLACE) if len(r["conversations"]) == 10)
     items = list(decompose(READERS["toolace"].read(record)))
     last = items[-1]
     raw_roles = [m["from"] for m in record["conversations"]]
@@ -105,7 +105,7 @@ def test_toolace_tool_name_with_parentheses() -> None:
 
 
 def test_xlam_reader_spot_check() -> None:
-    record = _load("raw/xlam_sample.json")[0]
+    record = _load(XLAM)[0]
     trace = READERS["xlam"].read(record)
     assert trace.tools == [{
         "name": "emailvalidation",
@@ -124,7 +124,7 @@ def test_xlam_empty_answers_get_the_refusal_response() -> None:
 
 
 def test_toolrl_reader_spot_check() -> None:
-    records = _load("toolrl/rlla_sft.json")
+    records = _load(TOOLRL)
     record = records[0]
     trace = READERS["toolrl"].read(record)
     assert len(trace.tools) == 5 and trace.tools[3]["name"] == "Event Result"
@@ -136,7 +136,7 @@ def test_toolrl_reader_spot_check() -> None:
 
 
 def test_toolrl_history_becomes_context_turns() -> None:
-    record = next(r for r in _load("toolrl/rlla_sft.json") if r["input"].count("<obs>") >= 3)
+    record = next(r for r in _load(TOOLRL) if r["input"].count("<obs>") >= 3)
     trace = READERS["toolrl"].read(record)
     assert trace.n_samples == 1  # only the output is a target; history turns are other records
     items = list(decompose(trace))
@@ -153,7 +153,7 @@ def test_toolrl_parquet_layout(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    records = _load("toolrl/rlla_sft.json")[:5]
+    records = _load(TOOLRL)[:5]
     rows = [{"data_source": "rlla", "prompt": [{"role": "system", "content": r["instruction"]},
                                                {"role": "user", "content": r["input"]}],
              "ability": "tool", "reward_model": {"style": "rule", "ground_truth": r["output"]},
@@ -169,7 +169,7 @@ def test_toolrl_parquet_layout(tmp_path: Path) -> None:
 
 
 def test_hammer_reader_spot_check() -> None:
-    records = _load("hammer/masking_sft_example.json")
+    records = _load(HAMMER)
     trace = READERS["hammer"].read(records[1])
     assert [t["name"] for t in trace.tools] == ["LxOm64zLyg", "WoDdNSe7e7K5", "CBrCNmwOERb", "1YTQVXkwLY"]
     assert trace.turns[0].content == "What are the current weather conditions in Sydney?"
@@ -222,7 +222,7 @@ def _values(path: Path) -> list:
 
 
 def test_json_list_jsonl_gzip_and_concatenated_agree(tmp_path: Path) -> None:
-    records = _load("raw/xlam_sample.json")
+    records = _load(XLAM)
     (tmp_path / "a.json").write_text(json.dumps(records, indent=2))
     (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
     with gzip.open(tmp_path / "c.jsonl.gz", "wt") as fh:
@@ -233,7 +233,7 @@ def test_json_list_jsonl_gzip_and_concatenated_agree(tmp_path: Path) -> None:
 
 
 def test_json_list_is_streamed_across_small_buffers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    records = _load("raw/toolace_sample.json")[:30]
+    records = _load(TOOLACE)[:30]
     path = tmp_path / "t.json"
     path.write_text(json.dumps(records, ensure_ascii=False))
     monkeypatch.setattr(inputs, "_CHUNK", 97)  # records straddle many buffer refills

@@ -25,7 +25,7 @@ from restlit.regions import (
     token_regions,
     validate_calls,
 )
-from tests.conftest import FIXTURES, REPO, shared
+from tests.conftest import FIXTURES, REPO, TOOLACE, TOOLRL, data_file
 
 R = Region
 
@@ -162,7 +162,7 @@ EDIT_ALPHABET = st.sampled_from(list('{}[]()",:= \n<>/_abc\\') + ["<think>", "</
 
 
 def _sample_outputs() -> list[str]:
-    records = json.loads(shared("toolrl/rlla_sft.json").read_text())
+    records = json.loads(data_file(TOOLRL).read_text())
     chosen = [r["output"] for r in records[::7]]
     return [o[-1500:] if len(o) > 1500 else o for o in chosen]  # keep the tool-call end, bound the size
 
@@ -305,7 +305,7 @@ def test_parse_toolace_python_call_strings():
     """Every call string of the ToolACE sample parses as Python's own parser reads it, once the tool
     names (which may hold spaces and hyphens) are swapped for identifiers; strings that Python
     rejects (broken escaping in the data) are errors here too. Names are tools of the record."""
-    records = json.loads(shared("raw/toolace_sample.json").read_text())
+    records = json.loads(data_file(TOOLACE).read_text())
     n_calls = n_broken = 0
     for rec in records:
         tool_list = json.loads(rec["system"][rec["system"].index("[{") : rec["system"].rindex("}]") + 2])

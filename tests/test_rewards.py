@@ -1,9 +1,8 @@
-"""restlit.rewards on ToolRL's real reference completions (shared/data/toolrl/rlla_sft.json) and hand cases."""
+"""restlit.rewards on ToolRL's real reference completions (tests/data/toolrl/rlla_sft.json) and hand cases."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,9 @@ from restlit.rewards import (
     target_from_text,
     tool_call_score,
 )
+from tests.conftest import TOOLRL, data_file
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "toolrl" / "rlla_sft.json"
+DATA = data_file(TOOLRL)
 STEPS = (0, 75, 150, 400)
 FIXED = RewardConfig(mode="fixed")
 
