@@ -11,6 +11,7 @@ resolved config is written into the run directory as ``config.yaml``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 from restlit.objective import LossConfig, WeightConfig
 from restlit.rewards import Ramp, RewardConfig
+from restlit.rollout.base import SamplingConfig
 
 
 class ConfigError(ValueError):
@@ -108,19 +110,26 @@ class RolloutConfig:
         if self.tis_cap <= 0:
             raise ValueError(f"tis_cap must be > 0, got {self.tis_cap}")
 
+    def sampling(self, seed: int | None) -> SamplingConfig:
+        """The engine's :class:`SamplingConfig`: its fields (but ``seed``) taken from this section."""
+        names = [f.name for f in dataclasses.fields(SamplingConfig) if f.name != "seed"]
+        return SamplingConfig(**{k: copy.deepcopy(getattr(self, k)) for k in names}, seed=seed)
+
 
 @dataclass
 class CurriculumConfig:
     """How training progress ``nu`` in [0, 1] advances (see :mod:`restlit.curriculum`).
 
-    ``by: step`` sets ``nu = min(1, step / total_steps)`` (``total_steps`` 0: the trainer's
-    ``max_steps``). ``by: entropy`` advances ``nu`` only while the running mean entropy of the
-    structured regions (tool name, parameter names and values, format) has stabilised: the
-    relative change of its exponential moving average (``ema`` decay) over a step is below
-    ``tolerance``; each stable step adds ``1 / total_steps``. ``ema`` also smooths the region
-    entropies that the weights use (0: use each step's own statistics)."""
+    Step ``s = 0 .. T-1`` (``T = total_steps``; 0: the trainer's ``max_steps``) uses and logs one
+    ``nu``. ``by: step``: ``nu = min(1, s / (T - 1))`` (1 when ``T = 1``), so the last step uses 1.
+    ``by: entropy`` advances ``nu`` only while the running mean entropy of the structured regions
+    (tool name, parameter names and values, format) has stabilised: the relative change of its
+    exponential moving average (``ema`` decay) over a step is below ``tolerance``; each stable step
+    adds ``1 / (T - 1)``. ``by: none``: ``nu = 0`` throughout (priors frozen at their start).
+    ``ema`` also smooths the region entropies that the weights use (0: use each step's own
+    statistics). Skipped steps fold in no entropies and advance no ``by: entropy`` progress."""
 
-    by: Literal["step", "entropy"] = "step"
+    by: Literal["step", "entropy", "none"] = "step"
     total_steps: int = 0
     ema: float = 0.0
     tolerance: float = 0.05

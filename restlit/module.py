@@ -1,36 +1,49 @@
-"""``RestModule``: the LightningModule that owns the policy, the optional frozen reference, the
-rollout engine and the ResT loss (manual optimisation: one optimizer step per training step).
+"""``RestModule``: the LightningModule of ``fit``. It owns the policy, the optional frozen
+reference and the rollout engine, and wires the pieces that do the work (manual optimisation: one
+counted optimizer step per training step).
 
-A training step, for ``B`` prompts (per rank) with ``G`` completions each:
+A training step ``s`` (0-based: Lightning's global step, which counts rollouts and drives every
+schedule: reward ranges, static ramp, curriculum, LR, stopping), for ``B`` prompts (per rank) with
+``G`` completions each, in seven steps:
 
-1. rollout: the engine samples ``G`` completions per prompt (seeded by the step and the rank);
-2. scoring: ToolRL rewards at this step's bounds, GRPO advantages per group;
-3. regions: each completion's tokens get regions from their own ids (offsets derived by
-   decoding, ``restlit.tokens``), never from a re-tokenisation;
-4. entropy statistics per region come with the rollout (the engine reports each token's entropy;
-   otherwise a no-grad forward computes them), are reduced over ranks by the ``EntropyCurriculum``
-   callback, and give the token weights; the loss denominator is summed over the whole step and
-   all ranks before any backward, so micro-batching and ranks do not change the gradient;
-5. update: one micro-batch per prompt group, packed so that the prompt is encoded once for its
+1. rollout: the engine (:func:`restlit.rollout.build_engine`) samples ``G`` completions per prompt,
+   seeded by the step and the prompt's global index;
+2. rewards: ToolRL's (or ``reward_fn``'s) at reward step ``s + 1``;
+3. advantages: GRPO's per group (:func:`restlit.objective.grpo_advantages`);
+4. regions: each completion's tokens get regions from their own ids (offsets derived by decoding,
+   ``restlit.tokens``), never from a re-tokenisation; the step is skipped here when no rank has
+   an advantage or a completion token;
+5. entropy statistics per region: from the rollout (the engine reports each token's entropy;
+   otherwise a no-grad forward computes them), summed over ranks
+   (:func:`restlit.distributed.reduce_sum`) and folded into the ``EntropyCurriculum``;
+6. weights: the token weights at the curriculum's progress for step ``s``, and the loss
+   denominator summed over the whole step and all ranks before any backward, so micro-batching
+   and ranks do not change the gradient;
+7. update: one micro-batch per prompt group, packed so that the prompt is encoded once for its
    ``G`` completions (:func:`group_hidden`), which saves ``(G - 1) / G`` of the prompt's compute
-   and activations, the bulk of a tool-use step; log-probs and entropies come from the hidden
-   states through the chunked LM head. Then gradient clipping, the optimizer and the LR
-   schedule, and the engine is synced.
+   and activations; log-probs and entropies come from the hidden states through the chunked LM
+   head; per PPO epoch backward, gradient clipping and an optimizer step; then the LR schedule
+   (:mod:`restlit.optim`) and the engine's weights.
+
+With ``objective.ppo_epochs > 1`` only the last epoch's optimizer step goes through Lightning's
+counter; the earlier ones call the strategy's ``optimizer_step`` directly, so the global step
+stays the number of rollouts.
 
 When the engine reports its sampling log-probs, the step logs how far they are from the trainer's
-own at the same weights (``rollout/logp_abs_diff``, ``rollout/is_ratio``...), and with
-``rollout.tis`` each token's policy-gradient term is weighted by the truncated importance ratio
-``min(pi_trainer / pi_engine, rollout.tis_cap)`` (the engine's numerics, e.g. vLLM's kernels, make
-the samples slightly off-policy).
+own at the same weights (:func:`restlit.objective.tis_statistics`), and with ``rollout.tis`` each
+token's policy-gradient term is weighted by the truncated importance ratio
+(:func:`restlit.objective.tis_advantages`; the engine's numerics, e.g. vLLM's kernels, make the
+samples slightly off-policy).
 
 A step whose groups all have equal rewards (no advantage), or has no completion token, or whose
 loss or gradient is not finite, is skipped with its reason logged (``skipped/<reason>``), never a
-crash: the weights stay as they were, but the step counts (the optimizer steps with no gradient,
-which AdamW ignores), so a run always ends at ``max_steps``.
+crash: the weights stay as they were, the curriculum observes nothing, but the step counts (the
+optimizer steps with no gradient, which AdamW ignores), so a run always ends at ``max_steps``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -40,20 +53,27 @@ from typing import Any
 import lightning as L
 import torch
 
+from restlit import optim
 from restlit.config import RunConfig
 from restlit.curriculum import EntropyCurriculum
 from restlit.data import PromptItem
+from restlit.distributed import full_state_dict, reduce_sum
 from restlit.objective import (
     grpo_advantages,
     logprobs_and_entropy_from_hidden,
     loss_denominator,
     policy_loss,
     region_entropy_stats,
+    region_stats,
+    region_weight_metrics,
+    tis_advantages,
+    tis_statistics,
     token_weights,
 )
 from restlit.regions import Region, token_regions
 from restlit.rewards import Reward, compute_reward
-from restlit.rollout.base import Completion, SamplingConfig
+from restlit.rollout import build_engine
+from restlit.rollout.base import Completion
 from restlit.tokens import completion_offsets
 
 
@@ -107,7 +127,7 @@ class RestModule(L.LightningModule):
     """See the module docstring. ``policy`` and ``tokenizer`` are built by the caller
     (``restlit.models``); ``reference`` is required when ``objective.loss.kl_coef > 0``.
     ``reward_fn(completion, item, step) -> Reward`` replaces ToolRL's reward (default:
-    :func:`restlit.rewards.compute_reward` with the config's ``reward`` section)."""
+    :func:`restlit.rewards.compute_reward` with the config's ``reward`` section); ``step`` is 1-based."""
 
     def __init__(self, config: RunConfig, policy: Any, tokenizer: Any, reference: Any = None,
                  reward_fn: Callable[[Completion, PromptItem, int], Reward] | None = None):
@@ -131,133 +151,91 @@ class RestModule(L.LightningModule):
         return [self.curriculum]
 
     def configure_optimizers(self) -> Any:
-        o = self.config.optim
-        decay, no_decay = [], []
-        for name, param in self.policy.named_parameters():
-            if param.requires_grad:
-                (no_decay if param.dim() < 2 or "norm" in name.lower() else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o.lr, betas=o.betas, eps=o.eps,
-        )
-        total = max(1, self.config.trainer.max_steps)
-
-        def factor(step: int) -> float:
-            if o.warmup_steps and step < o.warmup_steps:
-                return (step + 1) / o.warmup_steps
-            span = max(1, total - o.warmup_steps)
-            done = min(1.0, (step - o.warmup_steps) / span)
-            if o.schedule == "linear":
-                return 1.0 - done
-            if o.schedule == "cosine":
-                return 0.5 * (1.0 + math.cos(math.pi * done))
-            return 1.0
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optim.configure(self.policy, self.config.optim, self.config.trainer.max_steps)
 
     def on_fit_start(self) -> None:
         if self.engine is None:
-            r = self.config.rollout
-            if r.engine == "vllm":
-                from restlit.rollout.vllm import VLLMEngine
-
-                longest = self.config.data.max_prompt_tokens + r.max_new_tokens
-                limit = getattr(self.policy.config, "max_position_embeddings", None) or longest
-                self.engine = VLLMEngine(
-                    self.policy, self.tokenizer, weights=self._policy_weights(),
-                    max_model_len=r.max_model_len or min(longest, limit),
-                    gpu_memory_utilization=r.gpu_memory_utilization, kv_cache_gb=r.kv_cache_gb,
-                    enforce_eager=r.enforce_eager, dtype=None if r.dtype == "auto" else r.dtype,
-                    seed=self.config.trainer.seed,
-                )
-            else:
-                from restlit.rollout.hf import HFEngine
-
-                self.engine = HFEngine(self.policy, self.tokenizer, r.prompt_batch_size)
+            weights = self._engine_weights() if self.config.rollout.engine == "vllm" else None
+            self.engine = build_engine(self.config, self.policy, self.tokenizer, weights=weights)
 
     def on_train_start(self) -> None:
         # from_pretrained returns eval mode and Lightning leaves it: without train mode, gradient
         # checkpointing (and dropout, where a model has it) would silently be off.
         self.policy.train()
         # Some strategies (FSDP) load a checkpoint's weights after on_fit_start built the engine.
-        self.engine.sync_weights(self._policy_weights())
+        self.engine.sync_weights(self._engine_weights())
 
     def on_fit_end(self) -> None:
-        if hasattr(self.engine, "close"):  # vLLM: give its memory back; a later fit builds a new one
-            self.engine.close()
-            self.engine = None
+        self.engine.close()  # vLLM: give its memory back; a later fit builds a new engine
+        self.engine = None
 
-    def _policy_weights(self) -> Any:
+    def _engine_weights(self) -> Any:
         """What ``engine.sync_weights`` gets: the policy itself for the transformers engine (it
         samples from this very module); for vLLM its full state dict, gathered from the shards
         under FSDP (a collective: every rank calls this)."""
         if self.config.rollout.engine == "hf":
             return self.policy
-        from restlit.rollout.vllm import full_state_dict
-
         return full_state_dict(self.policy, self.trainer.strategy.model, prefix="policy.")
 
     # -- the step --------------------------------------------------------------------------
 
     def training_step(self, batch: list[PromptItem], batch_idx: int) -> None:
-        cfg = self.config
-        step = self.global_step + 1  # 1-based, as the reward schedule and static weights count
+        """The seven steps of the module docstring, timed, then the step's metrics."""
+        step = self.global_step
         t0 = time.perf_counter()
-        sampling = SamplingConfig(
-            n=cfg.rollout.n, max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p, stop=list(cfg.rollout.stop),
-            # per prompt: the step's global prompt index, so ranks split the work without changing it
-            seed=(cfg.trainer.seed * 1_000_003 + step) * 65_537 + self.global_rank * len(batch),
-        )
-        groups_out = self.engine.generate([item.prompt_ids for item in batch], sampling)
+        completions = self.rollout(batch, step)                                          # 1
         t1 = time.perf_counter()
-
-        rewards, metrics = self._score(batch, groups_out, step)
-        advantages = grpo_advantages(rewards, torch.arange(len(batch)).repeat_interleave(cfg.rollout.n),
-                                     cfg.objective.advantage_scaling)
-        groups = self._tensorize(batch, groups_out, advantages)
+        rewards, metrics = self.score(batch, completions, step)                          # 2
+        group_ids = torch.arange(len(batch)).repeat_interleave(self.config.rollout.n)
+        advantages = grpo_advantages(rewards, group_ids, self.config.objective.advantage_scaling)  # 3
+        groups = self.make_groups(batch, completions, advantages)                        # 4
         t2 = time.perf_counter()
-
-        running = self._entropy_statistics(groups)
-        skip = self._skip_reason(groups)
+        skip = self.skip_reason(groups)
         if skip is None:
-            update = self._update(groups, step, running)
-            skip = update.pop("skip", None)
+            running = self.entropy_statistics(groups)                                    # 5
+            weights, denominator = self.token_weights(groups, running, step)             # 6
+            skip, update = self.update(groups, weights, denominator)                     # 7
             metrics.update(update)
+        if skip is not None:
+            self._count_skipped_step()
         t3 = time.perf_counter()
 
         n_tokens = sum(float(g.mask.sum()) for g in groups)
+        metrics.update(self.curriculum.metrics(step, self.config.objective.weights))
         metrics.update({
             "time/rollout": t1 - t0, "time/scoring": t2 - t1, "time/update": t3 - t2,
-            "throughput/tokens_per_s": n_tokens / max(t3 - t0, 1e-9),
-            "skipped": float(skip is not None),
+            "throughput/tokens_per_s": n_tokens / max(t3 - t0, 1e-9), "skipped": float(skip is not None),
         })
         if skip is not None:
             metrics[f"skipped/{skip}"] = 1.0
-            optimizer = self.optimizers()
-            optimizer.zero_grad(set_to_none=True)
-            optimizer.step()  # no gradients: nothing changes, but the step is counted
-            self.lr_schedulers().step()
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
         self.log("reward", metrics["reward/total"], prog_bar=True, on_step=True, on_epoch=False,
                  batch_size=len(batch), logger=False)
 
     def validation_step(self, batch: list[PromptItem], batch_idx: int) -> None:
         """Greedy completions of held-out prompts, scored with the training reward."""
-        sampling = SamplingConfig(n=1, max_new_tokens=self.config.rollout.max_new_tokens, temperature=0.0,
-                                  stop=list(self.config.rollout.stop))
+        sampling = dataclasses.replace(self.config.rollout.sampling(None), n=1, temperature=0.0)
         groups = self.engine.generate([item.prompt_ids for item in batch], sampling)
-        _, metrics = self._score(batch, groups, self.global_step + 1)
+        _, metrics = self.score(batch, groups, self.global_step)
         self.log_dict({f"val/{k.split('/', 1)[1]}": metrics[k] for k in
                        ("reward/total", "reward/format", "reward/correctness", "reward/exact_match")},
                       on_step=False, on_epoch=True, batch_size=len(batch))
 
-    def _score(self, batch: list[PromptItem], groups: list[list[Completion]], step: int):
+    def rollout(self, batch: list[PromptItem], step: int) -> list[list[Completion]]:
+        """1. ``rollout.n`` completions per prompt of 0-based step ``step``. Prompt ``i`` of this rank
+        is seeded by the step and its index in the step's global batch, so ranks split the work
+        without changing it."""
+        cfg = self.config
+        seed = (cfg.trainer.seed * 1_000_003 + step + 1) * 65_537 + self.global_rank * len(batch)
+        return self.engine.generate([item.prompt_ids for item in batch], cfg.rollout.sampling(seed))
+
+    def score(self, batch: list[PromptItem], groups: list[list[Completion]], step: int):
+        """2. The reward of every completion at reward step ``step + 1``, ``[B * G]``, and the
+        step's reward and completion metrics."""
         totals, formats, corrects, exact, lengths = [], [], [], [], []
         for item, group in zip(batch, groups):
             for comp in group:
-                r = self.reward_fn(comp, item, step)
+                r = self.reward_fn(comp, item, step + 1)
                 totals.append(r.total)
                 formats.append(r.format)
                 corrects.append(r.correctness)
@@ -276,8 +254,9 @@ class RestModule(L.LightningModule):
         }
         return rewards, metrics
 
-    def _tensorize(self, batch: list[PromptItem], groups_out: list[list[Completion]],
-                   advantages: torch.Tensor) -> list[Group]:
+    def make_groups(self, batch: list[PromptItem], groups_out: list[list[Completion]],
+                    advantages: torch.Tensor) -> list[Group]:
+        """4. One :class:`Group` of tensors per prompt, with each token's region from its sampled ids."""
         device = self.device
         out = []
         k = 0
@@ -311,61 +290,62 @@ class RestModule(L.LightningModule):
             k += g
         return out
 
-    def _skip_reason(self, groups: list[Group]) -> str | None:
+    def skip_reason(self, groups: list[Group]) -> str | None:
         """Why this step cannot update, decided across all ranks (a rank that skipped its backward
         would leave the others waiting in the gradient all-reduce). A rank whose own groups carry
         no advantage still runs its (zero) backward when another rank has work."""
         tokens = sum(float(g.mask.sum()) for g in groups)
         active = sum(float((g.advantages != 0).any()) for g in groups)
         flags = torch.tensor([tokens, active], dtype=torch.float64, device=self.device)
-        tokens, active = self.trainer.strategy.reduce(flags, reduce_op="sum").tolist()
+        tokens, active = reduce_sum(self.trainer.strategy, flags).tolist()
         if tokens == 0:
             return "empty_completions"
         if active == 0:
             return "no_advantage"
         return None
 
-    def _entropy_statistics(self, groups: list[Group]) -> torch.Tensor:
-        """This step's region entropy statistics, reduced over ranks by the curriculum; returns
-        the running statistics the weights use. Entropies come from the engine when it reports
-        them, else from a no-grad forward (which also gives the old log-probs when
+    def entropy_statistics(self, groups: list[Group]) -> torch.Tensor:
+        """5. This step's region entropy statistics, summed over ranks and folded into the
+        curriculum; returns the running statistics the weights use. Entropies come from the engine
+        when it reports them, else from a no-grad forward (which also gives the old log-probs when
         ``ppo_epochs > 1``)."""
+        epochs = self.config.objective.ppo_epochs
         stats = torch.zeros(2, len(Region), dtype=torch.float64, device=self.device)
         with torch.no_grad():
             for g in groups:
-                if g.entropy is None or self.config.objective.ppo_epochs > 1:
+                if g.entropy is None or epochs > 1:
                     old_logp, ent = self._logp(self.policy, g)
-                    g.old_logp = old_logp.detach() if self.config.objective.ppo_epochs > 1 else None
+                    g.old_logp = old_logp.detach() if epochs > 1 else None
                     g.entropy = ent if g.entropy is None else g.entropy
                 stats += region_entropy_stats(g.entropy, g.regions, g.mask)
-        return self.curriculum.reduce(self.trainer, stats)
+        return self.curriculum.observe(reduce_sum(self.trainer.strategy, stats))
 
-    def _logp(self, model: Any, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = group_hidden(model, group.prompt, group.tokens)
-        return logprobs_and_entropy_from_hidden(
-            hidden, model.get_output_embeddings().weight, group.tokens, mask=group.mask,
-            temperature=self.config.rollout.temperature if self.config.rollout.temperature > 0 else 1.0,
-            chunk_size=self.config.objective.logprob_chunk_size,
-        )
+    def token_weights(self, groups: list[Group], running: torch.Tensor,
+                      step: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """6. Each group's token weights at step ``step`` (0-based; the curriculum's progress for it,
+        the static ramp at ``step + 1``) and the step's loss denominator, summed over all ranks."""
+        obj = self.config.objective
+        progress = self.curriculum.progress_at(step)
+        weights = [token_weights(g.regions, g.mask, obj.weights, region_stats=running.to(self.device),
+                                 progress=progress, step=step + 1) for g in groups]
+        max_len = obj.loss.max_len or self.config.rollout.max_new_tokens
+        denom = sum(loss_denominator(g.mask, w, obj.loss.aggregation, max_len) for g, w in zip(groups, weights))
+        return weights, reduce_sum(self.trainer.strategy, denom)
 
-    def _update(self, groups: list[Group], step: int, running: torch.Tensor) -> dict[str, float]:
+    def update(self, groups: list[Group], weights: list[torch.Tensor],
+               denominator: torch.Tensor) -> tuple[str | None, dict[str, float]]:
+        """7. ``ppo_epochs`` passes of backward, clipping and an optimizer step over the groups, then
+        the LR schedule and the engine's weights. Returns the skip reason (``non_finite``) or None,
+        and the update's metrics."""
         cfg = self.config
         obj = cfg.objective
-        progress = self.curriculum.progress
-        weights = [token_weights(g.regions, g.mask, obj.weights, region_stats=running.to(self.device),
-                                 progress=progress, step=step) for g in groups]
-        denom = sum(loss_denominator(g.mask, w, obj.loss.aggregation, obj.loss.max_len or cfg.rollout.max_new_tokens)
-                    for g, w in zip(groups, weights))
-        denom = self.trainer.strategy.reduce(denom.to(self.device), reduce_op="sum")
         # DDP averages gradients over ranks; the denominator is already global, so undo the average.
         scale = float(self.trainer.world_size)
-
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         sums: dict[str, float] = {}
-        # engine vs trainer log-probs: tokens, sum |log ratio|, sum ratio, ratios above tis_cap, max ratio
-        mismatch = torch.zeros(5, dtype=torch.float64, device=self.device)
-        for _epoch in range(obj.ppo_epochs):
+        sampled: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # trainer / engine log-probs, mask
+        for epoch in range(obj.ppo_epochs):
             optimizer.zero_grad(set_to_none=True)
             for g, w in zip(groups, weights):
                 logp, ent = self._logp(self.policy, g)
@@ -376,21 +356,12 @@ class RestModule(L.LightningModule):
                 old = g.old_logp if g.old_logp is not None else logp.detach()
                 advantages = g.advantages
                 if g.engine_logp is not None:
-                    # log(pi_trainer / pi_engine) of each sampled token, both at the sampling weights
-                    log_ratio = (old - g.engine_logp).float() * g.mask
-                    ratio = log_ratio.exp()
-                    if _epoch == 0:
-                        valid = g.mask > 0
-                        stats = torch.stack([valid.sum(), log_ratio.abs().sum(), (ratio * g.mask).sum(),
-                                             (valid & (ratio > cfg.rollout.tis_cap)).sum(), torch.zeros(())])
-                        mismatch += stats.double()
-                        mismatch[4] = torch.maximum(mismatch[4], (ratio * g.mask).max().double())
+                    if epoch == 0:
+                        sampled.append((old, g.engine_logp, g.mask))
                     if cfg.rollout.tis:
-                        # The PPO-clip term is positively homogeneous in A, so scaling a token's
-                        # advantage by c >= 0 scales exactly its policy-gradient loss by c (TIS).
-                        advantages = g.advantages[:, None] * ratio.clamp(max=cfg.rollout.tis_cap)
-                loss, m = policy_loss(logp, old, advantages, g.mask, w, config=obj.loss, denominator=denom,
-                                      ref_logp=ref_logp, entropy=ent, regions=g.regions)
+                        advantages = tis_advantages(g.advantages, old, g.engine_logp, g.mask, cfg.rollout.tis_cap)
+                loss, m = policy_loss(logp, old, advantages, g.mask, w, config=obj.loss, denominator=denominator,
+                                      ref_logp=ref_logp, entropy=ent)
                 self.manual_backward(loss * scale)
                 share = float(g.mask.sum())
                 for key, value in m.items():
@@ -401,34 +372,44 @@ class RestModule(L.LightningModule):
             grad_norm = self._clip_gradients(cfg.optim.grad_clip)
             if not math.isfinite(grad_norm):
                 optimizer.zero_grad(set_to_none=True)
-                if _epoch > 0:  # earlier epochs changed the weights
-                    self.engine.sync_weights(self._policy_weights())
-                return {"skip": "non_finite"}
-            optimizer.step()
+                if epoch > 0:  # earlier epochs changed the weights
+                    self.engine.sync_weights(self._engine_weights())
+                return "non_finite", {}
+            if epoch == obj.ppo_epochs - 1:
+                optimizer.step()  # the step's one counted optimizer step
+            else:  # not counted: the global step counts rollouts
+                self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
         # Free the gradients now, not at the next step's zero_grad: the rollout, checkpoints and the
         # final export then run without a model-sized block of memory nobody reads.
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        self.engine.sync_weights(self._policy_weights())
+        self.engine.sync_weights(self._engine_weights())
 
         n = sum(float(g.mask.sum()) for g in groups) * obj.ppo_epochs
         out = {f"train/{k}": v / max(n, 1.0) for k, v in sums.items() if k != "loss"}
         out["train/loss"] = sums.get("loss", 0.0) / obj.ppo_epochs
         out["train/grad_norm"] = grad_norm
         out["train/lr"] = scheduler.get_last_lr()[0]
-        out["curriculum/progress_used"] = progress
-        tokens, abs_diff, ratio_sum, truncated, ratio_max = mismatch.tolist()
-        if tokens:  # the engine reported log-probs: how far they are from the trainer's
-            out["rollout/logp_abs_diff"] = abs_diff / tokens
-            out["rollout/is_ratio"] = ratio_sum / tokens
-            out["rollout/is_ratio_max"] = ratio_max
-            out["rollout/is_truncated_frac"] = truncated / tokens
-        for region in Region:  # the mean weight the step actually gave each region
-            num = sum(float((w * (g.regions == region)).sum()) for g, w in zip(groups, weights))
-            cnt = sum(float((g.mask * (g.regions == region)).sum()) for g in groups)
-            out[f"weight/{region.name}"] = num / cnt if cnt else 0.0
-            out[f"tokens/{region.name}"] = cnt / max(sum(float(g.mask.sum()) for g in groups), 1.0)
-        return out
+        if sampled:  # the engine reported log-probs: how far they are from the trainer's
+            out.update(tis_statistics(*(torch.cat([x[i].reshape(-1) for x in sampled]) for i in range(3)),
+                                      cap=cfg.rollout.tis_cap))
+        out.update(region_weight_metrics(sum(region_stats(w, g.regions, g.mask) for g, w in zip(groups, weights))))
+        return None, out
+
+    def _count_skipped_step(self) -> None:
+        """A skipped step still counts: an optimizer step without gradients, and the LR schedule."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.step()
+        self.lr_schedulers().step()
+
+    def _logp(self, model: Any, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = group_hidden(model, group.prompt, group.tokens)
+        return logprobs_and_entropy_from_hidden(
+            hidden, model.get_output_embeddings().weight, group.tokens, mask=group.mask,
+            temperature=self.config.rollout.temperature if self.config.rollout.temperature > 0 else 1.0,
+            chunk_size=self.config.objective.logprob_chunk_size,
+        )
 
     def _clip_gradients(self, max_norm: float) -> float:
         """Clip by global norm and return the norm before clipping (strategy-aware under FSDP1)."""
@@ -439,3 +420,7 @@ class RestModule(L.LightningModule):
             params = [p for p in self.policy.parameters() if p.grad is not None]
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
         return float(norm)
+
+
+def _no_closure() -> None:
+    """The closure of an optimizer step in manual optimisation: the backward already ran."""

@@ -233,24 +233,46 @@ def logprobs_and_entropy(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def region_entropy_stats(entropy: Tensor, regions: Tensor, mask: Tensor) -> Tensor:
-    """Per-region entropy sums and token counts over valid tokens, as one ``[2, R]`` float64 tensor.
+def region_stats(values: Tensor, regions: Tensor, mask: Tensor) -> Tensor:
+    """Per-region sums of ``values`` and token counts over valid tokens, as one ``[2, R]`` float64 tensor.
 
-    ``stats[0, r] = sum_t m_t H_t [region_t = r]`` and ``stats[1, r] = sum_t m_t [region_t = r]``.
+    ``stats[0, r] = sum_t m_t x_t [region_t = r]`` and ``stats[1, r] = sum_t m_t [region_t = r]``.
     Both rows are sums, so ``all_reduce(stats, SUM)`` across ranks (and adding across micro-batches) gives the
     global statistics; take means only afterwards with :func:`region_mean_entropy`.
     """
     m = mask.reshape(-1).to(torch.float64)
     r = regions.reshape(-1).long()
-    stats = torch.zeros(2, NUM_REGIONS, dtype=torch.float64, device=entropy.device)
-    stats[0].index_add_(0, r, entropy.detach().reshape(-1).to(torch.float64) * m)
+    stats = torch.zeros(2, NUM_REGIONS, dtype=torch.float64, device=values.device)
+    stats[0].index_add_(0, r, values.detach().reshape(-1).to(torch.float64) * m)
     stats[1].index_add_(0, r, m)
     return stats
+
+
+def region_entropy_stats(entropy: Tensor, regions: Tensor, mask: Tensor) -> Tensor:
+    """Per-region entropy sums and token counts, ``[2, R]``: :func:`region_stats` of the entropies,
+    ``stats[0, r] = sum_t m_t H_t [region_t = r]``, ``stats[1, r] = sum_t m_t [region_t = r]``."""
+    return region_stats(entropy, regions, mask)
 
 
 def region_mean_entropy(stats: Tensor) -> Tensor:
     """``H_r = stats[0, r] / stats[1, r]``, ``[R]``; 0 for regions without tokens (their weight is never used)."""
     return torch.where(stats[1] > 0, stats[0] / stats[1].clamp_min(1e-12), torch.zeros_like(stats[0]))
+
+
+def region_weight_metrics(weight_stats: Tensor) -> dict[str, float]:
+    """The weight each region got and its share of the tokens, from :func:`region_stats` of the token
+    weights (summed over the step's groups), per region name ``X``::
+
+        weight/X = sum_t m_t w_t [r_t = X] / sum_t m_t [r_t = X]      (0 when X has no token)
+        tokens/X = sum_t m_t [r_t = X] / sum_t m_t                    (0 without tokens)
+    """
+    means = region_mean_entropy(weight_stats)
+    shares = weight_stats[1] / weight_stats[1].sum().clamp_min(1.0)
+    out: dict[str, float] = {}
+    for region in Region:
+        out[f"weight/{region.name}"] = float(means[region])
+        out[f"tokens/{region.name}"] = float(shares[region])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -465,6 +487,44 @@ def grpo_advantages(
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Engine / trainer mismatch: truncated importance sampling
+# ---------------------------------------------------------------------------------------------------------
+
+
+def tis_advantages(advantages: Tensor, logp: Tensor, engine_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
+    """Per-token advantages with truncated importance sampling, ``[B, T]``::
+
+        A'_bt = A_b * min(exp(logp_bt - engine_logp_bt), cap)     (masked tokens: ratio 1)
+
+    ``logp`` is the trainer's log-prob of the sampled token at the sampling weights, ``engine_logp`` the
+    engine's. The PPO-clip term is positively homogeneous in ``A``, so scaling a token's advantage by
+    ``c >= 0`` scales exactly its policy-gradient loss by ``c``: this is TIS on the policy-gradient term.
+    """
+    ratio = ((logp - engine_logp).float() * mask).exp()
+    return advantages[:, None] * ratio.clamp(max=cap)
+
+
+def tis_statistics(logp: Tensor, engine_logp: Tensor, mask: Tensor, cap: float) -> dict[str, float]:
+    """How far the engine's sampling log-probs are from the trainer's, over valid tokens (any equal shapes;
+    flatten and concatenate groups of different widths). With ``d = logp - engine_logp``, ``r = exp(d)``,
+    ``n = sum m``::
+
+        rollout/logp_abs_diff      = sum m |d| / n            rollout/is_ratio          = sum m r / n
+        rollout/is_ratio_max       = max_{m > 0} r            rollout/is_truncated_frac = #{m > 0, r > cap} / n
+
+    Empty when there is no valid token.
+    """
+    valid = mask > 0
+    n = float(valid.sum())
+    if n == 0:
+        return {}
+    d = (logp - engine_logp).to(torch.float64)[valid]
+    r = d.exp()
+    return {"rollout/logp_abs_diff": float(d.abs().sum()) / n, "rollout/is_ratio": float(r.sum()) / n,
+            "rollout/is_ratio_max": float(r.max()), "rollout/is_truncated_frac": float((r > cap).sum()) / n}
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Policy loss
 # ---------------------------------------------------------------------------------------------------------
 
@@ -617,7 +677,6 @@ def policy_loss(
     denominator: Tensor | float | None = None,
     ref_logp: Tensor | None = None,
     entropy: Tensor | None = None,
-    regions: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The ResT (weighted GRPO/PPO) loss and its metrics.
 
@@ -633,8 +692,8 @@ def policy_loss(
     Returns:
         ``(loss, metrics)``; metrics are detached scalars over this call's valid tokens: ``clip_frac``,
         ``dual_clip_frac``, ``approx_kl`` (k3 estimate of KL(old || new)), ``ratio_max``, ``kl_ref`` (with
-        ``ref_logp``), ``entropy`` and ``entropy_weighted`` (with ``entropy``), ``weight_min``, ``weight_max``
-        and, with ``regions``, ``weight_mean/<REGION>`` and ``token_frac/<REGION>`` (0 for absent regions).
+        ``ref_logp``), ``entropy`` and ``entropy_weighted`` (with ``entropy``), ``weight_min`` and ``weight_max``
+        (per-region weights: :func:`region_weight_metrics`).
     """
     if weights is None:
         weights = mask
@@ -665,14 +724,4 @@ def policy_loss(
         valid = m > 0
         metrics["weight_min"] = torch.where(valid, w, torch.full_like(w, torch.inf)).min()
         metrics["weight_max"] = torch.where(valid, w, torch.full_like(w, -torch.inf)).max()
-        if regions is not None:
-            # Every region is reported (0 when absent) so that no metric needs a host sync to decide.
-            r = regions.reshape(-1).long()
-            count = torch.zeros(NUM_REGIONS, device=m.device).index_add_(0, r, m.reshape(-1))
-            total = torch.zeros(NUM_REGIONS, device=m.device).index_add_(0, r, w.reshape(-1))
-            mean = total / count.clamp_min(1.0)
-            frac = count / count.sum().clamp_min(1.0)
-            for region in Region:
-                metrics[f"weight_mean/{region.name}"] = mean[region]
-                metrics[f"token_frac/{region.name}"] = frac[region]
     return loss, metrics

@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from restlit import optim
 from restlit.config import RunConfig
 from restlit.data import PromptItem
 from restlit.objective import logprobs_and_entropy_from_hidden
@@ -74,6 +75,6 @@ class SFTModule(L.LightningModule):
         self.log("val/sft_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
 
     def configure_optimizers(self) -> Any:
-        o = self.config.optim
-        return torch.optim.AdamW(self.policy.parameters(), lr=self.config.sft.lr, weight_decay=o.weight_decay,
-                                 betas=o.betas, eps=o.eps)
+        """``optim``'s AdamW at ``sft.lr``, with a constant LR (:func:`restlit.optim.configure`)."""
+        return optim.configure(self.policy, self.config.optim, self.trainer.max_steps, lr=self.config.sft.lr,
+                               schedule=False)

@@ -34,3 +34,13 @@ def smollm2_tokenizer():
     from restlit.models import load_tokenizer
 
     return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def tiny_parts():
+    """The tokenizer and the tiny random policy of ``configs/tiny-test.yaml``, in eval mode."""
+    from restlit.config import load_config
+    from restlit.train import build_tokenizer_and_policy
+
+    tokenizer, policy = build_tokenizer_and_policy(load_config(REPO / "configs" / "tiny-test.yaml"))
+    return tokenizer, policy.eval()

@@ -24,8 +24,12 @@ from restlit.objective import (
     region_entropy_stats,
     region_mean_entropy,
     region_priors,
+    region_stats,
+    region_weight_metrics,
     static_region_weights,
     static_weights,
+    tis_advantages,
+    tis_statistics,
     token_weights,
 )
 from restlit.regions import Region
@@ -502,14 +506,48 @@ def test_metrics() -> None:
     logp = torch.log(torch.tensor([[1.0, 1.5, 1.0, 1.0]], dtype=F64))
     old = torch.zeros(1, 4, dtype=F64)
     entropy = torch.tensor([[2.0, 0.5, 1.0, 7.0]], dtype=F64)
-    _, m = policy_loss(logp, old, torch.tensor([1.0], dtype=F64), mask, w, entropy=entropy, regions=regions)
+    _, m = policy_loss(logp, old, torch.tensor([1.0], dtype=F64), mask, w, entropy=entropy)
     assert m["clip_frac"].item() == pytest.approx(1 / 3)
     assert m["dual_clip_frac"].item() == 0
     assert m["approx_kl"].item() == pytest.approx((1 / 1.5 - 1 + math.log(1.5)) / 3, rel=1e-6)
     assert m["entropy"].item() == pytest.approx(3.5 / 3)
     assert m["entropy_weighted"].item() == pytest.approx((1.0 + 1.0 + 1.0) / 3.5)
     assert m["weight_min"].item() == 0.5 and m["weight_max"].item() == 2.0
-    assert m["weight_mean/TOOL_NAME"].item() == 2.0 and m["weight_mean/RESPONSE"].item() == 0
-    assert m["token_frac/THINK"].item() == pytest.approx(1 / 3) and m["token_frac/OTHER"].item() == 0
+    assert not any("/" in k for k in m)  # per-region weights: region_weight_metrics
+    r = region_weight_metrics(region_stats(w, regions, mask))
+    assert r["weight/TOOL_NAME"] == 2.0 and r["weight/RESPONSE"] == 0
+    assert r["tokens/THINK"] == pytest.approx(1 / 3) and r["tokens/OTHER"] == 0
     assert m["ratio_max"].item() == pytest.approx(1.5)
     assert all(not v.requires_grad for v in m.values())
+
+
+def test_region_weight_metrics_hand_computed() -> None:
+    """Sums over several groups add: the metrics of the summed statistics are the step's."""
+    regions = torch.tensor([[Region.FORMAT, Region.THINK, Region.THINK], [Region.FORMAT, Region.OTHER, Region.OTHER]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    w = torch.tensor([[2.0, 0.5, 1.5], [4.0, 1.0, 9.0]])  # 9.0 sits on padding
+    total = region_stats(w[:1], regions[:1], mask[:1]) + region_stats(w[1:], regions[1:], mask[1:])
+    assert torch.equal(total, region_stats(w, regions, mask))
+    m = region_weight_metrics(total)
+    assert m["weight/FORMAT"] == 3.0 and m["weight/THINK"] == 1.0 and m["weight/OTHER"] == 1.0
+    assert m["weight/TOOL_NAME"] == 0.0 and m["tokens/TOOL_NAME"] == 0.0
+    assert m["tokens/FORMAT"] == pytest.approx(2 / 5) and m["tokens/OTHER"] == pytest.approx(1 / 5)
+    assert sum(m[f"tokens/{r.name}"] for r in Region) == pytest.approx(1.0)
+
+
+def test_tis_advantages_and_statistics_hand_computed() -> None:
+    """d = logp - engine_logp; ratio exp(d) truncated at cap scales each token's advantage."""
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, -3.0]], dtype=F64)
+    engine = torch.tensor([[-1.0, -2.0 - math.log(3.0), -0.5 + math.log(2.0)], [-1.5, -1.0, 0.0]], dtype=F64)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]], dtype=F64)
+    adv = torch.tensor([2.0, -1.0], dtype=F64)
+    out = tis_advantages(adv, logp, engine, mask, cap=2.0)
+    ratio = torch.tensor([[1.0, 2.0, 0.5], [math.exp(0.5), 1.0, 1.0]], dtype=F64)  # 3 truncated to 2; padding 1
+    assert torch.allclose(out.double(), adv[:, None] * ratio, atol=1e-6)
+    s = tis_statistics(logp, engine, mask, cap=2.0)
+    d = [0.0, math.log(3.0), -math.log(2.0), 0.5, 0.0]
+    assert s["rollout/logp_abs_diff"] == pytest.approx(sum(abs(x) for x in d) / 5)
+    assert s["rollout/is_ratio"] == pytest.approx(sum(math.exp(x) for x in d) / 5)
+    assert s["rollout/is_ratio_max"] == pytest.approx(3.0)
+    assert s["rollout/is_truncated_frac"] == pytest.approx(1 / 5)
+    assert tis_statistics(logp, engine, torch.zeros_like(mask), cap=2.0) == {}

@@ -43,7 +43,10 @@ class Completion:
 
 
 class RolloutEngine(Protocol):
-    """Samples completions; keeps its weights in step with the policy being trained."""
+    """Samples completions; keeps its weights in step with the policy being trained. ``pad_id`` is
+    the id that pads its completions into tensors (the tokenizer's pad, else its first EOS)."""
+
+    pad_id: int
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig) -> list[list[Completion]]:
         """``sampling.n`` completions for each prompt (token ids, no padding), grouped per prompt
@@ -52,6 +55,11 @@ class RolloutEngine(Protocol):
 
     def sync_weights(self, model: Any) -> None:
         """Make the engine sample from ``model``'s current weights."""
+        ...
+
+    def close(self) -> None:
+        """Give back what the engine holds (a no-op for an engine that holds nothing of its own);
+        a closed engine is not used again."""
         ...
 
 

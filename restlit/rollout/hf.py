@@ -85,6 +85,9 @@ class HFEngine:
         copy; only the reference is updated."""
         self.model = model
 
+    def close(self) -> None:
+        """Nothing to give back: the engine holds no memory of its own between calls."""
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig) -> list[list[Completion]]:
         device = next(self.model.parameters()).device

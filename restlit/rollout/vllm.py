@@ -34,8 +34,8 @@ the kernel-specific repacking that vLLM applies after loading (on CPU a plain
 parameters have lost their ``weight_loader``). With multiprocessing on, the iterator would be
 pickled to the engine process; in-process it is passed by reference.
 
-Under FSDP the policy's parameters are shards: :func:`full_state_dict` gathers them on every rank
-first (``torch.distributed.checkpoint.state_dict.get_model_state_dict`` with
+Under FSDP the policy's parameters are shards: :func:`restlit.distributed.full_state_dict` gathers
+them on every rank first (``torch.distributed.checkpoint.state_dict.get_model_state_dict`` with
 ``full_state_dict=True``; not offloaded to the CPU, because with ``cpu_offload`` only rank 0 would
 receive them). That path is written for FSDP1 and FSDP2 but has only been exercised on one process
 here; a multi-rank colocated run (one engine per rank) is untested.
@@ -67,34 +67,6 @@ from restlit.rollout.base import Completion, SamplingConfig, eos_ids
 
 # vLLM's CPU attention kernels exist for these head sizes only (vllm.v1.attention.backends.cpu_attn).
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
-
-
-def full_state_dict(model: Any, root: Any = None, prefix: str = "") -> dict[str, torch.Tensor]:
-    """``model``'s full weights under Hugging Face names.
-
-    Without sharding this is ``model.state_dict()`` (no copy). When ``root`` (the module the
-    strategy wrapped, ``trainer.strategy.model``) holds FSDP-sharded parameters (FSDP1 modules or
-    FSDP2 DTensors), the weights are gathered from all ranks with
-    ``get_model_state_dict(root, full_state_dict=True)``, a collective that every rank must call,
-    and the keys under ``prefix`` (the policy's name inside ``root``, e.g. ``"policy."``) are kept
-    with the prefix removed."""
-    if root is not None and _is_sharded(root):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        state = get_model_state_dict(root, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
-        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return model.state_dict()
-
-
-def _is_sharded(module: Any) -> bool:
-    try:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # a torch built without distributed support
-        return False
-    if any(isinstance(m, FullyShardedDataParallel) for m in module.modules()):
-        return True
-    return any(isinstance(p, DTensor) for p in module.parameters())
 
 
 class VLLMEngine:
@@ -154,7 +126,7 @@ class VLLMEngine:
 
     def sync_weights(self, model: Any) -> None:
         """Load ``model``'s weights (a module, or a state dict already gathered with
-        :func:`full_state_dict`) into the engine and drop its prefix cache."""
+        :func:`restlit.distributed.full_state_dict`) into the engine and drop its prefix cache."""
         state = model if isinstance(model, Mapping) else model.state_dict()
         with torch.no_grad():
             self.llm.collective_rpc("reload_weights", kwargs={

@@ -1,0 +1,112 @@
+"""``restlit.module``: the prefix-shared group forward, gradient checkpointing, skipped steps, train
+mode, gradients released after each step, and one step counter however many PPO epochs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from restlit.config import load_config
+from restlit.rewards import Reward, RewardBounds
+from tests.training import (
+    TINY,
+    even_token_reward,
+    fit_observing_policy,
+    read_metrics,
+    tiny_config,
+)
+
+
+def test_group_hidden_equals_separate_forwards(tiny_parts):
+    from restlit.module import group_hidden
+    from restlit.objective import logprobs_and_entropy_from_hidden
+
+    tok, model = tiny_parts
+    torch.manual_seed(0)
+    prompt = torch.randint(0, len(tok), (9,))
+    lengths = [5, 3, 1]
+    tokens = torch.zeros(3, 5, dtype=torch.long)
+    mask = torch.zeros(3, 5)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = torch.randint(0, len(tok), (n,))
+        mask[i, :n] = 1
+    with torch.no_grad():
+        hidden = group_hidden(model, prompt, tokens)
+        logp, _ = logprobs_and_entropy_from_hidden(hidden, model.get_output_embeddings().weight, tokens, mask=mask)
+        for i, n in enumerate(lengths):
+            full = torch.cat([prompt, tokens[i, :n]])[None]
+            ref = torch.log_softmax(model(full).logits[0, len(prompt) - 1 : -1].double(), -1)
+            ref = ref.gather(-1, tokens[i, :n, None]).squeeze(-1)
+            assert torch.allclose(logp[i, :n].double(), ref, atol=1e-5)
+            assert (logp[i, n:] == 0).all()
+
+def test_gradient_checkpointing_gives_the_same_gradient(tmp_path):
+    from restlit.module import group_hidden
+    from restlit.objective import logprobs_and_entropy_from_hidden
+    from restlit.train import build_tokenizer_and_policy
+
+    grads = []
+    for checkpointing in (False, True):
+        cfg = load_config(TINY, [f"model.gradient_checkpointing={str(checkpointing).lower()}"])
+        tok, model = build_tokenizer_and_policy(cfg)
+        model.train()
+        torch.manual_seed(1)
+        prompt, tokens = torch.randint(0, len(tok), (11,)), torch.randint(0, len(tok), (3, 6))
+        hidden = group_hidden(model, prompt, tokens)
+        logp, _ = logprobs_and_entropy_from_hidden(hidden, model.get_output_embeddings().weight, tokens)
+        logp.sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        assert model.is_gradient_checkpointing == checkpointing
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+def test_degenerate_steps_are_skipped_with_a_reason(tmp_path):
+    from restlit.train import fit
+
+    constant = lambda comp, item, step: Reward(0.0, 1.0, 1.0, RewardBounds(0, 0, 0, 1))
+    run_dir = fit(tiny_config(tmp_path, "trainer.max_steps=2"), reward_fn=constant)
+    rows = read_metrics(run_dir)
+    assert len(rows) == 2 and all(r["skipped/no_advantage"] == 1.0 for r in rows)
+
+def test_policy_trains_in_train_mode(tmp_path, monkeypatch):
+    """from_pretrained returns eval mode; the update must run in train mode, or gradient checkpointing
+    silently does nothing."""
+    modes = []
+    fit_observing_policy(monkeypatch, tiny_config(tmp_path, "trainer.max_steps=1"),
+                         lambda policy: modes.append(policy.training), prepare=lambda policy: policy.eval())
+    assert modes and all(modes)
+
+def test_gradients_are_released_before_the_next_rollout(tmp_path, monkeypatch):
+    """After each optimizer step the gradients are freed (set to None), so the next rollout and the
+    checkpoints do not carry a model-sized block of dead memory."""
+    held = []
+    run = fit_observing_policy(monkeypatch, tiny_config(tmp_path, "trainer.max_steps=3"),
+                               lambda policy: held.append(sum(p.grad is not None for p in policy.parameters())))
+    assert [int(r["skipped"]) for r in read_metrics(run)] == [0, 0, 0]  # steps 1 and 2 did update
+    assert held and not any(held)
+
+
+def test_ppo_epochs_do_not_speed_up_the_step_schedules(tmp_path):
+    """With 2 PPO epochs per rollout, 4 training steps are 4 rollouts: the reward schedule sees
+    steps 1..4, the curriculum reaches 1 and the linear LR schedule reaches 0."""
+    from restlit.train import fit
+
+    seen = []
+
+    def reward(comp, item, step):
+        seen.append(step)
+        return even_token_reward(comp, item, step)
+
+    cfg = tiny_config(tmp_path, "trainer.max_steps=4", "objective.ppo_epochs=2", "optim.schedule=linear",
+                      "trainer.checkpoint_every=10")
+    run_dir = fit(cfg, reward_fn=reward)
+    rows = read_metrics(run_dir)
+    assert sorted(set(seen)) == [1, 2, 3, 4]
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
+    assert all(r["skipped"] == 0.0 for r in rows)
+    assert rows[-1]["curriculum/progress"] == pytest.approx(1.0)
+    assert rows[-1]["train/lr"] == pytest.approx(0.0, abs=1e-12)
+    assert [r["train/lr"] for r in rows] == pytest.approx([1e-3 * (1 - k / 4) for k in (1, 2, 3, 4)])
+    import torch
+
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4  # the one step counter, in the checkpoint
