@@ -45,7 +45,7 @@ TRL lives in a separate virtual environment so the project's stays untouched::
 Without ``--trl-python`` the script uses ``$TRL_PYTHON``; ``--skip-trl`` leaves TRL out.
 
 A third child checks the ``entropy`` vs ``uniform`` cost where the mode acts: the real
-``RestModule._update`` under a Trainer, on the same 16 completions, the modes alternated ABBA in one
+``RestModule`` statistics, weights and update (steps 5-7 of its ``training_step``) under a Trainer, on the same 16 completions, the modes alternated ABBA in one
 process (``--update-reps`` per mode), so the two see the same machine load. ``--parts`` runs only
 some of the three (with ``--keep DIR``, the others' results in ``DIR/summary.json`` are kept);
 ``--report-only DIR`` rebuilds the table from a kept ``summary.json``.
@@ -279,7 +279,8 @@ def update_order(modes: list[str], reps: int) -> list[str]:
 
 
 def worker_update(args: argparse.Namespace) -> None:
-    """The real ``RestModule._update`` under a real Trainer, alternating the weighting mode on the same
+    """The real ``RestModule`` update (``entropy_statistics``, ``step_weights``, ``update``) under a
+    real Trainer, alternating the weighting mode on the same
     16 completions (reference answers of the step-0 prompts, cut to ``max_new_tokens`` tokens, with
     random entropies and advantages): the update is where the weighting mode acts, and the rollout is
     the same for both modes, so this isolates their difference from the machine's other load."""
@@ -323,14 +324,14 @@ def worker_update(args: argparse.Namespace) -> None:
                             finish_reason="length", logprobs=(-torch.rand(c, generator=g)).tolist(),
                             entropies=(3 * torch.rand(c, generator=g)).tolist()))
                     outs.append(group)
-                self.groups = self._tensorize(batch, outs, torch.randn(len(batch) * n, generator=g))
-            mode = order[self.global_step]
+                self.groups = self.make_groups(batch, outs, torch.randn(len(batch) * n, generator=g))
+            step = self.global_step
+            mode = order[step]
             self.config.objective.weights = dataclasses.replace(self.config.objective.weights, mode=mode)
             t0, c0 = time.perf_counter(), time.process_time()
-            if hasattr(self, "_entropy_statistics"):  # the statistics moved out of _update
-                out = self._update(self.groups, self.global_step + 1, self._entropy_statistics(self.groups))
-            else:
-                out = self._update(self.groups, self.global_step + 1)
+            # steps 5-7 of RestModule.training_step: statistics, weights, update
+            weights, denominator = self.step_weights(self.groups, self.entropy_statistics(self.groups), step)
+            _, out = self.update(self.groups, weights, denominator)
             records.append({"mode": mode, "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
                             "loss": out.get("train/loss"), "grad_norm": out.get("train/grad_norm")})
 
@@ -610,7 +611,7 @@ def _report(args: argparse.Namespace, data: dict) -> str:
                                    "load"], detail))
     if upd_rows:
         ptok = upd.get("prompt_tokens") or []
-        body += ("\n\nEntropy vs uniform, in one process: the real `RestModule._update` under a Trainer on the "
+        body += ("\n\nEntropy vs uniform, in one process: the real `RestModule` update under a Trainer on the "
                  f"same 4 groups (step-0 prompts of {', '.join(map(str, ptok))} tokens; 4 completions each of "
                  f"{upd.get('completion_tokens')} tokens cut from the reference answers, so with real regions; "
                  "random entropies and advantages), one untimed warm-up update, then the modes alternated ABBA:\n\n"

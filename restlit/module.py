@@ -37,8 +37,10 @@ samples slightly off-policy).
 
 A step whose groups all have equal rewards (no advantage), or has no completion token, or whose
 loss or gradient is not finite, is skipped with its reason logged (``skipped/<reason>``), never a
-crash: the weights stay as they were, the curriculum observes nothing, but the step counts (the
-optimizer steps with no gradient, which AdamW ignores), so a run always ends at ``max_steps``.
+crash: the weights stay as they were, but the step counts (the optimizer steps with no gradient,
+which AdamW ignores), so a run always ends at ``max_steps``. The first two reasons are decided
+before step 5, so such a step folds nothing into the curriculum (a non-finite step is found after
+it).
 """
 
 from __future__ import annotations
@@ -193,7 +195,7 @@ class RestModule(L.LightningModule):
         skip = self.skip_reason(groups)
         if skip is None:
             running = self.entropy_statistics(groups)                                    # 5
-            weights, denominator = self.token_weights(groups, running, step)             # 6
+            weights, denominator = self.step_weights(groups, running, step)             # 6
             skip, update = self.update(groups, weights, denominator)                     # 7
             metrics.update(update)
         if skip is not None:
@@ -320,7 +322,7 @@ class RestModule(L.LightningModule):
                 stats += region_entropy_stats(g.entropy, g.regions, g.mask)
         return self.curriculum.observe(reduce_sum(self.trainer.strategy, stats))
 
-    def token_weights(self, groups: list[Group], running: torch.Tensor,
+    def step_weights(self, groups: list[Group], running: torch.Tensor,
                       step: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         """6. Each group's token weights at step ``step`` (0-based; the curriculum's progress for it,
         the static ramp at ``step + 1``) and the step's loss denominator, summed over all ranks."""
