@@ -16,6 +16,10 @@ The pieces, in the order a training step uses them::
     w = token_weights(regions, mask, weight_cfg, region_stats=stats, progress=nu, step=s)
     denom = loss_denominator(mask, w, loss_cfg.aggregation)       # summed over the whole optimizer step
     loss, metrics = policy_loss(logp, old_logp, adv, mask, w, config=loss_cfg, denominator=denom)
+    per_region = region_weight_metrics(region_stats(w, regions, mask))   # weight and token share per region
+
+With an engine that reports its sampling log-probs, :func:`tis_advantages` applies truncated importance
+sampling and :func:`tis_statistics` measures the engine / trainer mismatch.
 """
 
 from __future__ import annotations

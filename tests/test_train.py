@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -74,19 +75,30 @@ def test_resume_matches_the_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_ddp_curriculum_state_equals_one_process(tmp_path):
     """Two gloo ranks with one prompt each end with the same curriculum statistics on both ranks,
-    equal to one process given both prompts."""
+    equal to one process given both prompts. The toy reward gives every step an advantage: a
+    skipped step would leave the curriculum untouched on every rank."""
+    script = tmp_path / "fit_script.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from restlit.config import load_config
+        from restlit.train import fit
+        from tests.training import TINY, even_token_reward
+
+        fit(load_config(TINY, sys.argv[1:]), reward_fn=even_token_reward)
+    """))
+
     def run(name: str, *extra: str) -> Path:
         out = tmp_path / name
-        cmd = [sys.executable, "-m", "cli.main", "fit", "--config", str(TINY), "--set", f"output_dir={out}",
-               "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "trainer.max_steps=2",
-               "--set", "trainer.checkpoint_every=1", *extra]
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                             timeout=600, check=False)
+        cmd = [sys.executable, str(script), f"output_dir={out}", f"data.cache_dir={tmp_path / 'cache'}",
+               "trainer.max_steps=2", "trainer.checkpoint_every=1", *extra]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600, check=False)
         assert res.returncode == 0, res.stderr[-3000:]
+        assert [r["skipped"] for r in read_metrics(out)] == [0.0, 0.0]
         return out
 
-    single = run("single", "--set", "trainer.prompts_per_step=2")
-    ddp = run("ddp", "--set", "trainer.prompts_per_step=1", "--set", "trainer.devices=2", "--set", "trainer.strategy=ddp")
+    single = run("single", "trainer.prompts_per_step=2")
+    ddp = run("ddp", "trainer.prompts_per_step=1", "trainer.devices=2", "trainer.strategy=ddp")
     s1 = torch.load(single / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["EntropyCurriculum"]
     s2 = torch.load(ddp / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["EntropyCurriculum"]
     assert s2["steps"] == s1["steps"] == 2
@@ -96,6 +108,7 @@ def test_ddp_curriculum_state_equals_one_process(tmp_path):
     assert len(ranks) == 2
     r0, r1 = (torch.load(p, weights_only=False) for p in ranks)
     assert torch.equal(r0["running"], r1["running"]) and r0["progress"] == r1["progress"]
+
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     """A checkpoint is streamed to a temporary file and renamed: a save that fails midway leaves
