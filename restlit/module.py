@@ -323,7 +323,7 @@ class RestModule(L.LightningModule):
         return self.curriculum.observe(reduce_sum(self.trainer.strategy, stats))
 
     def step_weights(self, groups: list[Group], running: torch.Tensor,
-                      step: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+                     step: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         """6. Each group's token weights at step ``step`` (0-based; the curriculum's progress for it,
         the static ramp at ``step + 1``) and the step's loss denominator, summed over all ranks."""
         obj = self.config.objective
