@@ -17,7 +17,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from restlit.regions import blocks, parse_tool_calls
+from restlit.regions import blocks
+from restlit.toolcalls import parse_tool_calls
 
 RewardMode = Literal["fixed", "scheduled"]
 
@@ -172,7 +173,7 @@ def predicted_calls(completion: str) -> list[dict] | None:
     """The completion's calls as ``{"name", "arguments"}`` dicts, or None when ToolRL would give the minimum:
     no closed ``<tool_call>`` block, or a non-blank line inside one that is not exactly one JSON object with a
     string ``"name"`` and a ``"parameters"`` object (the canonical JSON-lines format; the tolerant forms
-    :func:`restlit.regions.parse_tool_calls` also reads, Python calls, JSON lists, single quotes, two calls on
+    :func:`restlit.toolcalls.parse_tool_calls` also reads, Python calls, JSON lists, single quotes, two calls on
     a line or one spread over lines, all count as malformed here)."""
     tool_blocks = [b for b in blocks(completion) if b.kind == "tool_call"]
     if not tool_blocks or not all(b.closed for b in tool_blocks):

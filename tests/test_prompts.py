@@ -14,7 +14,8 @@ from restlit.prompts import (
     render_system_prompt,
     render_target,
 )
-from restlit.regions import Region, parse_tool_calls, tag
+from restlit.regions import Region, tag
+from restlit.toolcalls import parse_tool_calls
 
 TOOLS = [
     {"name": "Search Managers", "description": "Find a manager by name",

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from restlit.evaluation.ast_checker import Verdict
-from restlit.regions import blocks, parse_tool_calls
+from restlit.regions import blocks
+from restlit.toolcalls import parse_tool_calls
 from restlit.rewards import predicted_calls
 
 __all__ = ["HeldoutScore", "format_valid", "load_heldout", "score_output", "summarize"]
@@ -143,7 +144,7 @@ def _triples(calls: Sequence[Mapping[str, Any]]) -> Counter:
 def score_output(target: Mapping[str, Any], output: str) -> HeldoutScore:
     """Score ``output`` against a sample's target ``{"think", "calls", "response"}``.
 
-    Calls are read with :func:`restlit.regions.parse_tool_calls` (so a JSON list or Python-call
+    Calls are read with :func:`restlit.toolcalls.parse_tool_calls` (so a JSON list or Python-call
     output is scored on its content; :func:`format_valid` says whether it was canonical). The
     exact match is a multiset equality of ``(name, arguments)`` with JSON equality of values; a
     malformed call line fails it. Parameter triples count the calls that did parse.
