@@ -103,25 +103,37 @@ def _expected_kinds(target: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
-def format_ok(completion: str, target: Mapping[str, Any]) -> bool:
+# The layouts of a canonical output when no reference says which one is expected.
+CANONICAL_LAYOUTS = (("think", "tool_call"), ("think", "response"), ("think", "tool_call", "response"))
+
+
+def format_ok(completion: str, target: Mapping[str, Any] | None = None) -> bool:
     """True when ``completion`` has exactly the blocks the target's case needs, closed, each once, in order:
     ``think + tool_call``, ``think + response`` or ``think + tool_call + response`` (``think`` alone when the
     target has neither), and nothing but whitespace outside them (no stray tag or text, as ToolRL's
     ``^<think>...</think>\\n<tool_call>...</tool_call>$`` patterns require).
+
+    Without a target (evaluation: is the output canonical, whatever the reference?) any of the three
+    layouts :data:`CANONICAL_LAYOUTS` is accepted, and every line of a ``<tool_call>`` block must be one
+    canonical JSON call (:func:`predicted_calls`).
 
     Blocks are :func:`restlit.regions.blocks`, so a tag named inside a block's text ("I put the call in the
     <tool_call> tags") is text, not a tag. ToolRL counts raw tag strings instead, which fails 17 of the 400
     references in its own ``rlla_sft.json``.
     """
     found = blocks(completion)
-    if tuple(b.kind for b in found) != _expected_kinds(target) or not all(b.closed for b in found):
+    kinds = tuple(b.kind for b in found)
+    layouts = CANONICAL_LAYOUTS if target is None else (_expected_kinds(target),)
+    if kinds not in layouts or not all(b.closed for b in found):
         return False
     outside, last = [], 0
     for b in found:
         outside.append(completion[last : b.start])
         last = b.end
     outside.append(completion[last:])
-    return all(not part.strip() for part in outside)
+    if any(part.strip() for part in outside):
+        return False
+    return target is not None or "tool_call" not in kinds or predicted_calls(completion) is not None
 
 
 def format_reward(completion: str, target: Mapping[str, Any], lo: float = 0.0, hi: float = 1.0) -> float:

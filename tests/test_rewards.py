@@ -201,6 +201,18 @@ def test_format_rules() -> None:
     assert not format_ok(good, both)
 
 
+def test_format_without_a_target_accepts_any_canonical_layout() -> None:
+    good = '<think> a </think>\n<tool_call>\n{"name": "f", "parameters": {}}\n</tool_call>'
+    assert format_ok(good) and format_ok(good + "\n<response> r </response>")
+    assert format_ok("<think> a </think>\n<response> r </response>")
+    assert not format_ok("<think> a </think>")  # neither a call nor a response
+    assert not format_ok("Sure! " + good) and not format_ok(good + "\n</response>")
+    # every line of the call block one canonical JSON call (the reward leaves that to correctness)
+    python = "<think> a </think>\n<tool_call>\n[f(x=1)]\n</tool_call>"
+    target = {"think": "a", "calls": [{"name": "f", "arguments": {"x": 1}}], "response": None}
+    assert format_ok(python, target) and not format_ok(python)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Pieces, by hand
 # --------------------------------------------------------------------------------------------------------
