@@ -2,7 +2,7 @@
 
 A reward compares a completion's text with the sample's structured target
 ``{"think": str, "calls": [{"name": str, "arguments": dict}], "response": str | None}`` (what
-``restlit prepare`` writes; :func:`target_from_text` builds one from a canonical reference text)::
+``restlit prepare`` writes)::
 
     total = format + correctness        (given to the last token of the completion)
 
@@ -234,19 +234,3 @@ def compute_reward(
     fmt = format_reward(completion, target, b.format_min, b.format_max)
     cor = correctness_reward(completion, target, b.correctness_min, b.correctness_max)
     return Reward(fmt, cor, fmt + cor, b)
-
-
-def target_from_text(text: str) -> dict[str, Any]:
-    """The structured target of a canonical reference completion:
-    ``{"think": inner text of <think>, "calls": [{"name", "arguments"}], "response": inner text or None}``.
-    Raises ValueError when the text's calls do not parse."""
-    found = {b.kind: b for b in reversed(blocks(text))}
-    parsed = parse_tool_calls(text)
-    if parsed.errors:
-        raise ValueError(f"reference calls do not parse: {parsed.errors}")
-
-    def inner(kind: str) -> str | None:
-        b = found.get(kind)
-        return None if b is None else text[b.inner_start : b.inner_end].strip()
-
-    return {"think": inner("think") or "", "calls": [c.as_dict() for c in parsed.calls], "response": inner("response")}

@@ -15,7 +15,6 @@ from restlit.rewards import (
     multiset_jaccard,
     predicted_calls,
     reward_bounds,
-    target_from_text,
     tool_call_score,
 )
 from tests.conftest import TOOLRL, data_file
@@ -27,9 +26,12 @@ FIXED = RewardConfig(mode="fixed")
 
 @pytest.fixture(scope="module")
 def records() -> list[dict]:
-    outputs = [r["output"] for r in json.loads(DATA.read_text())]
-    assert len(outputs) == 400
-    return [{"text": o, "target": target_from_text(o)} for o in outputs]
+    """ToolRL's reference outputs with the targets ``restlit prepare``'s ToolRL reader makes of them."""
+    from data_prep import toolrl
+
+    raw = json.loads(DATA.read_text())
+    assert len(raw) == 400
+    return [{"text": r["output"], "target": toolrl.read(r).turns[-1].target.to_dict()} for r in raw]
 
 
 def render(think: str, calls: list[dict] | None, response: str | None = None) -> str:
