@@ -4,7 +4,7 @@
 and scored on exactly the text it is prompted with:
 
 * :func:`render_system_prompt` - the system message: the tools as JSON Schema, one per line, and
-  the output format of METHOD.md;
+  the output format of docs/method.md, "Output format";
 * :func:`render_target` - a structured answer ``(think, calls, response)`` in that format;
 * :func:`build_messages` - the chat messages of one sample, ready for
   ``tokenizer.apply_chat_template``.
@@ -55,7 +55,7 @@ _NO_TOOLS = "(no tools are available in this conversation)"
 
 
 def _dumps(obj: Any) -> str:
-    # One line, non-ASCII kept readable; the default separators match METHOD.md's examples.
+    # One line, non-ASCII kept readable; the default separators match docs/method.md's "Output format".
     return json.dumps(obj, ensure_ascii=False)
 
 
@@ -80,7 +80,7 @@ def render_call(name: str, arguments: Mapping[str, Any]) -> str:
 
 
 def render_target(think: str, calls: Sequence[Mapping[str, Any]], response: str | None) -> str:
-    """A structured answer in the canonical output format (METHOD.md).
+    """A structured answer in the canonical output format (docs/method.md, "Output format").
 
     ``<think> think </think>``, then a ``<tool_call>`` block with one JSON line per call (when
     ``calls`` is non-empty), then ``<response> response </response>`` (when ``response`` is not

@@ -69,7 +69,8 @@ _MOVED = frozenset({"ParseResult", "ToolCall", "Violation", "parse_tool_calls", 
 def __getattr__(name: str) -> Any:
     if name in _MOVED:
         warnings.warn(
-            f"restlit.regions.{name} moved to restlit.toolcalls.{name}; the old import goes in the next release",
+            f"restlit.regions.{name} moved to restlit.toolcalls.{name}; "
+            "the old import goes in the next release",
             DeprecationWarning,
             stacklevel=2,
         )

@@ -6,7 +6,8 @@ A reward compares a completion's text with the sample's structured target
 
     total = format + correctness        (given to the last token of the completion)
 
-See METHOD.md, "Reward". Parsing uses :mod:`restlit.regions`; this module needs no torch.
+See docs/method.md, "Reward". Parsing uses :mod:`restlit.regions` and :mod:`restlit.toolcalls`; this module
+needs no torch.
 """
 
 from __future__ import annotations

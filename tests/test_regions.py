@@ -1,4 +1,4 @@
-"""restlit.regions: tagging, blocks and token mapping (call parsing and validation: tests/test_toolcalls.py)."""
+"""restlit.regions: tagging, blocks and token mapping (parsing and validating calls: test_toolcalls.py)."""
 
 from __future__ import annotations
 

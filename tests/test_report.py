@@ -389,14 +389,15 @@ def test_priors_not_logged_are_said_so_not_recomputed(tmp_path, monkeypatch):
     run = synthetic_run(tmp_path, steps=12)
     path = run / "metrics.csv"
     with path.open(newline="") as f:
-        rows = [{k: v for k, v in r.items() if not k.startswith("curriculum/prior/")} for r in csv.DictReader(f)]
+        rows = [{k: v for k, v in r.items() if not k.startswith("curriculum/prior/")}
+                for r in csv.DictReader(f)]
     write_metrics(path, rows)
     log = read_metrics(path)
     cfg, raw, _ = load_run_config(run)
     assert curriculum_priors(log, cfg, raw) == ("entropy", [], {r: [] for r in REGIONS})
     said = []
     original = figures._no_data
-    monkeypatch.setattr(figures, "_no_data", lambda ax, message: said.append(message) or original(ax, message))
+    monkeypatch.setattr(figures, "_no_data", lambda ax, msg: said.append(msg) or original(ax, msg))
     assert_png_ok(figures.plot_weights(log, tmp_path / "weights.png", cfg=cfg, raw=raw))
     assert said == ["not logged: curriculum/prior/<REGION> (a run from before training logged its priors)"]
 

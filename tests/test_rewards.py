@@ -86,7 +86,7 @@ def test_rendered_reference_still_scores_the_maximum(records: list[dict]) -> Non
 
 
 # --------------------------------------------------------------------------------------------------------
-# Each defect lowers the reward as METHOD.md says
+# Each flaw of a completion lowers the reward as docs/method.md, "Reward", says
 # --------------------------------------------------------------------------------------------------------
 
 

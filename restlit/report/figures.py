@@ -481,7 +481,8 @@ def plot_weights(
 
     mode, steps, priors = curriculum_priors(log, cfg, raw)
     titles = {
-        "entropy": "Curriculum: region priors at the step's progress ν, as training logged them (weights.mode: entropy)",
+        "entropy": "Curriculum: region priors at the step's progress ν, as training logged them "
+        "(weights.mode: entropy)",
         "static": "Curriculum: the released code's per-step region constants (weights.mode: static)",
     }
     ax2.set_title(titles.get(mode, f"Curriculum priors (weights.mode: {mode})"))
