@@ -723,7 +723,3 @@ def make_figures(
         if sft_log is not None and sft_log.has("sft/loss"):
             figures["sft"] = plot_sft(sft_log, out_dir / "sft.png", name=f"{name}/sft")
     return figures
-
-
-# ------------------------------------------------------------------------------------------------
-# report.md

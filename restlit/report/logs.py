@@ -31,10 +31,6 @@ class ReportError(Exception):
     """A run directory that cannot be reported on (missing or unreadable logs); one line."""
 
 
-# Reading the logs
-# ------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class RunLog:
     """The rows of one ``metrics.csv``, merged by step: ``rows[step]`` maps a column to its value
@@ -204,7 +200,7 @@ def find_evals(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Figures
+# What the figures and report.md both derive from the log
 # ------------------------------------------------------------------------------------------------
 
 
@@ -231,8 +227,8 @@ def curriculum_priors(
     it logged them (``curriculum/prior/<REGION>``: the ``entropy`` mode's schedule at the step's
     progress, or the released code's per-step constants in ``static`` mode). ``mode`` is
     ``objective.weights.mode`` from the run's config (``unknown`` without one); ``uniform`` has no
-    priors. A run that did not log them (restlit before 0.2) gives no steps: the priors are
-    not recomputed, since only training knows the values it used."""
+    priors. A run from before training logged them gives no steps: the priors are not
+    recomputed, since only training knows the values it used."""
     weights = getattr(getattr(cfg, "objective", None), "weights", None)
     mode = getattr(weights, "mode", None) or config_value(raw, "objective.weights.mode") or "unknown"
     steps: list[int] = []
