@@ -273,6 +273,8 @@ class Normalizer:
                 optional |= value
             elif key == "required" and isinstance(value, list):
                 out["required"] = [r for r in value if isinstance(r, str)]
+            elif key == "properties" and isinstance(value, Mapping):
+                out[key] = value  # normalised below, once the "required" list is known
             elif key in _SUBSCHEMA_KEYS and isinstance(value, Mapping):
                 out[key] = self.property_schema(value)[0]
             elif key in _SUBSCHEMA_DICT_KEYS and isinstance(value, Mapping):
@@ -285,10 +287,32 @@ class Normalizer:
                 continue  # xLAM writes "" for "no default"
             else:
                 out[key] = value
+        if isinstance(out.get("properties"), Mapping):
+            # nested objects: ToolACE's boolean "required" on their properties joins their list
+            out["properties"], required = self._properties(out["properties"], out.get("required", []))
+            if required:
+                out["required"] = required
+            else:
+                out.pop("required", None)
         # move "type" first so rendered schemas read naturally
         if "type" in out:
             out = {"type": out.pop("type"), **out}
         return out, optional
+
+    def _properties(self, props: Mapping, required: list[str]) -> tuple[dict, list[str]]:
+        """An object's ``properties`` normalised, and its ``required`` list with the properties'
+        own flags applied: a property flagged optional leaves it, one with ``"required": true``
+        joins it, names that are not properties are dropped."""
+        schemas: dict[str, Any] = {}
+        required = list(required)
+        for name, spec in props.items():
+            schema, optional = self.property_schema(spec)
+            schemas[name] = schema
+            if optional and name in required:
+                required.remove(name)
+            elif isinstance(spec, Mapping) and spec.get("required") is True and name not in required:
+                required.append(name)
+        return schemas, [r for r in required if r in schemas]
 
     def parameters(self, params: Any) -> dict:
         """A tool's ``parameters`` (any of the three layouts) -> a JSON Schema object schema.
@@ -308,15 +332,8 @@ class Normalizer:
                 raise TypeError("parameters.properties is not an object")
             required_in = params.get("required")
             required = [r for r in required_in if isinstance(r, str)] if isinstance(required_in, list) else []
-            out: dict[str, Any] = {"type": "object", "properties": {}}
-            for name, spec in props_in.items():
-                schema, optional = self.property_schema(spec)
-                out["properties"][name] = schema
-                if optional and name in required:
-                    required.remove(name)
-                elif isinstance(spec, Mapping) and spec.get("required") is True and name not in required:
-                    required.append(name)
-            required = [r for r in required if r in out["properties"]]
+            out: dict[str, Any] = {"type": "object"}
+            out["properties"], required = self._properties(props_in, required)
             if required:
                 out["required"] = required
             for key, value in params.items():
