@@ -163,15 +163,15 @@ def _deep(depth: int) -> str:
 
 def _deep_tools(depth: int) -> str:
     schema = '{"type": "array", "items": ' * depth + '{"type": "int"}' + "}" * depth  # too deep for json.dumps
-    return '[{"name": "f", "description": "d", "parameters": {"x": %s}}]' % schema
+    return '[{"name": "f", "description": "d", "parameters": {"x": ' + schema + "}}]"
 
 
 def _hostile_lines() -> list[str]:
     good = _xlam_line()
     return [
         good,
-        good.replace('"answers"', '"deep": %s, "answers"' % _deep(100_000), 1),  # beyond the decoder
-        good.replace('"answers"', '"deep": %s, "answers"' % _deep(800), 1),  # deep but unused: kept
+        good.replace('"answers"', f'"deep": {_deep(100_000)}, "answers"', 1),  # beyond the decoder
+        good.replace('"answers"', f'"deep": {_deep(800)}, "answers"', 1),  # deep but unused: kept
         _xlam_line(tools=_deep_tools(2000)),  # a schema nested beyond what the normaliser can walk
         _xlam_line(query="caf\\ud800 au lait").replace("\\\\ud800", "\\ud800"),  # a lone surrogate
         _xlam_line(tools=_TOOLS.replace('"d"', '"\\udfff"')).replace("\\\\udfff", "\\udfff"),
@@ -208,7 +208,7 @@ def test_deep_record_in_a_worker_process_is_rejected(tmp_path: Path, monkeypatch
 
 def test_deep_first_record_does_not_break_detection(tmp_path: Path) -> None:
     path = tmp_path / "deep.jsonl"
-    path.write_text("\n".join(['{"deep": %s}' % _deep(100_000), _xlam_line()]) + "\n")
+    path.write_text("\n".join(['{"deep": ' + _deep(100_000) + "}", _xlam_line()]) + "\n")
     counts = prepare([path], tmp_path / "out", val_fraction=0.0).totals
     assert (counts.samples_written, counts.rejected) == (1, {"too_deep": 1})
 
