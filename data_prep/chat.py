@@ -29,8 +29,7 @@ from data_prep.records import (
     tools_or_reject,
     unknown_roles,
 )
-from data_prep.schema import tools_from_json
-from data_prep.toolace import tools_from_system
+from data_prep.schema import tools_from_field
 
 SOURCE = "chat"
 
@@ -69,21 +68,6 @@ def _assistant(msg: dict, where: str) -> Turn:
         return Turn("assistant", error=exc, sample=sample)
 
 
-def _tools(record: dict, system: str) -> tuple[list[dict], tuple[str, ...], str | None]:
-    tools = record.get("tools")
-    if isinstance(tools, str) and tools.strip() not in ("", "[]"):
-        return tools_from_json(tools)
-    if isinstance(tools, list) and tools:
-        # through the cached JSON path: chat files repeat one tool list across many records
-        return tools_from_json(json.dumps(tools, ensure_ascii=False))
-    if tools not in (None, [], "", "[]"):
-        raise TypeError(f"'tools' is a {type(tools).__name__}, not a list or a JSON string")
-    try:
-        return tools_from_system(system)
-    except ValueError:  # no function list anywhere: a dialogue without tools
-        return [], (), "[]"
-
-
 def read(record: Any) -> Trace:
     """One chat record -> Trace; RecordError when the record as a whole is unusable."""
     messages = require(record, "messages", list)
@@ -107,7 +91,7 @@ def read(record: Any) -> Trace:
             system = f"{system}\n{text}" if system else text
         else:
             turns.append(Turn(role, content=text.strip()))
-    tools, warnings, tools_json = tools_or_reject(lambda r: _tools(r, system), record)
+    tools, warnings, tools_json = tools_or_reject(lambda v: tools_from_field(v, system), record.get("tools"))
     return Trace(tools, turns, warnings, tools_json)
 
 

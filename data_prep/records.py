@@ -130,6 +130,17 @@ def calls_from_objects(items: Any) -> list[dict[str, Any]]:
     return calls
 
 
+def calls_from_data(value: Any, what: str) -> list[dict[str, Any]]:
+    """Calls given as JSON text or as data: a list of ``{"name", "arguments"}`` or one such object.
+    RecordError ``call_parse_error`` when ``value`` is not JSON or not of that shape."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RecordError("call_parse_error", f"{what} is not JSON ({exc.msg})") from None
+    return calls_from_objects([value] if isinstance(value, dict) else value)
+
+
 def tools_or_reject(loader: Any, value: Any) -> tuple[list[dict], tuple[str, ...], str]:
     """Run a tool-list loader, turning its ValueError/TypeError into RecordError ``tools_not_json``."""
     try:

@@ -520,3 +520,41 @@ def coerce_arguments(arguments: Mapping, parameters: Mapping) -> tuple[dict, int
     out = {k: coerce_value(v, props[k], count) if isinstance(props.get(k), Mapping) else v
            for k, v in arguments.items()}
     return out, changed
+
+
+_LIST_START = re.compile(r"\[\s*\{")
+
+
+@functools.lru_cache(maxsize=4096)
+def tools_from_system(system: str) -> tuple[list[dict], tuple[str, ...], str]:
+    """The first JSON list of tool objects inside a system prompt, normalised (cached; ToolACE
+    and many conversions put the tool list there). ValueError when there is none."""
+    decoder = json.JSONDecoder()
+    for m in _LIST_START.finditer(system):
+        try:
+            value, _ = decoder.raw_decode(system, m.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, list) and all(isinstance(t, dict) and "name" in t for t in value):
+            tools, warnings = normalize_tools(value)
+            return tools, warnings, json.dumps(tools, ensure_ascii=False)
+    raise ValueError("no JSON tool list found in 'system'")
+
+
+def tools_from_field(tools: Any, system: str) -> tuple[list[dict], tuple[str, ...], str]:
+    """A record's ``tools`` field (JSON text or a list) or, when it is missing, empty or ``"[]"``,
+    the tool list inside ``system``; no tools when neither has one. ValueError or TypeError when
+    the list given is unusable."""
+    if isinstance(tools, str):
+        if tools.strip() not in ("", "[]"):
+            return tools_from_json(tools)
+    elif isinstance(tools, list):
+        if tools:
+            # through the cached JSON path: such files repeat one tool list across many records
+            return tools_from_json(json.dumps(tools, ensure_ascii=False))
+    elif tools is not None:
+        raise TypeError(f"'tools' is a {type(tools).__name__}, not a list or JSON text")
+    try:
+        return tools_from_system(system)
+    except ValueError:  # no tool list anywhere: a dialogue without tools
+        return [], (), "[]"

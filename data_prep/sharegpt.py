@@ -12,7 +12,6 @@ empty or ``"[]"``, the function list is the first JSON list of tools inside the 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from data_prep.records import (
@@ -20,14 +19,13 @@ from data_prep.records import (
     Target,
     Trace,
     Turn,
-    calls_from_objects,
+    calls_from_data,
     require,
     target_from_text,
     tools_or_reject,
     unknown_roles,
 )
-from data_prep.schema import normalize_tools, tools_from_json
-from data_prep.toolace import tools_from_system
+from data_prep.schema import tools_from_field
 
 SOURCE = "sharegpt"
 
@@ -52,30 +50,9 @@ def matches(record: Any) -> bool:
             and ("tools" in record or any(r in _OWN_ROLES for r in roles)))
 
 
-def _tools(tools: Any, system: str) -> tuple[list[dict], tuple[str, ...], str | None]:
-    if isinstance(tools, str):
-        if tools.strip() not in ("", "[]"):
-            return tools_from_json(tools)
-    elif isinstance(tools, list):
-        if tools:
-            found, warnings = normalize_tools(tools)
-            return found, warnings, None
-    elif tools is not None:
-        raise TypeError(f"'tools' is a {type(tools).__name__}, not a JSON string or a list")
-    try:
-        return tools_from_system(system)
-    except ValueError:  # no function list anywhere: a dialogue without tools
-        return [], (), "[]"
-
-
 def _call_turn(value: Any) -> Turn:
     try:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise RecordError("call_parse_error", f"function_call is not JSON ({exc.msg})") from None
-        calls = calls_from_objects([value] if isinstance(value, dict) else value)
+        calls = calls_from_data(value, "function_call")
         if not calls:
             raise RecordError("call_parse_error", "function_call holds no call")
         return Turn("assistant", target=Target("", calls, None))
@@ -115,5 +92,5 @@ def read(record: Any) -> Trace:
             turns.append(_text_turn(value))
         else:
             turns.append(Turn(role, content=value.strip()))
-    tools, warnings, tools_json = tools_or_reject(lambda v: _tools(v, system), record.get("tools"))
+    tools, warnings, tools_json = tools_or_reject(lambda v: tools_from_field(v, system), record.get("tools"))
     return Trace(tools, turns, warnings, tools_json)

@@ -8,8 +8,6 @@ has no reasoning, so every target's ``think`` is "".
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 from typing import Any
 
@@ -23,14 +21,13 @@ from data_prep.records import (
     tools_or_reject,
     unknown_roles,
 )
-from data_prep.schema import normalize_tools
+from data_prep.schema import tools_from_system
 from restlit.toolcalls import parse_tool_calls
 
 SOURCE = "toolace"
 
 # ToolACE's own roles; ShareGPT's human/gpt/function_call/observation belong to data_prep.sharegpt
 _ROLES = ("user", "assistant", "tool")
-_LIST_START = re.compile(r"\[\s*\{")
 # ToolACE's call turns are a bracketed list starting with a call: "[Name(" or "[]"-free forms.
 _CALL_LIST = re.compile(r"^\[\s*[^\s\[\](){}\"',=][^\[\](){}\"'=\n]*\(", re.DOTALL)
 
@@ -47,21 +44,6 @@ def matches(record: Any) -> bool:
     conversations = record.get("conversations")
     return isinstance(conversations, list) and bool(conversations) and all(
         _role(m) in _ROLES for m in conversations)
-
-
-@functools.lru_cache(maxsize=4096)
-def tools_from_system(system: str) -> tuple[list[dict], tuple[str, ...], str]:
-    """The first JSON list of tool objects inside the system prompt, normalised (cached)."""
-    decoder = json.JSONDecoder()
-    for m in _LIST_START.finditer(system):
-        try:
-            value, _ = decoder.raw_decode(system, m.start())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, list) and all(isinstance(t, dict) and "name" in t for t in value):
-            tools, warnings = normalize_tools(value)
-            return tools, warnings, json.dumps(tools, ensure_ascii=False)
-    raise ValueError("no JSON tool list found in 'system'")
 
 
 def _assistant(value: str) -> Turn:
