@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from restlit.regions import parse_tool_calls
+from restlit.toolcalls import parse_tool_calls
 
 
 class RecordError(Exception):

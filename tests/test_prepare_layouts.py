@@ -18,7 +18,7 @@ from data_prep.readers import READERS, LayoutError, detect, detect_file
 from data_prep.samples import Sample, load_samples
 from data_prep.toolace import read as read_toolace
 from restlit.prompts import render_system_prompt, render_target
-from restlit.regions import validate_calls
+from restlit.toolcalls import validate_calls
 from tests.conftest import HAMMER, TOOLACE, TOOLRL, XLAM, data_file
 
 SHAREGPT = "tests/data/layouts/sharegpt.json"

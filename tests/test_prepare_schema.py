@@ -13,7 +13,7 @@ from data_prep.schema import (
     python_type_to_schema,
     tools_from_json,
 )
-from restlit.regions import validate_calls
+from restlit.toolcalls import validate_calls
 
 # (annotation as written upstream, JSON Schema, may be omitted)
 PYTHON_TYPES = [
