@@ -61,13 +61,20 @@ def staging_dir(out: Path) -> Path:
     return staging
 
 
-def replace(staging: Path, out: Path) -> list[str]:
+def replace(staging: Path, out: Path, overwrite: bool) -> list[str]:
     """Move the complete ``staging`` to ``out``, replacing what is there; returns warning lines.
 
     InputError (one line, naming where the new output is) when the old output cannot be moved
-    aside: the old one stays in place and the new one is kept beside it.
+    aside, or when ``out`` was filled since :func:`check` and ``overwrite`` is not given: the old
+    one stays in place and the new one is kept beside it.
     """
     old = None
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        # written since the checks at the start (another run): not ours to replace
+        kept = _free(out.with_name(f"{out.name}.new"))
+        os.rename(staging, kept)
+        raise InputError(f"{out}: was written by someone else while this run prepared; "
+                         f"the new dataset is at {kept}")
     if out.exists():
         old = _free(out.with_name(f"{out.name}.previous"))
         try:

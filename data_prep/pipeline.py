@@ -121,13 +121,14 @@ class Counts:
         """``"N of M ... rejected as REASON"`` when one reason took more than half of the turns
         (a record rejected whole counts as one), else None."""
         units = self.turns + self.records_rejected
-        for reason, n in sorted(self.rejected.items(), key=lambda kv: -kv[1]):
-            if n * 2 > units:
-                roles = ", ".join(f"{r} {c}" for r, c in sorted(self.unknown_roles.items(), key=lambda kv: -kv[1]))
-                extra = f" (unknown roles: {roles})" if reason == "bad_role" and roles else ""
-                return f"{n} of {units} turns and records rejected as {reason}{extra}"
-            break
-        return None
+        if not self.rejected:
+            return None
+        reason, n = max(sorted(self.rejected.items()), key=lambda kv: kv[1])
+        if n * 2 <= units:
+            return None
+        roles = ", ".join(f"{r} {c}" for r, c in sorted(self.unknown_roles.items(), key=lambda kv: -kv[1]))
+        extra = f" (unknown roles: {roles})" if reason == "bad_role" and roles else ""
+        return f"{n} of {units} turns and records rejected as {reason}{extra}"
 
 
 _COUNT_FIELDS = ("records_read", "records_rejected", "records_with_samples", "records_without_samples", "turns",
@@ -383,17 +384,16 @@ class _Processor:
             counts.warnings[kind] = counts.warnings.get(kind, 0) + 1
         split = split_of(record_key, self.val_fraction, self.seed)
         cols = chunk.columns[split]
-        tools_json = {False: trace.tools_json or _ENCODE(trace.tools)}
+        plain_tools_json = trace.tools_json or _ENCODE(trace.tools)
+        masked_tools_json = _ENCODE(masked.tools) if masked is not None else None
         written = 0
         for i, ts in enumerate(items):
             counts.turns += 1
             is_masked = masked_items is not None and masked_items[i] is not None
             if is_masked:
-                ts, tools = masked_items[i], masked.tools
-                if True not in tools_json:
-                    tools_json[True] = _ENCODE(tools)
+                ts, tools, tools_json = masked_items[i], masked.tools, masked_tools_json
             else:
-                tools = trace.tools
+                tools, tools_json = trace.tools, plain_tools_json
             sample_id = f"{record_key}-{ts.turn_index}"
             try:
                 if ts.error is not None:
@@ -402,7 +402,7 @@ class _Processor:
                 text = render_target(target.think, target.calls, target.response)
                 history_json = _ENCODE(ts.history)
                 target_json = _ENCODE(target.to_dict())
-                err = _surrogate(tools_json[is_masked], history_json, target_json)
+                err = _surrogate(tools_json, history_json, target_json)
                 if err is not None:
                     raise err
                 spans_json = _ENCODE([(a, b, r.name) for a, b, r in tag(text)])
@@ -422,7 +422,7 @@ class _Processor:
                 ("record_index", raw.index),
                 ("turn_index", ts.turn_index),
                 ("split", split),
-                ("tools_json", tools_json[is_masked]),
+                ("tools_json", tools_json),
                 ("messages_json", history_json),
                 ("target_json", target_json),
                 ("target_text", text),
@@ -620,7 +620,7 @@ def prepare(
                 shutil.move(staging / _EXPORT_NAME, export)
             except OSError as exc:
                 raise InputError(f"{export}: cannot write ({exc.strerror or exc})") from None
-        manifest.warnings.extend(output.replace(staging, out))
+        manifest.warnings.extend(output.replace(staging, out, overwrite))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -220,3 +220,23 @@ def test_staging_is_removed_when_the_run_fails(tmp_path: Path) -> None:
         prepare([path], tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.json"]
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+def test_output_written_by_another_run_meanwhile_is_not_replaced(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    real_save = pipeline._save_dataset
+    calls = []
+
+    def save_while_another_run_finishes(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            prepare([data_file(HAMMER)], out)  # the other run, into the same -o
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_save_dataset", save_while_another_run_finishes)
+    with pytest.raises(InputError, match="while this run prepared") as info:
+        prepare([data_file(XLAM)], out)
+    assert json.loads((out / "manifest.json").read_text())["inputs"][0]["format"] == "hammer"
+    (kept,) = [p for p in tmp_path.iterdir() if p.name != "out"]
+    assert str(kept) in str(info.value)
+    assert json.loads((kept / "manifest.json").read_text())["inputs"][0]["format"] == "xlam"
