@@ -403,3 +403,11 @@ def test_input_given_twice_under_one_name_is_still_an_error(tmp_path: Path) -> N
     with pytest.raises(InputError, match="given twice"):
         prepare([data_file(XLAM), data_file(XLAM)], tmp_path / "o")
 
+
+
+def test_the_config_accepts_every_layout() -> None:
+    import typing
+
+    from restlit.config import DataConfig
+
+    assert set(typing.get_args(typing.get_type_hints(DataConfig)["format"])) == set(readers.FORMATS)
