@@ -2,9 +2,12 @@
 
 ``prepare(inputs, out_dir, ...)`` is the whole pipeline (``restlit prepare`` wraps it);
 ``load_samples(dir)`` and ``Sample.from_row(row)`` read its output back. Modules: ``inputs``
-(streaming files), ``toolace`` / ``xlam`` / ``toolrl`` / ``hammer`` (one reader per layout,
-``readers`` picks one), ``schema`` (tool schemas -> JSON Schema), ``decompose`` (one sample per
-assistant turn), ``samples`` (row schema), ``pipeline`` (validation, splitting, writing).
+(streaming files), ``toolace`` / ``sharegpt`` / ``chat`` / ``xlam`` / ``hammer`` / ``toolrl`` (one
+reader per layout, ``readers`` detects which), ``records`` (what readers produce), ``schema``
+(tool schemas -> JSON Schema), ``decompose`` (one sample per assistant turn), ``masking``
+(Hammer-style name masking), ``export`` (samples in the chat layout), ``samples`` (row schema),
+``output`` (the output directory's checks and atomic replace), ``pipeline`` (validation,
+splitting, writing).
 Nothing here imports torch; pyarrow and datasets are imported only when writing or loading.
 """
 

@@ -30,6 +30,9 @@ _CHUNK = 1 << 20
 # One record larger than this is treated as a broken file rather than read to the end.
 MAX_RECORD_CHARS = 64 << 20
 _WS = " \t\r\n"
+# The raw text of an undecodable record kept in rejects.jsonl is cut at this length.
+MAX_REJECT_CHARS = 10_000
+_TOO_DEEP = "nested deeper than the JSON decoder allows"
 
 
 class InputError(Exception):
@@ -41,13 +44,16 @@ class RawRecord:
     """One record as read: its 0-based ``index`` in the file, where it was, and the value.
 
     ``line`` is the 1-based line number for JSON lines (None otherwise). ``error`` is set (and
-    ``value`` is the raw line text) when a JSON line did not decode.
+    ``value`` is the raw text, cut at ``MAX_REJECT_CHARS``) when the record did not decode;
+    ``reason`` is then ``invalid_json``, or ``too_deep`` for a value nested deeper than Python's
+    JSON decoder can go.
     """
 
     index: int
     value: Any
     line: int | None = None
     error: str | None = None
+    reason: str = "invalid_json"
 
 
 def file_sha256(path: Path) -> str:
@@ -197,6 +203,14 @@ def _iter_values(path: Path, reader: _Reader, in_list: bool) -> Iterator[RawReco
         while True:
             try:
                 value, end = decoder.raw_decode(buf, pos)
+            except RecursionError:
+                end = _value_end(buf, pos)
+                if end is None:  # the value continues in the next chunk
+                    if len(buf) - pos > MAX_RECORD_CHARS or not fill():
+                        raise InputError(f"{path}: truncated JSON in record {index}") from None
+                    continue
+                value = RawRecord(index, buf[pos:end][:MAX_REJECT_CHARS], error=_TOO_DEEP, reason="too_deep")
+                break
             except json.JSONDecodeError as exc:
                 # maybe the value continues in the next chunk
                 if len(buf) - pos > MAX_RECORD_CHARS or not fill():
@@ -208,7 +222,7 @@ def _iter_values(path: Path, reader: _Reader, in_list: bool) -> Iterator[RawReco
             if end == len(buf) and not eof and fill():
                 continue
             break
-        yield RawRecord(index=index, value=value)
+        yield value if isinstance(value, RawRecord) else RawRecord(index=index, value=value)
         index += 1
         pos = end
         if in_list:
@@ -240,6 +254,9 @@ def _iter_lines(path: Path, reader: _Reader) -> Iterator[RawRecord]:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             yield RawRecord(index=index, value=text, line=line_no, error=f"line {line_no}: {exc.msg}")
+        except RecursionError:
+            yield RawRecord(index=index, value=text[:MAX_REJECT_CHARS], line=line_no,
+                            error=f"line {line_no}: {_TOO_DEEP}", reason="too_deep")
         else:
             yield RawRecord(index=index, value=value, line=line_no)
         index += 1
@@ -257,7 +274,35 @@ def _first_line_is_json(path: Path) -> bool:
         json.loads(first)
     except json.JSONDecodeError:
         return False
+    except RecursionError:  # a complete value, only too deep to decode
+        return True
     return True
+
+
+def _value_end(buf: str, pos: int) -> int | None:
+    """End of the JSON array or object starting at ``buf[pos]``, found without recursion (the
+    decoder's own recursion gave up); None when it does not end within ``buf``."""
+    depth = 0
+    in_string = False
+    i = pos
+    n = len(buf)
+    while i < n:
+        c = buf[i]
+        if in_string:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return None
 
 
 def _iter_parquet(path: Path, progress: Callable[[int], None] | None) -> Iterator[RawRecord]:

@@ -21,17 +21,27 @@ reject of its own (``turn_index`` set). A turn rejected for its schema (a call t
 tool's parameters) still appears in later turns' history, since it parsed and it is what
 happened; a turn that does not parse makes the later turns ``unparseable_history`` rejects.
 
+Records that name a role their layout does not have are rejected as ``bad_role`` and the roles
+counted under ``unknown_roles[role]``; when more than half of a file's turns (and whole-record
+rejects) go to one reason, the manifest's ``warnings`` say so in one line. An input whose
+content (sha256) equals an earlier input's is read once: it is listed with ``duplicate_of`` and
+counted under ``duplicate_inputs``, so sample ids stay unique.
+
 Nothing is written to ``out_dir`` unless the whole run succeeds: output is built in a sibling
-staging directory and moved into place at the end. Re-running on the same inputs and options
-gives byte-identical files.
+staging directory and moved into place at the end (:mod:`data_prep.output`). Re-running on the
+same inputs and options gives byte-identical files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
+import pickle
+import random
+import re
 import shutil
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -39,15 +49,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_prep import output
 from data_prep.decompose import decompose
+from data_prep.export import chat_record
 from data_prep.inputs import InputError, RawRecord, file_sha256, iter_records, sniff_container
-from data_prep.readers import FORMATS, READERS, describe, detect
+from data_prep.masking import mask_trace
+from data_prep.readers import DETECT_RECORDS, FORMATS, READERS, LayoutError, detect_file
 from data_prep.records import RecordError, Target
 from data_prep.samples import COLUMNS, SCHEMA_VERSION, arrow_schema
 from data_prep.schema import coerce_arguments
 from restlit import __version__
 from restlit.prompts import render_target
-from restlit.regions import tag, validate_calls
+from restlit.regions import tag
+from restlit.toolcalls import validate_calls
 
 ON_INVALID = ("reject", "keep", "coerce")
 SPLITS = ("train", "validation")
@@ -73,8 +87,10 @@ class Counts:
     samples_written: int = 0
     turns_rejected: int = 0
     coerced: int = 0
+    masked: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)
+    unknown_roles: dict[str, int] = field(default_factory=dict)
 
     def reconciles(self) -> bool:
         """True when every record and every turn read is accounted for exactly once."""
@@ -86,21 +102,37 @@ class Counts:
 
     def add(self, other: Counts) -> None:
         """Accumulate ``other`` into this one."""
-        for name in ("records_read", "records_rejected", "records_with_samples", "records_without_samples",
-                     "turns", "samples_written", "turns_rejected", "coerced"):
+        for name in _COUNT_FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for mine, theirs in ((self.rejected, other.rejected), (self.warnings, other.warnings)):
+        for mine, theirs in ((self.rejected, other.rejected), (self.warnings, other.warnings),
+                             (self.unknown_roles, other.unknown_roles)):
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; reason and warning keys sorted for stable output."""
-        out = {k: getattr(self, k) for k in ("records_read", "records_rejected", "records_with_samples",
-                                              "records_without_samples", "turns", "samples_written",
-                                              "turns_rejected", "coerced")}
+        out: dict[str, Any] = {k: getattr(self, k) for k in _COUNT_FIELDS}
         out["rejected"] = dict(sorted(self.rejected.items()))
         out["warnings"] = dict(sorted(self.warnings.items()))
+        out["unknown_roles"] = dict(sorted(self.unknown_roles.items()))
         return out
+
+    def majority_reject(self) -> str | None:
+        """``"N of M ... rejected as REASON"`` when one reason took more than half of the turns
+        (a record rejected whole counts as one), else None."""
+        units = self.turns + self.records_rejected
+        if not self.rejected:
+            return None
+        reason, n = max(sorted(self.rejected.items()), key=lambda kv: kv[1])
+        if n * 2 <= units:
+            return None
+        roles = ", ".join(f"{r} {c}" for r, c in sorted(self.unknown_roles.items(), key=lambda kv: -kv[1]))
+        extra = f" (unknown roles: {roles})" if reason == "bad_role" and roles else ""
+        return f"{n} of {units} turns and records rejected as {reason}{extra}"
+
+
+_COUNT_FIELDS = ("records_read", "records_rejected", "records_with_samples", "records_without_samples", "turns",
+                 "samples_written", "turns_rejected", "coerced", "masked")
 
 
 @dataclass
@@ -113,11 +145,15 @@ class InputInfo:
     container: str
     format: str
     counts: Counts = field(default_factory=Counts)
+    duplicate_of: str | None = None  # an earlier input with the same content: not read again
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes, "container": self.container,
-                "format": self.format, "counts": self.counts.to_dict()}
+        out = {"path": self.path, "sha256": self.sha256, "bytes": self.bytes, "container": self.container,
+               "format": self.format, "counts": self.counts.to_dict()}
+        if self.duplicate_of is not None:
+            out["duplicate_of"] = self.duplicate_of
+        return out
 
 
 @dataclass
@@ -127,13 +163,16 @@ class Manifest:
     options: dict[str, Any]
     inputs: list[InputInfo]
     splits: dict[str, int]
+    # one line each: a file where one reason rejected most turns, an old output left behind
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def sources(self) -> dict[str, Counts]:
-        """Counts summed per source (layout), in order of first appearance."""
+        """Counts summed per source (layout), in order of first appearance (duplicates left out)."""
         out: dict[str, Counts] = {}
         for info in self.inputs:
-            out.setdefault(info.format, Counts()).add(info.counts)
+            if info.duplicate_of is None:
+                out.setdefault(info.format, Counts()).add(info.counts)
         return out
 
     @property
@@ -154,6 +193,8 @@ class Manifest:
             "sources": {k: v.to_dict() for k, v in self.sources.items()},
             "totals": self.totals.to_dict(),
             "splits": self.splits,
+            "duplicate_inputs": sum(1 for i in self.inputs if i.duplicate_of is not None),
+            "warnings": self.warnings,
         }
 
 
@@ -163,8 +204,13 @@ def split_of(record_key: str, val_fraction: float, seed: int) -> str:
     Keyed on the record, not the turn, so all samples of one dialogue land in the same split
     (a later turn's history contains the earlier turns' targets).
     """
-    digest = hashlib.sha256(f"{seed}\x00{record_key}".encode()).digest()
-    return "validation" if int.from_bytes(digest[:8], "big") < val_fraction * 2.0**64 else "train"
+    return "validation" if _hash_below(f"{seed}\x00{record_key}", val_fraction) else "train"
+
+
+def _hash_below(key: str, fraction: float) -> bool:
+    """True for a stable pseudo-random ``fraction`` of keys."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2.0**64
 
 
 class _SplitWriter:
@@ -211,11 +257,29 @@ class _SplitWriter:
 
 @dataclass
 class _Chunk:
-    """What processing a run of records produced: columnar rows per split, reject lines, counts."""
+    """What processing a run of records produced: columnar rows per split, reject lines, chat
+    export lines, counts."""
 
     columns: dict[str, dict[str, list]]
     rejects: list[str]
+    exports: list[str]
     counts: Counts
+
+
+# a lone UTF-16 surrogate (a "\\ud800" escape in the JSON): Python keeps it, UTF-8 cannot store it
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate(*texts: str) -> RecordError | None:
+    for text in texts:
+        m = _SURROGATE.search(text)
+        if m:
+            return RecordError("lone_surrogate", f"the text holds a lone UTF-16 surrogate (\\u{ord(m.group()):04x}), "
+                                                 "which UTF-8 cannot store")
+    return None
+
+
+_TOO_DEEP = RecordError("too_deep", "nested deeper than Python can walk")
 
 
 @dataclass(frozen=True)
@@ -229,18 +293,29 @@ class _Processor:
     on_invalid: str
     val_fraction: float
     seed: int
+    mask_fraction: float = 0.0
+    mask_seed: int = 0
+    export: bool = False
 
     def __call__(self, records: list[RawRecord]) -> _Chunk:
-        chunk = _Chunk({s: {name: [] for name, _ in COLUMNS} for s in SPLITS}, [], Counts())
+        chunk = _Chunk({s: {name: [] for name, _ in COLUMNS} for s in SPLITS}, [], [], Counts())
         for raw in records:
             self._record(raw, chunk)
         return chunk
 
     def _reject(self, chunk: _Chunk, raw: RawRecord, turn: int | None, err: RecordError) -> None:
-        chunk.counts.rejected[err.reason] = chunk.counts.rejected.get(err.reason, 0) + 1
+        counts = chunk.counts
+        counts.rejected[err.reason] = counts.rejected.get(err.reason, 0) + 1
+        for role in err.roles:
+            counts.unknown_roles[role] = counts.unknown_roles.get(role, 0) + 1
         entry = {"file": self.display, "record_index": raw.index, "line": raw.line, "turn_index": turn,
                  "reason": err.reason, "detail": err.detail, "record": raw.value}
-        chunk.rejects.append(_ENCODE_REJECT(entry))
+        try:
+            line = _ENCODE_REJECT(entry)
+        except RecursionError:
+            entry["record"] = None  # too deep to write back; where it is stays known
+            line = _ENCODE_REJECT(entry)
+        chunk.rejects.append(line)
 
     def _check(self, target: Target, tools: list[dict], counts: Counts) -> Target:
         """Validate the reference calls; apply ``on_invalid``. RecordError when rejected."""
@@ -272,55 +347,93 @@ class _Processor:
             violations = remaining
         raise RecordError(violations[0].kind, "; ".join(v.reason for v in violations)[:500])
 
+    def _read(self, raw: RawRecord, record_key: str) -> tuple[Any, list, list | None, Any]:
+        """``(trace, its turn samples, the masked ones or None, the masked trace or None)``."""
+        trace = READERS[self.reader_name].read(raw.value)
+        if trace.n_samples == 0:
+            raise RecordError("no_assistant_turn", "the record has no assistant turn")
+        items = list(decompose(trace))
+        if self.mask_fraction <= 0.0:
+            return trace, items, None, None
+        picked = [_hash_below(f"mask\x00{self.mask_seed}\x00{record_key}-{ts.turn_index}", self.mask_fraction)
+                  for ts in items]
+        if not any(picked):
+            return trace, items, None, None
+        masked = mask_trace(trace, random.Random(f"{self.mask_seed}\x00{record_key}"))
+        return trace, items, [m if p else None for m, p in zip(decompose(masked), picked)], masked
+
     def _record(self, raw: RawRecord, chunk: _Chunk) -> None:
         counts = chunk.counts
         counts.records_read += 1
         if raw.error is not None:
             counts.records_rejected += 1
-            self._reject(chunk, raw, None, RecordError("invalid_json", raw.error))
+            self._reject(chunk, raw, None, RecordError(raw.reason, raw.error))
             return
+        record_key = f"{self.reader_name}-{self.file_key}-{raw.index}"
         try:
-            trace = READERS[self.reader_name].read(raw.value)
-            if trace.n_samples == 0:
-                raise RecordError("no_assistant_turn", "the record has no assistant turn")
+            trace, items, masked_items, masked = self._read(raw, record_key)
+        except RecursionError:
+            counts.records_rejected += 1
+            self._reject(chunk, raw, None, _TOO_DEEP)
+            return
         except RecordError as err:
             counts.records_rejected += 1
             self._reject(chunk, raw, None, err)
             return
         for kind in trace.warnings:
             counts.warnings[kind] = counts.warnings.get(kind, 0) + 1
-        record_key = f"{self.reader_name}-{self.file_key}-{raw.index}"
         split = split_of(record_key, self.val_fraction, self.seed)
         cols = chunk.columns[split]
-        tools_json = trace.tools_json or _ENCODE(trace.tools)
+        plain_tools_json = trace.tools_json or _ENCODE(trace.tools)
+        masked_tools_json = _ENCODE(masked.tools) if masked is not None else None
         written = 0
-        for ts in decompose(trace):
+        for i, ts in enumerate(items):
             counts.turns += 1
+            is_masked = masked_items is not None and masked_items[i] is not None
+            if is_masked:
+                ts, tools, tools_json = masked_items[i], masked.tools, masked_tools_json
+            else:
+                tools, tools_json = trace.tools, plain_tools_json
+            sample_id = f"{record_key}-{ts.turn_index}"
             try:
                 if ts.error is not None:
                     raise ts.error
-                target = self._check(ts.target, trace.tools, counts)
+                target = self._check(ts.target, tools, counts)
+                text = render_target(target.think, target.calls, target.response)
+                history_json = _ENCODE(ts.history)
+                target_json = _ENCODE(target.to_dict())
+                err = _surrogate(tools_json, history_json, target_json)
+                if err is not None:
+                    raise err
+                spans_json = _ENCODE([(a, b, r.name) for a, b, r in tag(text)])
+                export = _ENCODE(chat_record(sample_id, tools, ts.history, target)) if self.export else None
+            except RecursionError:
+                counts.turns_rejected += 1
+                self._reject(chunk, raw, ts.turn_index, _TOO_DEEP)
+                continue
             except RecordError as err:
                 counts.turns_rejected += 1
                 self._reject(chunk, raw, ts.turn_index, err)
                 continue
-            text = render_target(target.think, target.calls, target.response)
             for name, value in (
-                ("id", f"{record_key}-{ts.turn_index}"),
+                ("id", sample_id),
                 ("source", self.reader_name),
                 ("input_file", Path(self.display).name),
                 ("record_index", raw.index),
                 ("turn_index", ts.turn_index),
                 ("split", split),
                 ("tools_json", tools_json),
-                ("messages_json", _ENCODE(ts.history)),
-                ("target_json", _ENCODE(target.to_dict())),
+                ("messages_json", history_json),
+                ("target_json", target_json),
                 ("target_text", text),
-                ("spans_json", _ENCODE([(a, b, r.name) for a, b, r in tag(text)])),
+                ("spans_json", spans_json),
                 ("n_calls", len(target.calls)),
                 ("n_history", len(ts.history)),
             ):
                 cols[name].append(value)
+            if export is not None:
+                chunk.exports.append(export)
+            counts.masked += is_masked
             written += 1
         counts.samples_written += written
         if written:
@@ -346,17 +459,26 @@ def _chunks(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]
 
 def _map_ordered(fn: Callable, items: Iterator, pool: Any, window: int) -> Iterator:
     """``map(fn, items)`` in order, on ``pool`` when given, with at most ``window`` chunks in flight
-    (``Pool.imap`` would read the whole input ahead of the workers)."""
+    (``Pool.imap`` would read the whole input ahead of the workers). A chunk that cannot be sent
+    to a worker (a record nested too deeply to pickle) is processed here instead."""
     if pool is None:
         yield from map(fn, items)
         return
     pending: deque = deque()
+
+    def result() -> Any:
+        item, future = pending.popleft()
+        try:
+            return future.result()
+        except (RecursionError, pickle.PicklingError):
+            return fn(item)
+
     for item in items:
-        pending.append(pool.submit(fn, item))
+        pending.append((item, pool.submit(fn, item)))
         if len(pending) >= window:
-            yield pending.popleft().result()
+            yield result()
     while pending:
-        yield pending.popleft().result()
+        yield result()
 
 
 def _open_input(path: Path, display: str, fmt: str) -> InputInfo:
@@ -369,31 +491,17 @@ def _open_input(path: Path, display: str, fmt: str) -> InputInfo:
     container = sniff_container(path)
     if fmt == "auto":
         with contextlib.closing(iter_records(path, container)) as records:
-            first = next(records, None)
-        if first is None:
+            first = list(itertools.islice(records, DETECT_RECORDS))
+        if not first:
             raise InputError(f"{display}: contains no records")
-        if first.error is not None:
-            raise InputError(f"{display}: not JSON ({first.error})")
-        reader = detect(first.value)
-        if reader is None:
-            raise InputError(
-                f"{display}: unrecognised layout (first record is {describe(first.value)}); "
-                f"expected one of {', '.join(READERS)} (see --format)"
-            )
-        fmt = reader.name
+        decoded = [(r.index, r.value) for r in first if r.error is None]
+        if not decoded:
+            raise InputError(f"{display}: not JSON ({first[0].error})")
+        try:
+            fmt = detect_file(decoded).name
+        except LayoutError as exc:
+            raise InputError(f"{display}: {exc}") from None
     return InputInfo(display, sha, path.stat().st_size, container, fmt)
-
-
-def _check_out_dir(out_dir: Path, inputs: Sequence[Path]) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
-        raise InputError(f"{out_dir}: exists, is not empty and is not a prepared dataset (no manifest.json); "
-                         "choose another output directory")
-    resolved = out_dir.resolve()
-    for p in inputs:
-        if resolved == p.resolve() or resolved in p.resolve().parents:
-            raise InputError(f"{out_dir}: the output directory contains the input {p}")
 
 
 def _save_dataset(staging: Path, writers: dict[str, _SplitWriter], fingerprint_seed: str) -> None:
@@ -436,6 +544,10 @@ def prepare(
     val_fraction: float = 0.05,
     seed: int = 0,
     parquet: bool = False,
+    mask_names: float = 0.0,
+    mask_seed: int = 0,
+    export_chat: str | os.PathLike | None = None,
+    overwrite: bool = False,
     workers: int | None = None,
     progress: ProgressFn | None = None,
 ) -> Manifest:
@@ -444,19 +556,24 @@ def prepare(
     ``out_dir`` receives a ``datasets.DatasetDict`` (``train`` / ``validation``, split by a hash
     of the record id and ``seed``, ``val_fraction`` of records to validation), ``manifest.json``,
     ``rejects.jsonl`` and with ``parquet`` a ``parquet/{split}.parquet`` copy. An existing
-    ``out_dir`` is replaced only if it is empty or a previous output (has ``manifest.json``).
+    ``out_dir`` must be empty, or a previous output (has ``manifest.json``, holds nothing else
+    prepare did not write) and ``overwrite`` given; it is replaced atomically (:mod:`data_prep.output`).
 
     ``format`` forces one layout for every input (default: detected per file from its first
-    record). ``on_invalid`` decides what happens to a reference call that breaks its tool's
+    records). ``on_invalid`` decides what happens to a reference call that breaks its tool's
     schema: ``reject`` the turn, ``keep`` it (counted as ``kept_<kind>`` warnings), or
     ``coerce`` the values that can be converted safely and reject the turn if it still fails.
-    Calls to unknown tools are always rejected. ``workers`` processes share the per-record work
+    Calls to unknown tools are always rejected. ``mask_names`` is the fraction of samples
+    (picked by a hash of the sample id and ``mask_seed``) whose tool and parameter names are
+    replaced by random identifiers (:mod:`data_prep.masking`); ``export_chat`` also writes
+    every sample to that JSON-lines file in the chat layout (:mod:`data_prep.export`), which
+    must not exist unless ``overwrite``. ``workers`` processes share the per-record work
     on inputs of 8 MB or more (default: the CPU count, at most 8; 1 runs everything in this
     process); the output does not depend on it. Workers are started with the ``spawn`` method,
     so a calling script needs the usual ``if __name__ == "__main__":`` guard (or ``workers=1``).
 
     Raises :class:`~data_prep.inputs.InputError` (one line, naming the file) for an unusable
-    input or option; nothing is written then.
+    input, option or output; nothing is written then.
     """
     if format not in FORMATS:
         raise InputError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
@@ -464,6 +581,8 @@ def prepare(
         raise InputError(f"--on-invalid {on_invalid!r}: expected one of {', '.join(ON_INVALID)}")
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"--val-fraction {val_fraction}: expected a number in [0, 1)")
+    if not 0.0 <= mask_names <= 1.0:
+        raise InputError(f"--mask-names {mask_names}: expected a fraction in [0, 1]")
     if not inputs:
         raise InputError("no input files given")
     workers = _default_workers() if workers is None else max(1, workers)
@@ -475,60 +594,107 @@ def prepare(
             raise InputError(f"{p}: given twice (also as {seen[key]})")
         seen[key] = str(p)
     out = Path(out_dir)
-    _check_out_dir(out, paths)
+    output.check(out, paths, overwrite)
+    export = Path(export_chat) if export_chat is not None else None
+    if export is not None:
+        _check_export(export, out, paths, overwrite)
     infos = [_open_input(p, str(p), format) for p in paths]
+    first_of: dict[str, str] = {}
+    for info in infos:
+        info.duplicate_of = first_of.setdefault(info.sha256, info.path)
+        if info.duplicate_of == info.path:
+            info.duplicate_of = None
 
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    staging = output.staging_dir(out)
     try:
-        (staging / ".arrow").mkdir()
-        if parquet:
-            (staging / "parquet").mkdir()
-        writers = {
-            s: _SplitWriter(staging / ".arrow" / f"{s}.arrow",
-                            staging / "parquet" / f"{s}.parquet" if parquet else None)
-            for s in SPLITS
-        }
-        pool = None
-        if workers > 1 and sum(i.bytes for i in infos) >= _PARALLEL_MIN_BYTES:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # spawn, not fork: the parent has pyarrow's threads running
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         try:
-            with open(staging / "rejects.jsonl", "w", encoding="utf-8") as rejects:
-                for path, info in zip(paths, infos):
-                    processor = _Processor(info.format, info.path, info.sha256[:12], on_invalid, val_fraction, seed)
-                    report = None
-                    if progress is not None:
-                        def report(done: int, _name: str = info.path, _total: int = info.bytes) -> None:
-                            progress(_name, done, _total)
-                    chunks = _chunks(iter_records(path, info.container, report), _CHUNK_RECORDS)
-                    for chunk in _map_ordered(processor, chunks, pool, 2 * workers + 2):
-                        for split, columns in chunk.columns.items():
-                            writers[split].extend(columns)
-                        rejects.writelines(line + "\n" for line in chunk.rejects)
-                        info.counts.add(chunk.counts)
-                    if progress is not None:
-                        progress(info.path, info.bytes, info.bytes)
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-            for w in writers.values():
-                w.close()
-        options = {"format": format, "on_invalid": on_invalid, "val_fraction": val_fraction, "seed": seed,
-                   "parquet": parquet}
-        fingerprint_seed = json.dumps([SCHEMA_VERSION, __version__, options, [i.sha256 for i in infos]])
-        _save_dataset(staging, writers, fingerprint_seed)
-        manifest = Manifest(options, infos, {s: w.rows for s, w in writers.items()})
-        (staging / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+            manifest = _write(staging, paths, infos, export is not None,
+                              {"format": format, "on_invalid": on_invalid, "val_fraction": val_fraction, "seed": seed,
+                               "parquet": parquet, "mask_names": mask_names, "mask_seed": mask_seed},
+                              workers, progress)
+        except OSError as exc:
+            raise InputError(f"{out}: cannot write the dataset ({exc.strerror or exc})") from None
+        if export is not None:
+            # the chat file first: once the dataset is in place, nothing is left to fail
+            try:
+                shutil.move(staging / _EXPORT_NAME, export)
+            except OSError as exc:
+                raise InputError(f"{export}: cannot write ({exc.strerror or exc})") from None
+        manifest.warnings.extend(output.replace(staging, out, overwrite))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return manifest
+
+
+_EXPORT_NAME = "chat.jsonl"
+
+
+def _check_export(export: Path, out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+    if export.is_dir():
+        raise InputError(f"--export-chat {export}: is a directory")
+    if export.exists() and not overwrite:
+        raise InputError(f"--export-chat {export}: already exists; use another name or --overwrite")
+    resolved = export.resolve()
+    if resolved in {p.resolve() for p in inputs}:
+        raise InputError(f"--export-chat {export}: is one of the inputs")
+    if out.resolve() in resolved.parents:
+        raise InputError(f"--export-chat {export}: is inside the output directory {out}")
+    if not export.parent.is_dir():
+        raise InputError(f"--export-chat {export}: no such directory {export.parent}")
+
+
+def _write(staging: Path, paths: list[Path], infos: list[InputInfo], export: bool, options: dict[str, Any],
+           workers: int, progress: ProgressFn | None) -> Manifest:
+    """Read every input into ``staging``: the dataset, manifest.json, rejects.jsonl and the chat
+    export (as ``staging/chat.jsonl``, moved out by the caller)."""
+    (staging / ".arrow").mkdir()
+    if options["parquet"]:
+        (staging / "parquet").mkdir()
+    writers = {
+        s: _SplitWriter(staging / ".arrow" / f"{s}.arrow",
+                        staging / "parquet" / f"{s}.parquet" if options["parquet"] else None)
+        for s in SPLITS
+    }
+    pool = None
+    if workers > 1 and sum(i.bytes for i in infos if i.duplicate_of is None) >= _PARALLEL_MIN_BYTES:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the parent has pyarrow's threads running
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        # a lone surrogate in a raw record is written as its JSON escape, so the line stays valid JSON
+        with open(staging / "rejects.jsonl", "w", encoding="utf-8", errors="backslashreplace") as rejects, \
+                (open(staging / _EXPORT_NAME, "w", encoding="utf-8") if export else contextlib.nullcontext()) as chat:
+            for path, info in zip(paths, infos):
+                if info.duplicate_of is not None:
+                    continue
+                processor = _Processor(info.format, info.path, info.sha256[:12], options["on_invalid"],
+                                       options["val_fraction"], options["seed"], options["mask_names"],
+                                       options["mask_seed"], export)
+                report = None
+                if progress is not None:
+                    def report(done: int, _name: str = info.path, _total: int = info.bytes) -> None:
+                        progress(_name, done, _total)
+                chunks = _chunks(iter_records(path, info.container, report), _CHUNK_RECORDS)
+                for chunk in _map_ordered(processor, chunks, pool, 2 * workers + 2):
+                    for split, columns in chunk.columns.items():
+                        writers[split].extend(columns)
+                    rejects.writelines(line + "\n" for line in chunk.rejects)
+                    if chat is not None:
+                        chat.writelines(line + "\n" for line in chunk.exports)
+                    info.counts.add(chunk.counts)
+                if progress is not None:
+                    progress(info.path, info.bytes, info.bytes)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        for w in writers.values():
+            w.close()
+    fingerprint_seed = json.dumps([SCHEMA_VERSION, __version__, options, [i.sha256 for i in infos]])
+    _save_dataset(staging, writers, fingerprint_seed)
+    warnings = [f"{i.path}: {line}" for i in infos if (line := i.counts.majority_reject())]
+    manifest = Manifest(options, infos, {s: w.rows for s, w in writers.items()}, warnings)
+    (staging / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return manifest

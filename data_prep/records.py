@@ -7,8 +7,11 @@ work on traces, so a new layout only needs a new reader.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+from restlit.toolcalls import parse_tool_calls
 
 
 class RecordError(Exception):
@@ -16,12 +19,14 @@ class RecordError(Exception):
 
     ``reason`` is a short stable identifier counted in the manifest (``missing_field``,
     ``tools_not_json``, ``call_parse_error``, ...); ``detail`` is a human-readable explanation.
+    ``roles``: for ``bad_role``, the roles the reader does not know (counted per role).
     """
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, roles: tuple[str, ...] = ()) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.roles = roles
 
 
 @dataclass
@@ -125,9 +130,66 @@ def calls_from_objects(items: Any) -> list[dict[str, Any]]:
     return calls
 
 
+def calls_from_data(value: Any, what: str) -> list[dict[str, Any]]:
+    """Calls given as JSON text or as data: a list of ``{"name", "arguments"}`` or one such object.
+    RecordError ``call_parse_error`` when ``value`` is not JSON or not of that shape."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RecordError("call_parse_error", f"{what} is not JSON ({exc.msg})") from None
+    return calls_from_objects([value] if isinstance(value, dict) else value)
+
+
 def tools_or_reject(loader: Any, value: Any) -> tuple[list[dict], tuple[str, ...], str]:
     """Run a tool-list loader, turning its ValueError/TypeError into RecordError ``tools_not_json``."""
     try:
         return loader(value)
     except (ValueError, TypeError) as exc:
         raise RecordError("tools_not_json", str(exc)) from None
+
+
+def unknown_roles(roles: list[Any], known: Any, where: str) -> None:
+    """RecordError ``bad_role`` naming every role of ``roles`` not in ``known`` (none: returns)."""
+    unknown = tuple(dict.fromkeys(str(r) for r in roles if r not in known))
+    if unknown:
+        raise RecordError("bad_role", f"{where} holds roles this layout does not have: {', '.join(unknown)}",
+                          roles=unknown)
+
+
+_THINK_HEAD = re.compile(r"\s*<think>(.*?)</think>", re.DOTALL)
+_TEXT_BLOCK = re.compile(r"<(tool_call|response)>(.*?)</\1>", re.DOTALL)
+
+
+def target_from_text(text: str | None, calls: list[dict[str, Any]]) -> Target:
+    """An assistant message's text, plus the calls given beside it as data, -> Target.
+
+    A leading ``<think> ... </think>`` is the reasoning. The rest is either restlit's canonical
+    format (``<tool_call>`` blocks, whose calls come after ``calls``, and a ``<response>`` block,
+    nothing outside them) or plain text for the user; empty text means no response. RecordError
+    ``bad_target`` for an unclosed ``<think>`` or text outside the blocks, ``call_parse_error``
+    for a ``<tool_call>`` block that does not parse, ``empty_target`` when there is neither a
+    call nor a response.
+    """
+    text = text or ""
+    think, rest = "", text
+    head = _THINK_HEAD.match(text)
+    if head:
+        think, rest = head.group(1).strip(), text[head.end():]
+    elif text.lstrip().startswith("<think>"):
+        raise RecordError("bad_target", "<think> is never closed")
+    response: str | None = rest.strip() or None
+    if "<tool_call>" in rest or "<response>" in rest:
+        blocks = [(m.group(1), m.group(2)) for m in _TEXT_BLOCK.finditer(rest)]
+        leftover = _TEXT_BLOCK.sub("", rest).strip()
+        if leftover:
+            raise RecordError("bad_target", f"text outside the <tool_call>/<response> blocks: {leftover[:60]!r}")
+        replies = [body.strip() for kind, body in blocks if kind == "response"]
+        if len(replies) > 1:
+            raise RecordError("bad_target", "two <response> blocks")
+        response = replies[0] if replies else None
+        if any(kind == "tool_call" for kind, _ in blocks):
+            calls = calls + calls_from_parse(parse_tool_calls(rest))
+    if not calls and response is None:
+        raise RecordError("empty_target", "the turn has neither a call nor a response")
+    return Target(think, calls, response)

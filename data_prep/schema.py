@@ -273,6 +273,8 @@ class Normalizer:
                 optional |= value
             elif key == "required" and isinstance(value, list):
                 out["required"] = [r for r in value if isinstance(r, str)]
+            elif key == "properties" and isinstance(value, Mapping):
+                out[key] = value  # normalised below, once the "required" list is known
             elif key in _SUBSCHEMA_KEYS and isinstance(value, Mapping):
                 out[key] = self.property_schema(value)[0]
             elif key in _SUBSCHEMA_DICT_KEYS and isinstance(value, Mapping):
@@ -285,10 +287,32 @@ class Normalizer:
                 continue  # xLAM writes "" for "no default"
             else:
                 out[key] = value
+        if isinstance(out.get("properties"), Mapping):
+            # nested objects: ToolACE's boolean "required" on their properties joins their list
+            out["properties"], required = self._properties(out["properties"], out.get("required", []))
+            if required:
+                out["required"] = required
+            else:
+                out.pop("required", None)
         # move "type" first so rendered schemas read naturally
         if "type" in out:
             out = {"type": out.pop("type"), **out}
         return out, optional
+
+    def _properties(self, props: Mapping, required: list[str]) -> tuple[dict, list[str]]:
+        """An object's ``properties`` normalised, and its ``required`` list with the properties'
+        own flags applied: a property flagged optional leaves it, one with ``"required": true``
+        joins it, names that are not properties are dropped."""
+        schemas: dict[str, Any] = {}
+        required = list(required)
+        for name, spec in props.items():
+            schema, optional = self.property_schema(spec)
+            schemas[name] = schema
+            if optional and name in required:
+                required.remove(name)
+            elif isinstance(spec, Mapping) and spec.get("required") is True and name not in required:
+                required.append(name)
+        return schemas, [r for r in required if r in schemas]
 
     def parameters(self, params: Any) -> dict:
         """A tool's ``parameters`` (any of the three layouts) -> a JSON Schema object schema.
@@ -308,15 +332,8 @@ class Normalizer:
                 raise TypeError("parameters.properties is not an object")
             required_in = params.get("required")
             required = [r for r in required_in if isinstance(r, str)] if isinstance(required_in, list) else []
-            out: dict[str, Any] = {"type": "object", "properties": {}}
-            for name, spec in props_in.items():
-                schema, optional = self.property_schema(spec)
-                out["properties"][name] = schema
-                if optional and name in required:
-                    required.remove(name)
-                elif isinstance(spec, Mapping) and spec.get("required") is True and name not in required:
-                    required.append(name)
-            required = [r for r in required if r in out["properties"]]
+            out: dict[str, Any] = {"type": "object"}
+            out["properties"], required = self._properties(props_in, required)
             if required:
                 out["required"] = required
             for key, value in params.items():
@@ -503,3 +520,41 @@ def coerce_arguments(arguments: Mapping, parameters: Mapping) -> tuple[dict, int
     out = {k: coerce_value(v, props[k], count) if isinstance(props.get(k), Mapping) else v
            for k, v in arguments.items()}
     return out, changed
+
+
+_LIST_START = re.compile(r"\[\s*\{")
+
+
+@functools.lru_cache(maxsize=4096)
+def tools_from_system(system: str) -> tuple[list[dict], tuple[str, ...], str]:
+    """The first JSON list of tool objects inside a system prompt, normalised (cached; ToolACE
+    and many conversions put the tool list there). ValueError when there is none."""
+    decoder = json.JSONDecoder()
+    for m in _LIST_START.finditer(system):
+        try:
+            value, _ = decoder.raw_decode(system, m.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, list) and all(isinstance(t, dict) and "name" in t for t in value):
+            tools, warnings = normalize_tools(value)
+            return tools, warnings, json.dumps(tools, ensure_ascii=False)
+    raise ValueError("no JSON tool list found in 'system'")
+
+
+def tools_from_field(tools: Any, system: str) -> tuple[list[dict], tuple[str, ...], str]:
+    """A record's ``tools`` field (JSON text or a list) or, when it is missing, empty or ``"[]"``,
+    the tool list inside ``system``; no tools when neither has one. ValueError or TypeError when
+    the list given is unusable."""
+    if isinstance(tools, str):
+        if tools.strip() not in ("", "[]"):
+            return tools_from_json(tools)
+    elif isinstance(tools, list):
+        if tools:
+            # through the cached JSON path: such files repeat one tool list across many records
+            return tools_from_json(json.dumps(tools, ensure_ascii=False))
+    elif tools is not None:
+        raise TypeError(f"'tools' is a {type(tools).__name__}, not a list or JSON text")
+    try:
+        return tools_from_system(system)
+    except ValueError:  # no tool list anywhere: a dialogue without tools
+        return [], (), "[]"

@@ -8,45 +8,42 @@ has no reasoning, so every target's ``think`` is "".
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 from typing import Any
 
-from data_prep.records import RecordError, Target, Trace, Turn, calls_from_parse, require, tools_or_reject
-from data_prep.schema import normalize_tools
-from restlit.regions import parse_tool_calls
+from data_prep.records import (
+    RecordError,
+    Target,
+    Trace,
+    Turn,
+    calls_from_parse,
+    require,
+    tools_or_reject,
+    unknown_roles,
+)
+from data_prep.schema import tools_from_system
+from restlit.toolcalls import parse_tool_calls
 
 SOURCE = "toolace"
 
-_ROLES = {
-    "user": "user", "human": "user",
-    "assistant": "assistant", "gpt": "assistant",
-    "tool": "tool", "function": "tool", "observation": "tool",
-}
-_LIST_START = re.compile(r"\[\s*\{")
+# ToolACE's own roles; ShareGPT's human/gpt/function_call/observation belong to data_prep.sharegpt
+_ROLES = ("user", "assistant", "tool")
 # ToolACE's call turns are a bracketed list starting with a call: "[Name(" or "[]"-free forms.
 _CALL_LIST = re.compile(r"^\[\s*[^\s\[\](){}\"',=][^\[\](){}\"'=\n]*\(", re.DOTALL)
 
 
+def _role(msg: Any) -> Any:
+    return msg.get("from", msg.get("role")) if isinstance(msg, dict) else None
+
+
 def matches(record: Any) -> bool:
-    """True when the record has ToolACE's keys."""
-    return isinstance(record, dict) and "conversations" in record and "system" in record
-
-
-@functools.lru_cache(maxsize=4096)
-def _tools_from_system(system: str) -> tuple[list[dict], tuple[str, ...], str]:
-    """The first JSON list of tool objects inside the system prompt, normalised (cached)."""
-    decoder = json.JSONDecoder()
-    for m in _LIST_START.finditer(system):
-        try:
-            value, _ = decoder.raw_decode(system, m.start())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, list) and all(isinstance(t, dict) and "name" in t for t in value):
-            tools, warnings = normalize_tools(value)
-            return tools, warnings, json.dumps(tools, ensure_ascii=False)
-    raise ValueError("no JSON tool list found in 'system'")
+    """True for ``{system, conversations}`` records (no ``tools`` field: that is ShareGPT's) whose
+    turns all have ToolACE's roles."""
+    if not (isinstance(record, dict) and isinstance(record.get("system"), str) and "tools" not in record):
+        return False
+    conversations = record.get("conversations")
+    return isinstance(conversations, list) and bool(conversations) and all(
+        _role(m) in _ROLES for m in conversations)
 
 
 def _assistant(value: str) -> Turn:
@@ -68,14 +65,14 @@ def read(record: Any) -> Trace:
     """One ToolACE record -> Trace; RecordError when the record as a whole is unusable."""
     system = require(record, "system")
     conversations = require(record, "conversations", list)
-    tools, warnings, tools_json = tools_or_reject(_tools_from_system, system)
-    turns: list[Turn] = []
     for i, msg in enumerate(conversations):
         if not isinstance(msg, dict):
             raise RecordError("bad_field_type", f"conversations[{i}] is not an object")
-        role = _ROLES.get(str(msg.get("from", msg.get("role", ""))).lower())
-        if role is None:
-            raise RecordError("bad_role", f"conversations[{i}] has unknown role {msg.get('from')!r}")
+    unknown_roles([_role(m) for m in conversations], _ROLES, "'conversations'")
+    tools, warnings, tools_json = tools_or_reject(tools_from_system, system)
+    turns: list[Turn] = []
+    for i, msg in enumerate(conversations):
+        role = _role(msg)
         value = msg.get("value", msg.get("content"))
         if not isinstance(value, str):
             raise RecordError("bad_field_type", f"conversations[{i}].value is not a string")

@@ -9,10 +9,9 @@ response (``restlit.prompts.NO_CALL_RESPONSE``) and a ``no_call_response_added``
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from data_prep.records import RecordError, Target, Trace, Turn, calls_from_objects, require, tools_or_reject
+from data_prep.records import RecordError, Target, Trace, Turn, calls_from_data, require, tools_or_reject
 from data_prep.schema import normalize_tools, tools_from_json
 from restlit.prompts import NO_CALL_RESPONSE
 
@@ -44,12 +43,7 @@ def read(record: Any) -> Trace:
     tools, warnings, tools_json = tools_or_reject(_tools, require(record, "tools", (str, list)))
     answers = require(record, "answers", (str, list))
     try:
-        if isinstance(answers, str):
-            try:
-                answers = json.loads(answers)
-            except json.JSONDecodeError as exc:
-                raise RecordError("call_parse_error", f"'answers' is not JSON ({exc.msg})") from None
-        target, warnings = target_from_calls(calls_from_objects(answers), warnings)
+        target, warnings = target_from_calls(calls_from_data(answers, "'answers'"), warnings)
         assistant = Turn("assistant", target=target)
     except RecordError as exc:
         assistant = Turn("assistant", error=exc)

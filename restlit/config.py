@@ -60,7 +60,7 @@ class DataConfig:
 
     prepared: str | None = None
     raw: list[str] = field(default_factory=list)
-    format: Literal["auto", "toolace", "xlam", "toolrl", "hammer"] = "auto"
+    format: Literal["auto", "toolace", "sharegpt", "chat", "xlam", "hammer", "toolrl"] = "auto"
     on_invalid: Literal["reject", "keep", "coerce"] = "reject"
     val_fraction: float = 0.05
     cache_dir: str = "data/cache"

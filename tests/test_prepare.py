@@ -157,7 +157,7 @@ def test_rerun_is_byte_identical(tmp_path: Path) -> None:
     prepare(inputs, tmp_path / "a", val_fraction=0.3, seed=3)
     prepare(inputs, tmp_path / "b", val_fraction=0.3, seed=3)
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
-    prepare(inputs, tmp_path / "a", val_fraction=0.3, seed=3)  # rerun into the same directory
+    prepare(inputs, tmp_path / "a", val_fraction=0.3, seed=3, overwrite=True)  # rerun into the same directory
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
     prepare(inputs, tmp_path / "c", val_fraction=0.3, seed=4)
     assert _tree_digest(tmp_path / "c")["train/data-00000-of-00001.arrow"] != \

@@ -13,6 +13,7 @@ from data_prep.schema import (
     python_type_to_schema,
     tools_from_json,
 )
+from restlit.toolcalls import validate_calls
 
 # (annotation as written upstream, JSON Schema, may be omitted)
 PYTHON_TYPES = [
@@ -171,3 +172,25 @@ def test_coerce_leaves_valid_and_lossy_values() -> None:
     out, changed = coerce_arguments({"n": 2.5, "u": "x"}, params)
     assert out == {"n": 2.5, "u": "x"}
     assert changed == 0
+
+
+def test_toolace_boolean_required_on_nested_properties_is_lifted() -> None:
+    params = {"type": "dict", "properties": {
+        "filter": {"type": "dict", "description": "what to match", "properties": {
+            "genre": {"type": "string", "required": True},
+            "year": {"type": "int", "required": False},
+            "rating": {"type": "float"},
+            "inner": {"type": "dict", "properties": {"x": {"type": "string", "required": True}}},
+        }, "required": ["rating"]},
+    }, "required": ["filter"]}
+    out = Normalizer().parameters(params)
+    nested = out["properties"]["filter"]
+    assert nested["required"] == ["rating", "genre"]
+    assert "required" not in nested["properties"]["genre"]
+    assert nested["properties"]["inner"]["required"] == ["x"]
+    assert out["required"] == ["filter"]
+    # the lifted list is what validation checks
+    tool = {"name": "f", "description": "", "parameters": out}
+    (violation,) = validate_calls([{"name": "f", "arguments": {"filter": {"rating": 4.0}}}], [tool])
+    assert "genre" in violation.reason
+    assert validate_calls([{"name": "f", "arguments": {"filter": {"rating": 4.0, "genre": "jazz"}}}], [tool]) == []
