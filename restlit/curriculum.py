@@ -4,7 +4,7 @@ and the training progress ``nu`` that the ResT weights depend on.
 Progress, one definition used and logged alike. Training step ``s = 0 .. T-1`` (Lightning's
 global step, which counts rollouts; ``T = total_steps``, or the trainer's ``max_steps``) uses
 the ``nu`` that :meth:`EntropyCurriculum.progress_at` gives for ``s`` (logged as
-``curriculum/progress``, the priors it gives as ``curriculum/prior/<REGION>``):
+``curriculum/progress``, the priors the weights use as ``curriculum/prior/<REGION>``):
 
 - ``by: step``: ``nu = min(1, s / (T - 1))`` (1 when ``T = 1``): 0 at the first step, 1 at the last;
 - ``by: entropy``: ``nu`` grows by ``1 / (T - 1)`` (up to 1) on each step where the structured
@@ -37,7 +37,13 @@ import lightning as L
 import torch
 
 from restlit.config import CurriculumConfig
-from restlit.objective import NUM_REGIONS, WeightConfig, region_mean_entropy, region_priors
+from restlit.objective import (
+    NUM_REGIONS,
+    WeightConfig,
+    region_mean_entropy,
+    region_priors,
+    static_region_weights,
+)
 from restlit.regions import Region
 
 STRUCTURED = (Region.TOOL_NAME, Region.PARAM_NAME, Region.PARAM_VALUE, Region.FORMAT)
@@ -87,15 +93,22 @@ class EntropyCurriculum(L.Callback):
         return 0.0
 
     def metrics(self, step: int, weights: WeightConfig) -> dict[str, float]:
-        """What a step logs: ``curriculum/progress`` (the ``nu`` it used), ``curriculum/prior/<REGION>``
-        (the priors at that ``nu``), the structured entropy and the running ``entropy/<REGION>``."""
+        """What step ``step`` logs: ``curriculum/progress`` (the ``nu`` it used), the structured entropy,
+        the running ``entropy/<REGION>`` and ``curriculum/prior/<REGION>``, the prior the weights gave
+        each region: :func:`region_priors` at ``nu`` (``entropy`` mode), the released code's constants
+        at reward step ``step + 1`` (``static``); none for ``uniform`` weights."""
         nu = self.progress_at(step)
         out = {"curriculum/progress": nu, "curriculum/structured_entropy": structured_entropy(self.running)}
-        priors = region_priors(nu, weights)
         means = region_mean_entropy(self.running)
+        priors = None
+        if weights.mode == "entropy":
+            priors = region_priors(nu, weights)
+        elif weights.mode == "static":
+            priors = static_region_weights(step + 1)
         for region in Region:
-            out[f"curriculum/prior/{region.name}"] = float(priors[region])
             out[f"entropy/{region.name}"] = float(means[region])
+            if priors is not None:
+                out[f"curriculum/prior/{region.name}"] = float(priors[region])
         return out
 
     # -- Lightning hooks -----------------------------------------------------------------

@@ -119,3 +119,18 @@ def test_running_statistics_and_state_round_trip():
     other.load_state_dict(cur.state_dict())
     assert torch.equal(other.running, cur.running) and other.steps == 2
     assert other.last_structured == cur.last_structured
+
+
+def test_logged_priors_follow_the_weight_mode():
+    """``entropy``: the priors at the step's nu; ``static``: the released constants at reward step
+    s + 1; ``uniform``: no priors."""
+    from restlit.objective import static_region_weights
+
+    cur = EntropyCurriculum(CurriculumConfig(), max_steps=3)
+    entropy = cur.metrics(2, WeightConfig(mode="entropy"))
+    assert entropy["curriculum/prior/FORMAT"] == pytest.approx(float(region_priors(1.0)[Region.FORMAT]))
+    static = cur.metrics(2, WeightConfig(mode="static"))
+    assert static["curriculum/prior/PARAM_NAME"] == pytest.approx(0.6 + 0.002 * 3)
+    assert static["curriculum/prior/OTHER"] == float(static_region_weights(3)[Region.OTHER]) == 0.0
+    uniform = cur.metrics(2, WeightConfig(mode="uniform"))
+    assert not any(k.startswith("curriculum/prior/") for k in uniform) and "entropy/THINK" in uniform
