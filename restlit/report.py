@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from restlit.errors import UserError
 from restlit.regions import Region
 
 REGIONS: tuple[str, ...] = tuple(r.name for r in Region)
@@ -103,7 +104,7 @@ SUMMARY_KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """A run directory that cannot be reported on (missing or unreadable logs); one line."""
 
 
