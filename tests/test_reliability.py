@@ -352,7 +352,8 @@ def test_every_user_facing_error_derives_from_one_base():
 def test_a_first_run_shows_no_known_harmless_warnings_and_verbose_shows_them(tmp_path):
     def run(name: str, **env: str) -> str:
         cmd = [sys.executable, "-m", "cli.main", "fit", "--config", str(TINY), "--set", f"output_dir={tmp_path / name}",
-               "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "trainer.max_steps=1"]
+               "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "trainer.max_steps=1",
+               "--set", "trainer.checkpoint_every=1"]
         res = subprocess.run(cmd, cwd=REPO, env={**ENV, **env}, capture_output=True, text=True, timeout=600, check=False)
         assert res.returncode == 0, res.stderr[-2000:]
         return res.stderr
