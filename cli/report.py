@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-
 RUN_DIR = typer.Argument(..., help="A run directory (output_dir of `restlit fit`, or its sft/).")
 OUT = typer.Option(None, "--out", "-o", help="Output directory (default: RUN_DIR/report).")
 LAST = typer.Option(10, "--last", min=1, help="Average the final metrics over the last N logged steps.")
