@@ -71,10 +71,10 @@ def test_two_nodes_train_as_one_process_write_once_and_resume(tmp_path):
                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
 
-    nodes = tmp_path / "nodes"
-    _two_nodes(_fit_args(nodes, cache, "trainer.max_steps=2"))
+    nodes = tmp_path / "nodes"  # a fresh data cache: global rank 0 prepares it, rank 1 waits
+    _two_nodes(_fit_args(nodes, tmp_path / "cache-nodes", "trainer.max_steps=2"))
     assert torch.load(nodes / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
-    _two_nodes([*_fit_args(nodes, cache, "trainer.max_steps=3"), "--resume"])
+    _two_nodes([*_fit_args(nodes, tmp_path / "cache-nodes", "trainer.max_steps=3"), "--resume"])
 
     # the same curriculum state as one process, on both ranks
     one, two = _curriculum(single), _curriculum(nodes)
@@ -101,6 +101,7 @@ def test_two_nodes_train_as_one_process_write_once_and_resume(tmp_path):
     skipped = header.split(",").index("skipped")
     assert [float(line.split(",")[skipped]) for line in lines] == [0.0, 0.0, 0.0]  # every step updated
     assert not (nodes / ".restlit.lock").exists()
+    assert len(list((tmp_path / "cache-nodes").glob("prepared-*/manifest.json"))) == 1
 
 
 def test_the_two_node_recipe_keeps_the_papers_global_batch():
@@ -121,3 +122,12 @@ def test_the_data_split_over_nodes_times_devices_ranks_is_one_process_batch():
     ranks = [StepBatches(items, per_rank=2, world=4, rank=r, seed=3) for r in range(4)]
     for step in range(3):
         assert [it.id for r in ranks for it in r.batch(step)] == [it.id for it in whole.batch(step)]
+
+
+def test_raw_data_is_prepared_once_by_global_rank_zero():
+    """Lightning calls prepare_data on global rank 0 only (not once per node) and the other ranks
+    wait at its barrier: two nodes never write one shared cache entry at once."""
+    from restlit.config import DataConfig
+    from restlit.data import ToolUseDataModule
+
+    assert ToolUseDataModule(DataConfig(), tokenizer=None).prepare_data_per_node is False
