@@ -23,7 +23,7 @@ from pathlib import Path
 from benchmarks._results import markdown_table, record
 from restlit.evaluation import bfcl, run
 from restlit.prompts import render_target
-from restlit.regions import parse_tool_calls
+from restlit.toolcalls import parse_tool_calls
 
 REPEATS = 5
 

@@ -47,7 +47,8 @@ from data_prep.samples import COLUMNS, SCHEMA_VERSION, arrow_schema
 from data_prep.schema import coerce_arguments
 from restlit import __version__
 from restlit.prompts import render_target
-from restlit.regions import tag, validate_calls
+from restlit.regions import tag
+from restlit.toolcalls import validate_calls
 
 ON_INVALID = ("reject", "keep", "coerce")
 SPLITS = ("train", "validation")

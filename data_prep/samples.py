@@ -81,10 +81,9 @@ class Sample:
             spans=[tuple(s) for s in json.loads(row["spans_json"])],
         )
 
-    def messages(self, *, with_target: bool = False, flat_history: bool = False) -> list[dict[str, str]]:
+    def messages(self, *, with_target: bool = False) -> list[dict[str, str]]:
         """Chat messages for ``tokenizer.apply_chat_template`` (see ``restlit.prompts.build_messages``)."""
-        return build_messages(self.tools, self.history, self.target if with_target else None,
-                              flat_history=flat_history)
+        return build_messages(self.tools, self.history, self.target if with_target else None)
 
 
 def load_samples(directory: str | Path) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 from data_prep.records import RecordError, Target, Trace, Turn, calls_from_parse, require, tools_or_reject
 from data_prep.schema import normalize_tools
-from restlit.regions import parse_tool_calls
+from restlit.toolcalls import parse_tool_calls
 
 SOURCE = "toolace"
 

@@ -274,7 +274,8 @@ class WeightConfig:
       = 6`` for equal priors; 0.1 would allow 11x, which with typical think entropies (~1 nat) gives format
       tokens ~10x the weight of reasoning tokens before clipping.
     - ``w_min = 0.05, w_max = 5.0``: the post-normalisation clip. 5 keeps a handful of format tokens from
-      dominating a long completion; 0.05 keeps every valid token in the gradient (defect 4).
+      dominating a long completion; 0.05 keeps every valid token in the gradient (defect 4 of
+      docs/method.md, "Defects of the released code").
     - Priors and curriculum slopes (``nu`` in [0, 1] is training progress) reproduce the released code's
       schedule endpoints on a progress scale: parameters 0.6 -> 1.2 (``a_params = 0.6``), think 0.6 -> 1.0
       (``a_think = 0.4``), tool name held at 1.2; format decays 1.0 -> 0.5 (``a_format = 0.5``), the paper's
@@ -373,7 +374,7 @@ def entropy_weights(
     return w.to(torch.float32)
 
 
-# The released code's constants (METHOD.md, "Token weights (released code)").
+# The released code's constants (docs/method.md, "Static mode (the released code)").
 _STATIC_FORMAT, _STATIC_TOOL_NAME = 1.0, 1.2
 _STATIC_START, _STATIC_SLOPE, _STATIC_ARGS_MAX, _STATIC_THINK_MAX = 0.6, 0.002, 1.2, 1.0
 _STATIC_CLIP = (0.001, 8.0)
@@ -401,8 +402,9 @@ def static_weights(regions: Tensor, mask: Tensor, step: int) -> Tensor:
 
     ``w_t = clip(c_{r(t)}(s), 0.001, 8) / mean_{t' valid, c > 0} clip(c_{r(t')}(s), 0.001, 8)`` on valid tokens
     whose region constant ``c`` (:func:`static_region_weights`) is positive, 0 elsewhere. It keeps the released
-    code's zero weight for RESPONSE and OTHER (defect 4) on purpose, for ablation; it runs on restlit's
-    regions, so the span defects 1-3 are not reproduced and EOS, tagged FORMAT, weighs like a tag.
+    code's zero weight for RESPONSE and OTHER (defect 4 of docs/method.md, "Defects of the released code") on
+    purpose, for ablation; it runs on restlit's regions, so the span defects 1-3 there are not reproduced and
+    EOS, tagged FORMAT, weighs like a tag.
     """
     raw = static_region_weights(step).to(mask.device)[regions.long()]
     positive = (raw > 0) & (mask > 0)
@@ -553,7 +555,7 @@ def loss_denominator(
 ) -> Tensor:
     """This micro-batch's share of the loss denominator, a float64 scalar; sum it over every micro-batch and
     rank of the optimizer step and pass the total to :func:`policy_loss` (that is what makes the gradient
-    independent of how the step is split, defect 6)::
+    independent of how the step is split: defect 6 of docs/method.md, "Defects of the released code")::
 
         token-mean-weighted:  sum_{b,t} m_bt w_bt
         seq-mean-token-mean:  #{b : sum_t m_bt w_bt > 0}

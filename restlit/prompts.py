@@ -4,7 +4,7 @@
 and scored on exactly the text it is prompted with:
 
 * :func:`render_system_prompt` - the system message: the tools as JSON Schema, one per line, and
-  the output format of METHOD.md;
+  the output format of docs/method.md, "Output format";
 * :func:`render_target` - a structured answer ``(think, calls, response)`` in that format;
 * :func:`build_messages` - the chat messages of one sample, ready for
   ``tokenizer.apply_chat_template``.
@@ -55,7 +55,7 @@ _NO_TOOLS = "(no tools are available in this conversation)"
 
 
 def _dumps(obj: Any) -> str:
-    # One line, non-ASCII kept readable; the default separators match METHOD.md's examples.
+    # One line, non-ASCII kept readable; the default separators match docs/method.md's "Output format".
     return json.dumps(obj, ensure_ascii=False)
 
 
@@ -80,7 +80,7 @@ def render_call(name: str, arguments: Mapping[str, Any]) -> str:
 
 
 def render_target(think: str, calls: Sequence[Mapping[str, Any]], response: str | None) -> str:
-    """A structured answer in the canonical output format (METHOD.md).
+    """A structured answer in the canonical output format (docs/method.md, "Output format").
 
     ``<think> think </think>``, then a ``<tool_call>`` block with one JSON line per call (when
     ``calls`` is non-empty), then ``<response> response </response>`` (when ``response`` is not
@@ -101,49 +101,23 @@ def render_target(think: str, calls: Sequence[Mapping[str, Any]], response: str 
     return "\n".join(parts)
 
 
-def flatten_history(history: Sequence[Mapping[str, str]]) -> str:
-    """The dialogue so far as one text, the way ToolRL's data puts it in the user message.
-
-    User turns become ``<user> ... </user>``, tool observations ``<obs> ... </obs>``, assistant
-    turns stay in the canonical format; blocks are separated by blank lines.
-    """
-    blocks = ["**Dialogue Records History**"]
-    for msg in history:
-        role, content = msg["role"], msg["content"].strip()
-        if role == "user":
-            blocks.append(f"<user> {content} </user>")
-        elif role == "tool":
-            blocks.append(f"<obs> {content} </obs>")
-        elif role == "assistant":
-            blocks.append(content)
-        else:
-            raise ValueError(f"unexpected role in history: {role!r}")
-    return "\n\n".join(blocks)
-
-
 def build_messages(
     tools: Sequence[Mapping[str, Any]],
     history: Sequence[Mapping[str, str]],
     target: Mapping[str, Any] | None = None,
-    *,
-    flat_history: bool = False,
 ) -> list[dict[str, str]]:
     """Chat messages ``[{"role", "content"}]`` for one sample.
 
     ``[system prompt] + history`` and, when ``target`` (``{"think", "calls", "response"}``) is
     given, the reference answer as a final assistant message (for SFT). ``history`` items are
     ``{"role": "user" | "assistant" | "tool", "content"}`` with assistant content already in the
-    canonical format (as prepared datasets store it). ``flat_history=True`` puts the whole
-    dialogue into one user message (:func:`flatten_history`), the layout of the paper's runs.
+    canonical format (as prepared datasets store it).
     """
     for msg in history:
         if msg["role"] not in ROLES[1:]:
             raise ValueError(f"unexpected role in history: {msg['role']!r}")
     messages = [{"role": "system", "content": render_system_prompt(tools)}]
-    if flat_history:
-        messages.append({"role": "user", "content": flatten_history(history)})
-    else:
-        messages.extend({"role": m["role"], "content": m["content"]} for m in history)
+    messages.extend({"role": m["role"], "content": m["content"]} for m in history)
     if target is not None:
         messages.append({
             "role": "assistant",

@@ -1,8 +1,10 @@
 """Region tagging of tool-use completions: which characters are format, reasoning, tool names,
 parameter names, parameter values, response text or something else.
 
-This module is a standalone library: it needs only the standard library and ``jsonschema`` (for
-:func:`validate_calls`), never torch or a tokenizer. Tokenizers come in only as offset pairs.
+This module is a standalone library: it needs only the standard library, never torch or a
+tokenizer. Tokenizers come in only as offset pairs. Turning the scanned calls into values and
+checking them against tool schemas is :mod:`restlit.toolcalls`'s job (it reads the same scan, so
+what is tagged TOOL_NAME / PARAM_NAME / PARAM_VALUE is what is parsed as a name, key and value).
 
 The canonical output format (ToolRL's) is::
 
@@ -14,8 +16,12 @@ The canonical output format (ToolRL's) is::
     <response> text for the user </response>
 
 Public API: :class:`Region`, :class:`Span`, :func:`tag`, :func:`token_regions`, :class:`Block`,
-:func:`blocks`, :class:`ToolCall`, :class:`ParseResult`, :func:`parse_tool_calls`,
-:class:`Violation`, :func:`validate_calls`.
+:func:`blocks`. For :mod:`restlit.toolcalls` only: :func:`scan_calls`, :class:`ScannedCall`,
+:func:`call_ranges`.
+
+Deprecated: ``ToolCall``, ``ParseResult``, ``parse_tool_calls``, ``Violation`` and
+``validate_calls`` moved to :mod:`restlit.toolcalls`; importing them from here still works in this
+release (with a DeprecationWarning) and will stop in the next.
 
 Rules for malformed or truncated text (the scanner never raises):
 
@@ -45,32 +51,37 @@ Rules for malformed or truncated text (the scanner never raises):
 
 from __future__ import annotations
 
-import ast
 import bisect
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple
 
-__all__ = [
-    "Block",
-    "ParseResult",
-    "Region",
-    "Span",
-    "ToolCall",
-    "Violation",
-    "blocks",
-    "parse_tool_calls",
-    "tag",
-    "token_regions",
-    "validate_calls",
-]
+__all__ = ["Block", "Region", "Span", "blocks", "tag", "token_regions"]
+
+# Names that moved to restlit.toolcalls: still importable from here for one release.
+_MOVED = frozenset({"ParseResult", "ToolCall", "Violation", "parse_tool_calls", "validate_calls"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(
+            f"restlit.regions.{name} moved to restlit.toolcalls.{name}; "
+            "the old import goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from restlit import toolcalls
+
+        return getattr(toolcalls, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Region(IntEnum):
-    """The region of a character or token (see METHOD.md, "Regions")."""
+    """The region of a character or token (see docs/method.md, "Regions")."""
 
     FORMAT = 0
     THINK = 1
@@ -165,6 +176,20 @@ def blocks(text: str) -> list[Block]:
     Tolerant of malformed text, following the rules in the module docstring; never raises.
     """
     return _scan_tags(text)[0]
+
+
+def call_ranges(text: str) -> list[tuple[int, int]]:
+    """Where ``text``'s tool calls are: the inside of every ``<tool_call>`` block; without one,
+    the whole text when it has no ``<think>`` / ``<response>`` and starts like a call (``{``,
+    ``[`` or ``name(``, after an optional code fence); else nothing (prose)."""
+    ranges = [(b.inner_start, b.inner_end) for b in blocks(text) if b.kind == "tool_call"]
+    if not ranges and "<think>" not in text and "<response>" not in text:
+        start = _skip_ws(text, 0, len(text))
+        fence = _FENCE.match(text, start)
+        first = _skip_ws(text, fence.end(), len(text)) if fence else start
+        if first < len(text) and (text[first] in "{[" or _PY_CALL.match(text, first)):
+            ranges = [(start, len(text))]
+    return ranges
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,8 +301,10 @@ def _key_text(s: str, node: _Node) -> str:
 
 
 @dataclass
-class _Call:
-    """A scanned call with the character ranges the tagger and the parser need."""
+class ScannedCall:
+    """A scanned call with the character ranges the tagger and the parser
+    (:mod:`restlit.toolcalls`) need. ``syntax`` is ``json``, ``python`` or ``text`` (a line that
+    is not a call; ``error`` says why)."""
 
     syntax: str  # "json" | "python"
     start: int
@@ -290,8 +317,8 @@ class _Call:
     in_list: bool = False
 
 
-def _json_call(s: str, node: _Node, in_list: bool) -> _Call:
-    call = _Call("json", node.start, node.end, node.ok, node=node, in_list=in_list)
+def _json_call(s: str, node: _Node, in_list: bool) -> ScannedCall:
+    call = ScannedCall("json", node.start, node.end, node.ok, node=node, in_list=in_list)
     for key, value in node.items:
         if key.kind != "str" or value is None:
             continue
@@ -303,8 +330,8 @@ def _json_call(s: str, node: _Node, in_list: bool) -> _Call:
     return call
 
 
-def _python_call(s: str, m: re.Match, b: int, in_list: bool) -> _Call:
-    call = _Call("python", m.start(), m.end(), False, name=(m.start(1), m.end(1)), in_list=in_list)
+def _python_call(s: str, m: re.Match, b: int, in_list: bool) -> ScannedCall:
+    call = ScannedCall("python", m.start(), m.end(), False, name=(m.start(1), m.end(1)), in_list=in_list)
     j = m.end()
     while True:
         j = _skip_ws(s, j, b)
@@ -340,10 +367,10 @@ def _line_end(s: str, i: int, b: int) -> int:
     return b if k < 0 else k + 1
 
 
-def _scan_calls(s: str, a: int, b: int) -> list[_Call]:
+def scan_calls(s: str, a: int, b: int) -> list[ScannedCall]:
     """Scan ``s[a:b]`` as a sequence of calls. Unparseable lines become calls with ``error`` set
-    and no name, so the parser can report them; the tagger leaves them OTHER."""
-    calls: list[_Call] = []
+    and no name, so the parser can report them; the tagger leaves them OTHER. Never raises."""
+    calls: list[ScannedCall] = []
     i = _skip_ws(s, a, b)
     while i < b:
         c = s[i]
@@ -370,26 +397,26 @@ def _scan_calls(s: str, a: int, b: int) -> list[_Call]:
                 i = call.end if call.ok else max(_line_end(s, call.end, b), call.end)
             else:
                 end = _line_end(s, i, b)
-                calls.append(_Call("text", i, end, False, error="not a tool call"))
+                calls.append(ScannedCall("text", i, end, False, error="not a tool call"))
                 i = end
         i = _skip_ws(s, i, b)
     return calls
 
 
-def _scan_json_list(s: str, i: int, b: int, calls: list[_Call]) -> int:
+def _scan_json_list(s: str, i: int, b: int, calls: list[ScannedCall]) -> int:
     node = _scan(s, i, b)
     for item in node.items or []:
         if item.kind == "obj":
             calls.append(_json_call(s, item, True))
         else:
-            calls.append(_Call("text", item.start, item.end, False, error="list item is not an object"))
+            calls.append(ScannedCall("text", item.start, item.end, False, error="list item is not an object"))
     if node.ok:
         return node.end
-    calls.append(_Call("text", node.start, node.end, False, error="unterminated JSON list"))
+    calls.append(ScannedCall("text", node.start, node.end, False, error="unterminated JSON list"))
     return max(_line_end(s, node.end, b), node.end)
 
 
-def _scan_python_list(s: str, k: int, b: int, calls: list[_Call]) -> int:
+def _scan_python_list(s: str, k: int, b: int, calls: list[ScannedCall]) -> int:
     """Python calls inside ``[ ... ]``; ``k`` is the first non-space after ``[``."""
     while k < b:
         if s[k] == "]":
@@ -400,14 +427,14 @@ def _scan_python_list(s: str, k: int, b: int, calls: list[_Call]) -> int:
         m = _PY_CALL.match(s, k, b)
         if not m:
             end = _line_end(s, k, b)
-            calls.append(_Call("text", k, end, False, error="not a tool call"))
+            calls.append(ScannedCall("text", k, end, False, error="not a tool call"))
             return end
         call = _python_call(s, m, b, True)
         calls.append(call)
         if not call.ok:
             return max(_line_end(s, call.end, b), call.end)
         k = _skip_ws(s, call.end, b)
-    calls.append(_Call("text", k, k, False, error="unterminated list of calls"))
+    calls.append(ScannedCall("text", k, k, False, error="unterminated list of calls"))
     return b
 
 
@@ -418,7 +445,7 @@ def _scan_python_list(s: str, k: int, b: int, calls: list[_Call]) -> int:
 
 def _call_spans(s: str, a: int, b: int, out: list[Span]) -> None:
     """Append the TOOL_NAME / PARAM_NAME / PARAM_VALUE spans of the calls in ``s[a:b]``."""
-    for call in _scan_calls(s, a, b):
+    for call in scan_calls(s, a, b):
         if call.name is not None:
             out.append(Span(call.name[0], call.name[1], Region.TOOL_NAME))
         for key, value in call.params:
@@ -500,238 +527,4 @@ def token_regions(
             continue
         seg = ranks[start:end]
         append(PRIORITY[min(seg)] if seg else other)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# parse_tool_calls
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A parsed call; ``text[start:end]`` is the call's own text (the JSON object or the
-    Python call expression)."""
-
-    name: str
-    arguments: dict
-    start: int
-    end: int
-
-    def as_dict(self) -> dict:
-        """``{"name": ..., "arguments": ...}``, the structured-target shape."""
-        return {"name": self.name, "arguments": self.arguments}
-
-
-@dataclass
-class ParseResult:
-    """Calls that parsed, one error string per call or line that did not, and the syntax seen:
-    ``json_lines``, ``json_list``, ``python``, ``mixed`` or ``none`` (nothing call-like)."""
-
-    calls: list[ToolCall]
-    errors: list[str]
-    syntax: str
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
-_LITERAL_WORDS = {"true": True, "false": False, "null": None}
-
-
-def _literal(raw: str) -> Any:
-    """A JSON or Python literal; raises ValueError when it is neither."""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        pass
-    try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
-        if raw in _LITERAL_WORDS:
-            return _LITERAL_WORDS[raw]
-        raise ValueError(f"not a JSON or Python literal: {raw[:40]!r}") from exc
-
-
-def _decode(s: str, call: _Call) -> tuple[ToolCall | None, str | None]:
-    """Turn a scanned call into a ToolCall, or explain why not."""
-    if call.error:
-        return None, f"{call.error}: {s[call.start:call.end].strip()[:60]!r}"
-    if not call.ok:
-        return None, f"unterminated or malformed call: {s[call.start:call.end].strip()[:60]!r}"
-    if call.syntax == "python":
-        args = {}
-        for key, value in call.params:
-            if key is None:
-                return None, f"positional argument in call {s[call.start:call.end][:60]!r}"
-            try:
-                args[s[key[0] : key[1]]] = _literal(s[value.start : value.end]) if value else None
-            except ValueError as exc:
-                return None, f"argument {s[key[0]:key[1]]!r}: {exc}"
-        return ToolCall(s[call.name[0] : call.name[1]].strip(), args, call.start, call.end), None
-    try:
-        obj = _literal(s[call.start : call.end])
-    except ValueError as exc:
-        return None, f"invalid JSON: {exc}"
-    if not isinstance(obj, dict):
-        return None, "not a JSON object"
-    name = obj.get("name")
-    if not isinstance(name, str):
-        return None, "no string 'name'"
-    args = obj.get("parameters", obj.get("arguments"))
-    if isinstance(args, str):  # OpenAI-style arguments encoded as a JSON string
-        try:
-            args = json.loads(args)
-        except ValueError:
-            pass
-    if not isinstance(args, dict):
-        return None, f"call {name!r} has no 'parameters' object"
-    return ToolCall(name, args, call.start, call.end), None
-
-
-def parse_tool_calls(text: str) -> ParseResult:
-    """Parse the tool calls of a completion or of a bare call string. Never raises.
-
-    If ``text`` has ``<tool_call>`` blocks, the inside of every block is read; otherwise the whole
-    text is (code fences are skipped). Accepted: JSON objects ``{"name", "parameters" |
-    "arguments"}`` one per line (``json_lines``), a JSON list of them (``json_list``), and Python
-    calls ``[Tool Name(a="x", b=2), f(c=[1, 2])]`` (``python``; names may contain spaces, values
-    are Python or JSON literals). Text without tags that does not start like a call (prose) gives
-    no calls and no errors. Each call or line that does not parse adds one error string with its
-    line number.
-    """
-    regions: list[tuple[int, int]] = [(b.inner_start, b.inner_end) for b in blocks(text) if b.kind == "tool_call"]
-    if not regions and "<think>" not in text and "<response>" not in text:
-        start = _skip_ws(text, 0, len(text))
-        fence = _FENCE.match(text, start)
-        first = _skip_ws(text, fence.end(), len(text)) if fence else start
-        if first < len(text) and (text[first] in "{[" or _PY_CALL.match(text, first)):
-            regions = [(start, len(text))]
-    calls: list[ToolCall] = []
-    errors: list[str] = []
-    syntaxes: set[str] = set()
-    for a, b in regions:
-        for scanned in _scan_calls(text, a, b):
-            call, err = _decode(text, scanned)
-            if err:
-                errors.append(f"line {text.count(chr(10), 0, scanned.start) + 1}: {err}")
-                continue
-            calls.append(call)
-            syntaxes.add("python" if scanned.syntax == "python" else "json_list" if scanned.in_list else "json_lines")
-    if not syntaxes:
-        syntax = "none"
-    elif len(syntaxes) == 1:
-        syntax = syntaxes.pop()
-    else:
-        syntax = "mixed"
-    return ParseResult(calls, errors, syntax)
-
-
-# --------------------------------------------------------------------------------------------
-# validate_calls
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One way a call breaks its tool's schema. ``kind`` is one of ``unknown_tool``,
-    ``missing_required``, ``unexpected_param``, ``wrong_type``, ``not_in_enum``, ``invalid``
-    (any other schema rule, or a tool whose schema is itself invalid)."""
-
-    call_index: int
-    tool: str
-    kind: str
-    param: str | None
-    reason: str
-
-
-_VALIDATORS: dict[str, Any] = {}
-_VALIDATOR_CACHE_SIZE = 4096
-
-
-def _validator(schema: Mapping) -> Any:
-    """A compiled jsonschema validator, cached by the schema's canonical JSON."""
-    from jsonschema import SchemaError
-    from jsonschema.validators import Draft202012Validator, validator_for
-
-    key = json.dumps(schema, sort_keys=True, default=str)
-    v = _VALIDATORS.get(key)
-    if v is None:
-        cls = validator_for(schema, default=Draft202012Validator)
-        try:
-            cls.check_schema(schema)
-            v = cls(schema)
-        except SchemaError as exc:
-            v = exc
-        if len(_VALIDATORS) >= _VALIDATOR_CACHE_SIZE:
-            _VALIDATORS.clear()
-        _VALIDATORS[key] = v
-    return v
-
-
-def _type_name(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def validate_calls(calls: Iterable[ToolCall | Mapping], tools: Sequence[Mapping]) -> list[Violation]:
-    """Check calls against tools whose ``parameters`` are JSON Schema objects.
-
-    ``calls`` are :class:`ToolCall` objects or mappings with ``name`` and ``arguments`` (or
-    ``parameters``); ``tools`` are mappings with ``name`` and ``parameters``. A parameter not in
-    the schema's ``properties`` is unexpected unless ``additionalProperties`` allows it
-    explicitly. Each tool's validator is compiled once and cached. Returns the violations, each
-    with a readable reason, in call order; an empty list means every call is valid.
-    """
-    by_name = {t["name"]: t for t in tools if isinstance(t, Mapping) and "name" in t}
-    out: list[Violation] = []
-    for idx, call in enumerate(calls):
-        if isinstance(call, ToolCall):
-            name, args = call.name, call.arguments
-        else:
-            name = call.get("name")
-            args = call.get("arguments", call.get("parameters"))
-        tool = by_name.get(name)
-        if tool is None:
-            out.append(Violation(idx, str(name), "unknown_tool", None, f"unknown tool {name!r}"))
-            continue
-        if not isinstance(args, Mapping):
-            out.append(Violation(idx, name, "invalid", None, f"{name}: arguments are not an object"))
-            continue
-        schema = tool.get("parameters") or {"type": "object", "properties": {}}
-        out.extend(_schema_violations(idx, name, dict(args), schema))
-    return out
-
-
-def _schema_violations(idx: int, name: str, args: dict, schema: Mapping) -> list[Violation]:
-    validator = _validator(schema)
-    if isinstance(validator, Exception):
-        return [Violation(idx, name, "invalid", None, f"{name}: tool schema is invalid: {validator.message}")]
-    out: list[Violation] = []
-    props = schema.get("properties")
-    if isinstance(props, Mapping) and schema.get("additionalProperties") in (None, False):
-        for key in args:
-            if key not in props:
-                out.append(Violation(idx, name, "unexpected_param", key, f"{name}: unexpected parameter {key!r}"))
-    for req in schema.get("required") or ():
-        if req not in args:
-            out.append(Violation(idx, name, "missing_required", req, f"{name}: missing required parameter {req!r}"))
-    for err in validator.iter_errors(args):
-        kind = err.validator
-        param = str(err.path[0]) if err.path else None
-        if kind in ("required", "additionalProperties") and not err.path:
-            continue  # reported above, one violation per parameter
-        if kind == "type":
-            where = f"parameter {param!r}" if param else "arguments"
-            out.append(Violation(idx, name, "wrong_type", param,
-                                 f"{name}: {where} should be {err.validator_value}, "
-                                 f"got {_type_name(err.instance)} {json.dumps(err.instance, default=str)[:40]}"))
-        elif kind == "enum":
-            out.append(Violation(idx, name, "not_in_enum", param,
-                                 f"{name}: parameter {param!r} = {json.dumps(err.instance, default=str)[:40]} "
-                                 f"is not one of {err.validator_value}"))
-        else:
-            where = f"parameter {param!r}" if param else "arguments"
-            out.append(Violation(idx, name, "invalid", param, f"{name}: {where}: {err.message}"))
     return out

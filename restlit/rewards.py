@@ -2,11 +2,12 @@
 
 A reward compares a completion's text with the sample's structured target
 ``{"think": str, "calls": [{"name": str, "arguments": dict}], "response": str | None}`` (what
-``restlit prepare`` writes; :func:`target_from_text` builds one from a canonical reference text)::
+``restlit prepare`` writes)::
 
     total = format + correctness        (given to the last token of the completion)
 
-See METHOD.md, "Reward". Parsing uses :mod:`restlit.regions`; this module needs no torch.
+See docs/method.md, "Reward". Parsing uses :mod:`restlit.regions` and :mod:`restlit.toolcalls`; this module
+needs no torch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from restlit.regions import blocks, parse_tool_calls
+from restlit.regions import blocks
+from restlit.toolcalls import parse_tool_calls
 
 RewardMode = Literal["fixed", "scheduled"]
 
@@ -102,25 +104,37 @@ def _expected_kinds(target: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
-def format_ok(completion: str, target: Mapping[str, Any]) -> bool:
+# The layouts of a canonical output when no reference says which one is expected.
+CANONICAL_LAYOUTS = (("think", "tool_call"), ("think", "response"), ("think", "tool_call", "response"))
+
+
+def format_ok(completion: str, target: Mapping[str, Any] | None = None) -> bool:
     """True when ``completion`` has exactly the blocks the target's case needs, closed, each once, in order:
     ``think + tool_call``, ``think + response`` or ``think + tool_call + response`` (``think`` alone when the
     target has neither), and nothing but whitespace outside them (no stray tag or text, as ToolRL's
     ``^<think>...</think>\\n<tool_call>...</tool_call>$`` patterns require).
+
+    Without a target (evaluation: is the output canonical, whatever the reference?) any of the three
+    layouts :data:`CANONICAL_LAYOUTS` is accepted, and every line of a ``<tool_call>`` block must be one
+    canonical JSON call (:func:`predicted_calls`).
 
     Blocks are :func:`restlit.regions.blocks`, so a tag named inside a block's text ("I put the call in the
     <tool_call> tags") is text, not a tag. ToolRL counts raw tag strings instead, which fails 17 of the 400
     references in its own ``rlla_sft.json``.
     """
     found = blocks(completion)
-    if tuple(b.kind for b in found) != _expected_kinds(target) or not all(b.closed for b in found):
+    kinds = tuple(b.kind for b in found)
+    layouts = CANONICAL_LAYOUTS if target is None else (_expected_kinds(target),)
+    if kinds not in layouts or not all(b.closed for b in found):
         return False
     outside, last = [], 0
     for b in found:
         outside.append(completion[last : b.start])
         last = b.end
     outside.append(completion[last:])
-    return all(not part.strip() for part in outside)
+    if any(part.strip() for part in outside):
+        return False
+    return target is not None or "tool_call" not in kinds or predicted_calls(completion) is not None
 
 
 def format_reward(completion: str, target: Mapping[str, Any], lo: float = 0.0, hi: float = 1.0) -> float:
@@ -172,7 +186,7 @@ def predicted_calls(completion: str) -> list[dict] | None:
     """The completion's calls as ``{"name", "arguments"}`` dicts, or None when ToolRL would give the minimum:
     no closed ``<tool_call>`` block, or a non-blank line inside one that is not exactly one JSON object with a
     string ``"name"`` and a ``"parameters"`` object (the canonical JSON-lines format; the tolerant forms
-    :func:`restlit.regions.parse_tool_calls` also reads, Python calls, JSON lists, single quotes, two calls on
+    :func:`restlit.toolcalls.parse_tool_calls` also reads, Python calls, JSON lists, single quotes, two calls on
     a line or one spread over lines, all count as malformed here)."""
     tool_blocks = [b for b in blocks(completion) if b.kind == "tool_call"]
     if not tool_blocks or not all(b.closed for b in tool_blocks):
@@ -221,19 +235,3 @@ def compute_reward(
     fmt = format_reward(completion, target, b.format_min, b.format_max)
     cor = correctness_reward(completion, target, b.correctness_min, b.correctness_max)
     return Reward(fmt, cor, fmt + cor, b)
-
-
-def target_from_text(text: str) -> dict[str, Any]:
-    """The structured target of a canonical reference completion:
-    ``{"think": inner text of <think>, "calls": [{"name", "arguments"}], "response": inner text or None}``.
-    Raises ValueError when the text's calls do not parse."""
-    found = {b.kind: b for b in reversed(blocks(text))}
-    parsed = parse_tool_calls(text)
-    if parsed.errors:
-        raise ValueError(f"reference calls do not parse: {parsed.errors}")
-
-    def inner(kind: str) -> str | None:
-        b = found.get(kind)
-        return None if b is None else text[b.inner_start : b.inner_end].strip()
-
-    return {"think": inner("think") or "", "calls": [c.as_dict() for c in parsed.calls], "response": inner("response")}

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from restlit.evaluation import bfcl, heldout, run
+from restlit.rewards import format_ok
 from tests.conftest import TOOLRL, data_file
 
 runner = CliRunner()
@@ -82,9 +83,9 @@ def test_heldout_format_validity_is_separate_from_content():
     python = '[Weather(city="Paris", days=3), Time(tz="CET")]'
     s = heldout.score_output(TARGET, python)
     assert s.verdict.passed and not s.format_valid
-    assert not heldout.format_valid(_canonical(TARGET["calls"]) + "\ntrailing text")
-    assert not heldout.format_valid("<tool_call>\n{}\n</tool_call>")  # no <think>
-    assert heldout.format_valid("<think> x </think>\n<response> hi </response>")
+    assert not format_ok(_canonical(TARGET["calls"]) + "\ntrailing text")
+    assert not format_ok("<tool_call>\n{}\n</tool_call>")  # no <think>
+    assert format_ok("<think> x </think>\n<response> hi </response>")
 
 
 def test_heldout_no_call_items():

@@ -274,7 +274,7 @@ def _python_call(name, args):
 
 @pytest.mark.parametrize("category", ["simple_python", "parallel_multiple", "live_multiple"])
 def test_reference_outputs_in_python_syntax_also_pass(categories, category):
-    from restlit.regions import parse_tool_calls
+    from restlit.toolcalls import parse_tool_calls
 
     for item in categories[category]:
         if item.id in UNPASSABLE:
@@ -286,7 +286,7 @@ def test_reference_outputs_in_python_syntax_also_pass(categories, category):
 
 
 def _calls(item):
-    from restlit.regions import parse_tool_calls
+    from restlit.toolcalls import parse_tool_calls
 
     return [c.as_dict() for c in parse_tool_calls(bfcl.reference_output(item)).calls]
 

@@ -232,7 +232,8 @@ def test_entropy_weights_favour_low_entropy_and_are_positive_with_mean_one() -> 
             torch.testing.assert_close(w.sum(-1) / mask.sum(-1), torch.ones(6, dtype=F64), rtol=0, atol=1e-6)
         else:
             assert (w.sum() / mask.sum()).item() == pytest.approx(1.0, abs=1e-6)
-    # Weights depend on entropy (defect 5): a different entropy profile gives different weights.
+    # Weights depend on entropy (defect 5 of docs/method.md, "Defects of the released code"): a different
+    # entropy profile gives different weights.
     w_a = entropy_weights(regions, mask, stats, 0.3, flat)
     w_b = entropy_weights(regions, mask, region_entropy_stats(entropy.flip(0), regions, mask), 0.3, flat)
     assert not torch.allclose(w_a, w_b)
@@ -444,7 +445,8 @@ def test_micro_batches_give_the_same_gradient(aggregation: str, normalize: str) 
     torch.testing.assert_close(total, loss, rtol=0, atol=1e-12)
 
     if aggregation == "token-mean-weighted":
-        # The released code's per-micro-batch denominator (defect 6) does change the gradient.
+        # The released code's per-micro-batch denominator (defect 6 of docs/method.md, "Defects of the released code")
+        # does change the gradient.
         local = sum(policy_loss(logp[s], old[s], adv[s], mask[s], w[s], config=cfg, ref_logp=ref_logp[s])[0]
                     for s in splits) / len(splits)
         (wrong,) = torch.autograd.grad(local, logp)

@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 
 from restlit.prompts import (
     build_messages,
-    flatten_history,
     render_system_prompt,
     render_target,
 )
-from restlit.regions import Region, parse_tool_calls, tag
+from restlit.regions import Region, tag
+from restlit.toolcalls import parse_tool_calls
 
 TOOLS = [
     {"name": "Search Managers", "description": "Find a manager by name",
@@ -99,16 +99,6 @@ def test_build_messages_roles_and_target() -> None:
     assert build_messages(TOOLS, history)[-1]["role"] == "tool"
     with pytest.raises(ValueError):
         build_messages(TOOLS, [{"role": "system", "content": "x"}])
-
-
-def test_flat_history_is_one_user_message() -> None:
-    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think></think>\n<response> yo </response>"},
-               {"role": "tool", "content": "{}"}]
-    msgs = build_messages(TOOLS, history, flat_history=True)
-    assert [m["role"] for m in msgs] == ["system", "user"]
-    assert msgs[1]["content"] == flatten_history(history) == (
-        "**Dialogue Records History**\n\n<user> hi </user>\n\n<think></think>\n<response> yo </response>\n\n<obs> {} </obs>"
-    )
 
 
 def test_messages_go_through_a_chat_template(smollm2_tokenizer) -> None:

@@ -1,17 +1,14 @@
-"""restlit.regions: tagging, token mapping, call parsing and validation."""
+"""restlit.regions: tagging, blocks and token mapping (parsing and validating calls: test_toolcalls.py)."""
 
 from __future__ import annotations
 
-import ast
 import itertools
 import json
-import keyword
 import os
 import re
 import subprocess
 import sys
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,12 +17,11 @@ from restlit.regions import (
     Region,
     Span,
     blocks,
-    parse_tool_calls,
     tag,
     token_regions,
-    validate_calls,
 )
-from tests.conftest import FIXTURES, REPO, TOOLACE, TOOLRL, data_file
+from restlit.toolcalls import parse_tool_calls
+from tests.conftest import FIXTURES, REPO, TOOLRL, data_file
 
 R = Region
 
@@ -145,17 +141,6 @@ def test_every_real_reference_name_key_and_value_is_tagged_exactly(rlla_records)
     assert checked > 400  # the sample holds more calls than records
 
 
-def test_parse_matches_json_reference_on_real_outputs(rlla_records):
-    for rec in rlla_records:
-        result = parse_tool_calls(rec["output"])
-        ref = reference_calls(rec["output"])
-        assert result.errors == []
-        assert [c.as_dict() for c in result.calls] == [{"name": c["name"], "arguments": c["parameters"]} for c in ref]
-        assert result.syntax == ("json_lines" if ref else "none")
-        for call in result.calls:
-            assert json.loads(rec["output"][call.start : call.end])["name"] == call.name
-
-
 # ---------------------------------------------------------------- robustness (hypothesis)
 
 EDIT_ALPHABET = st.sampled_from(list('{}[]()",:= \n<>/_abc\\') + ["<think>", "</think>", "<tool_call>", "</tool_call>", "<response>", "</response>", '"name": ', '"parameters": {', "'"])
@@ -259,143 +244,11 @@ def test_tokenizer_offsets_lose_no_name_or_value_character(rlla_records, smollm2
     assert strict == total
 
 
-# ---------------------------------------------------------------- parse_tool_calls
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ('[func1(a=1, b="x"), func2(c=[1, 2])]', [("func1", {"a": 1, "b": "x"}), ("func2", {"c": [1, 2]})]),
-        ("[math.factorial(number=5)]", [("math.factorial", {"number": 5})]),
-        ('[Get Weather(city="San Francisco, CA", unit=\'celsius\')]', [("Get Weather", {"city": "San Francisco, CA", "unit": "celsius"})]),
-        ('[f(s="a (b), c=\\"d\\"", x=-1.5e3, t=(1, 2), n=None, ok=True)]', [("f", {"s": 'a (b), c="d"', "x": -1500.0, "t": (1, 2), "n": None, "ok": True})]),
-        ('[f(d={"k": True, "n": [1, {"z": None}]})]', [("f", {"d": {"k": True, "n": [1, {"z": None}]}})]),
-        ("[f()]", [("f", {})]),
-        ('f(a=1), g(b="y")', [("f", {"a": 1}), ("g", {"b": "y"})]),
-        ('[{"name": "x", "arguments": {"a": 1}}, {"name": "y", "parameters": {}}]', [("x", {"a": 1}), ("y", {})]),
-        ('{"name": "x", "arguments": "{\\"a\\": 1}"}', [("x", {"a": 1})]),
-        ('```json\n[{"name": "x", "arguments": {"a": true}}]\n```', [("x", {"a": True})]),
-        ("I cannot help with that.", []),
-        ("", []),
-    ],
-)
-def test_parse_bfcl_and_python_strings(text, expected):
-    result = parse_tool_calls(text)
-    assert result.errors == []
-    assert [(c.name, c.arguments) for c in result.calls] == expected
-
-
-def test_parse_reports_errors_with_reasons():
-    r = parse_tool_calls('<tool_call>\n{"name": "f"}\n{"parameters": {}}\n[1, 2]\n</tool_call>')
-    assert r.calls == []
-    assert any("no 'parameters' object" in e for e in r.errors)
-    assert any("no string 'name'" in e for e in r.errors)
-    assert any(e.startswith("line 4: not a tool call") for e in r.errors)
-    r = parse_tool_calls("[f(1, 2)]")
-    assert r.calls == [] and "positional" in r.errors[0]
-    r = parse_tool_calls("[f(a=open('x'))]")
-    assert r.calls == [] and "argument 'a'" in r.errors[0]
-
-
-def unswap(arg: str, odd_params: list[str]) -> str:
-    return odd_params[int(arg[6:])] if arg.startswith("_param") else arg
-
-
-def test_parse_toolace_python_call_strings():
-    """Every call string of the ToolACE sample parses as Python's own parser reads it, once the tool
-    names (which may hold spaces and hyphens) are swapped for identifiers; strings that Python
-    rejects (broken escaping in the data) are errors here too. Names are tools of the record."""
-    records = json.loads(data_file(TOOLACE).read_text())
-    n_calls = n_broken = 0
-    for rec in records:
-        tool_list = json.loads(rec["system"][rec["system"].index("[{") : rec["system"].rindex("}]") + 2])
-        names = sorted((t["name"] for t in tool_list), key=len, reverse=True)
-        for turn in rec["conversations"]:
-            value = turn["value"].strip()
-            if turn["from"] != "assistant" or not any(value.startswith("[" + n + "(") for n in names):
-                continue
-            swapped = value
-            for i, n in enumerate(names):
-                swapped = swapped.replace(n + "(", f"_tool{i}(")
-            odd_params = sorted({p for t in tool_list for p in (t["parameters"].get("properties") or {}) if not p.isidentifier() or keyword.iskeyword(p)}, key=len, reverse=True)
-            for i, p in enumerate(odd_params):
-                swapped = swapped.replace(p + "=", f"_param{i}=")
-            result = parse_tool_calls(value)
-            try:
-                tree = ast.parse(swapped, mode="eval").body
-            except SyntaxError:
-                assert result.errors, value
-                n_broken += 1
-                continue
-            expected = [(names[int(ast.unparse(c.func)[5:])], {unswap(k.arg, odd_params): ast.literal_eval(k.value) for k in c.keywords}) for c in tree.elts]
-            assert result.errors == [] and result.syntax == "python", value
-            assert [(c.name, c.arguments) for c in result.calls] == expected
-            n_calls += len(expected)
-    assert n_calls >= 150 and n_broken < n_calls / 10  # 11 strings of the sample have broken escaping
-
-
-# ---------------------------------------------------------------- validate_calls
-
-TOOLS = [
-    {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "days": {"type": "integer", "minimum": 1},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-                "coords": {"type": "array", "items": {"type": "number"}},
-            },
-            "required": ["city"],
-        },
-    },
-    {"name": "free_form", "parameters": {"type": "object", "properties": {}, "additionalProperties": True}},
-]
-
-
-@pytest.mark.parametrize(
-    "call, kind, param",
-    [
-        ({"name": "nope", "arguments": {}}, "unknown_tool", None),
-        ({"name": "get_weather", "arguments": {"days": 2}}, "missing_required", "city"),
-        ({"name": "get_weather", "arguments": {"city": "x", "zip": "1"}}, "unexpected_param", "zip"),
-        ({"name": "get_weather", "arguments": {"city": "x", "days": "2"}}, "wrong_type", "days"),
-        ({"name": "get_weather", "arguments": {"city": "x", "unit": "kelvin"}}, "not_in_enum", "unit"),
-        ({"name": "get_weather", "arguments": {"city": "x", "coords": [1, "a"]}}, "wrong_type", "coords"),
-        ({"name": "get_weather", "arguments": {"city": "x", "days": 0}}, "invalid", "days"),
-    ],
-)
-def test_validate_each_violation_kind(call, kind, param):
-    violations = validate_calls([call], TOOLS)
-    assert [(v.kind, v.param) for v in violations] == [(kind, param)]
-    assert violations[0].reason and (param is None or repr(param) in violations[0].reason)
-
-
-def test_validate_accepts_valid_calls_and_toolcall_objects():
-    calls = parse_tool_calls('[get_weather(city="Paris", days=3, unit="celsius", coords=[1, 2.5]), free_form(anything=1)]').calls
-    assert validate_calls(calls, TOOLS) == []
-
-
-def test_validator_compiled_once():
-    from restlit import regions
-
-    regions._VALIDATORS.clear()
-    validate_calls([{"name": "get_weather", "arguments": {"city": "a"}}] * 5, TOOLS)
-    validate_calls([{"name": "get_weather", "arguments": {"city": "b"}}], TOOLS)
-    assert len(regions._VALIDATORS) == 1
-
-
-def test_invalid_schema_is_a_violation_not_a_crash():
-    bad = [{"name": "t", "parameters": {"type": "dict", "properties": {}}}]
-    [v] = validate_calls([{"name": "t", "arguments": {}}], bad)
-    assert v.kind == "invalid" and "schema is invalid" in v.reason
-
 
 # ---------------------------------------------------------------- packaging and CLI
 
 
-def test_regions_imports_without_torch_or_transformers():
+def test_regions_and_toolcalls_import_without_torch_or_transformers():
     code = (
         "import sys\n"
         "class Block:\n"
@@ -403,7 +256,9 @@ def test_regions_imports_without_torch_or_transformers():
         "        if name.split('.')[0] in ('torch', 'transformers', 'numpy'):\n"
         "            raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from restlit.regions import tag, parse_tool_calls, validate_calls\n"
+        "from restlit.regions import tag\n"
+        "from restlit.toolcalls import parse_tool_calls, validate_calls\n"
+        "assert parse_tool_calls('[f(a=1)]').calls[0].arguments == {'a': 1}\n"
         "print(len(tag('<think>a</think>')), validate_calls([{'name': 'x', 'arguments': {}}], []))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,

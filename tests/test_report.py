@@ -113,8 +113,10 @@ def synthetic_run(
     seed: int = 0,
 ) -> Path:
     """A run directory with a plausible metrics.csv (every region active, validation rows on their
-    own lines as Lightning writes them, some skipped steps), config.yaml, a prepared manifest, an
-    eval.json and an sft/ run."""
+    own lines as Lightning writes them, some skipped steps, the curriculum priors training logs for
+    ``mode``), config.yaml, a prepared manifest, an eval.json and an sft/ run."""
+    from restlit.objective import WeightConfig, region_priors, static_region_weights
+
     rng = random.Random(seed)
     run = root / "run"
     run.mkdir(parents=True)
@@ -160,6 +162,14 @@ def synthetic_run(
         }
         for k, r in enumerate(REGIONS):
             row[f"entropy/{r}"] = (0.3 + 0.25 * k) * math.exp(-2 * t) + 0.05 * k + 0.02
+        if mode == "static":
+            prior = static_region_weights(i + 1)
+        elif mode == "entropy":  # the progress the step used: the previous step's
+            prior = region_priors(progress - 1 / steps, WeightConfig())
+        else:
+            prior = [1.0] * len(REGIONS)
+        for r in Region:
+            row[f"curriculum/prior/{r.name}"] = float(prior[int(r)])
         if skipped:
             row["skipped/no_advantage"] = 1.0
         else:
@@ -294,7 +304,7 @@ def test_report_from_a_real_tiny_run(tiny_run, tiny_report):
 def test_manifest_found_from_another_working_directory(tiny_run, tmp_path, monkeypatch):
     """data.raw is relative to where `fit` ran; from elsewhere the cache entry is matched on the
     inputs and options its manifest records."""
-    from restlit.report import find_manifest
+    from restlit.report.logs import find_manifest
 
     cfg = load_config(tiny_run / "config.yaml")
     cfg.data.cache_dir = str(Path(cfg.data.cache_dir).resolve())
@@ -340,7 +350,8 @@ def test_synthetic_run_full_report(tmp_path):
 
 @pytest.mark.parametrize("mode", ["static", "uniform"])
 def test_weights_figure_in_static_and_uniform_modes(tmp_path, mode):
-    from restlit.report import curriculum_priors, load_run_config, plot_weights
+    from restlit.report.figures import plot_weights
+    from restlit.report.logs import curriculum_priors, load_run_config
 
     run = synthetic_run(tmp_path, steps=30, mode=mode)
     log = read_metrics(run / "metrics.csv")
@@ -357,7 +368,7 @@ def test_weights_figure_in_static_and_uniform_modes(tmp_path, mode):
 
 def test_entropy_mode_priors_follow_the_progress(tmp_path):
     from restlit.objective import WeightConfig, region_priors
-    from restlit.report import curriculum_priors, load_run_config
+    from restlit.report.logs import curriculum_priors, load_run_config
 
     run = synthetic_run(tmp_path, steps=20, skip_every=0, val_every=0)
     log = read_metrics(run / "metrics.csv")
@@ -367,6 +378,28 @@ def test_entropy_mode_priors_follow_the_progress(tmp_path):
     assert steps[-1] == 20
     assert priors["FORMAT"][-1] == pytest.approx(float(region_priors(nu, WeightConfig())[Region.FORMAT]))
     assert priors["FORMAT"][0] > priors["FORMAT"][-1] and priors["THINK"][0] < priors["THINK"][-1]
+
+
+def test_priors_not_logged_are_said_so_not_recomputed(tmp_path, monkeypatch):
+    """A run from before training logged curriculum/prior/<REGION>: no priors, and the panel says
+    they were not logged."""
+    from restlit.report import figures
+    from restlit.report.logs import curriculum_priors, load_run_config
+
+    run = synthetic_run(tmp_path, steps=12)
+    path = run / "metrics.csv"
+    with path.open(newline="") as f:
+        rows = [{k: v for k, v in r.items() if not k.startswith("curriculum/prior/")}
+                for r in csv.DictReader(f)]
+    write_metrics(path, rows)
+    log = read_metrics(path)
+    cfg, raw, _ = load_run_config(run)
+    assert curriculum_priors(log, cfg, raw) == ("entropy", [], {r: [] for r in REGIONS})
+    said = []
+    original = figures._no_data
+    monkeypatch.setattr(figures, "_no_data", lambda ax, msg: said.append(msg) or original(ax, msg))
+    assert_png_ok(figures.plot_weights(log, tmp_path / "weights.png", cfg=cfg, raw=raw))
+    assert said == ["not logged: curriculum/prior/<REGION> (a run from before training logged its priors)"]
 
 
 def test_every_step_skipped_and_missing_columns(tmp_path):

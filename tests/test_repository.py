@@ -36,4 +36,4 @@ def test_no_file_refers_to_the_shared_folder() -> None:
 
 
 def test_the_check_can_fail(tmp_path) -> None:
-    assert any(marker in "see ../" + "shared/data/x.json" for marker in OUTSIDE)
+    assert any(marker in "see ../" + "shared/" + "data/x.json" for marker in OUTSIDE)

@@ -15,7 +15,6 @@ from restlit.rewards import (
     multiset_jaccard,
     predicted_calls,
     reward_bounds,
-    target_from_text,
     tool_call_score,
 )
 from tests.conftest import TOOLRL, data_file
@@ -27,9 +26,12 @@ FIXED = RewardConfig(mode="fixed")
 
 @pytest.fixture(scope="module")
 def records() -> list[dict]:
-    outputs = [r["output"] for r in json.loads(DATA.read_text())]
-    assert len(outputs) == 400
-    return [{"text": o, "target": target_from_text(o)} for o in outputs]
+    """ToolRL's reference outputs with the targets ``restlit prepare``'s ToolRL reader makes of them."""
+    from data_prep import toolrl
+
+    raw = json.loads(DATA.read_text())
+    assert len(raw) == 400
+    return [{"text": r["output"], "target": toolrl.read(r).turns[-1].target.to_dict()} for r in raw]
 
 
 def render(think: str, calls: list[dict] | None, response: str | None = None) -> str:
@@ -84,7 +86,7 @@ def test_rendered_reference_still_scores_the_maximum(records: list[dict]) -> Non
 
 
 # --------------------------------------------------------------------------------------------------------
-# Each defect lowers the reward as METHOD.md says
+# Each flaw of a completion lowers the reward as docs/method.md, "Reward", says
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -199,6 +201,18 @@ def test_format_rules() -> None:
     both = {**target, "response": "r"}
     assert format_ok(good + "\n<response> r </response>", both)
     assert not format_ok(good, both)
+
+
+def test_format_without_a_target_accepts_any_canonical_layout() -> None:
+    good = '<think> a </think>\n<tool_call>\n{"name": "f", "parameters": {}}\n</tool_call>'
+    assert format_ok(good) and format_ok(good + "\n<response> r </response>")
+    assert format_ok("<think> a </think>\n<response> r </response>")
+    assert not format_ok("<think> a </think>")  # neither a call nor a response
+    assert not format_ok("Sure! " + good) and not format_ok(good + "\n</response>")
+    # every line of the call block one canonical JSON call (the reward leaves that to correctness)
+    python = "<think> a </think>\n<tool_call>\n[f(x=1)]\n</tool_call>"
+    target = {"think": "a", "calls": [{"name": "f", "arguments": {"x": 1}}], "response": None}
+    assert format_ok(python, target) and not format_ok(python)
 
 
 # --------------------------------------------------------------------------------------------------------

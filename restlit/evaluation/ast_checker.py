@@ -1,6 +1,6 @@
 """restlit's AST checker: BFCL's rules for judging tool calls against possible answers.
 
-Written from the rules BFCL documents (METHOD.md, "Benchmarks"), not from BFCL's code. Pure
+Written from the rules BFCL documents (docs/method.md, "BFCL, AST categories"), not from BFCL's code. Pure
 Python, no torch. Every verdict carries a one-line reason, so a user can see why a model fails.
 
 Inputs, in BFCL's layout:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from restlit.evaluation.ast_checker import Verdict, check_calls, check_irrelevance
-from restlit.regions import parse_tool_calls
+from restlit.toolcalls import parse_tool_calls
 
 __all__ = [
     "CATEGORIES",
@@ -132,7 +132,7 @@ def item_messages(item: BFCLItem) -> list[dict[str, str]]:
 def score_output(item: BFCLItem, output: str) -> Verdict:
     """Score one model output (any text) on ``item`` with BFCL's AST rules.
 
-    The calls are read by :func:`restlit.regions.parse_tool_calls` (canonical ``<tool_call>`` JSON
+    The calls are read by :func:`restlit.toolcalls.parse_tool_calls` (canonical ``<tool_call>`` JSON
     lines, a JSON list, or Python-call syntax). Irrelevance items pass when no call parses (text
     that fails to parse counts as no call, as in BFCL). Other items fail on any malformed call,
     since BFCL fails an output it cannot decode.

@@ -15,13 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from restlit.evaluation.ast_checker import Verdict
-from restlit.regions import blocks, parse_tool_calls
-from restlit.rewards import predicted_calls
+from restlit.rewards import format_ok
+from restlit.toolcalls import parse_tool_calls
 
-__all__ = ["HeldoutScore", "format_valid", "load_heldout", "score_output", "summarize"]
-
-_FORMATS = {("think", "tool_call"), ("think", "response"), ("think", "tool_call", "response")}
-
+__all__ = ["HeldoutScore", "load_heldout", "score_output", "summarize"]
 
 @dataclass(frozen=True)
 class HeldoutScore:
@@ -59,23 +56,6 @@ def load_heldout(directory: str | Path, limit: int | None = None) -> list[Any]:
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
     return [Sample.from_row(row) for row in rows]
-
-
-def format_valid(text: str) -> bool:
-    """True when ``text`` is in the canonical format, whatever the reference: ``<think>`` then
-    ``<tool_call>`` and/or ``<response>``, each once, closed, in order, nothing outside them, and
-    every line of ``<tool_call>`` one JSON call object (:func:`restlit.rewards.predicted_calls`)."""
-    found = blocks(text)
-    if tuple(b.kind for b in found) not in _FORMATS or not all(b.closed for b in found):
-        return False
-    last = 0
-    for b in found:
-        if text[last : b.start].strip():
-            return False
-        last = b.end
-    if text[last:].strip():
-        return False
-    return not any(b.kind == "tool_call" for b in found) or predicted_calls(text) is not None
 
 
 def _canonical(value: Any) -> Any:
@@ -143,8 +123,8 @@ def _triples(calls: Sequence[Mapping[str, Any]]) -> Counter:
 def score_output(target: Mapping[str, Any], output: str) -> HeldoutScore:
     """Score ``output`` against a sample's target ``{"think", "calls", "response"}``.
 
-    Calls are read with :func:`restlit.regions.parse_tool_calls` (so a JSON list or Python-call
-    output is scored on its content; :func:`format_valid` says whether it was canonical). The
+    Calls are read with :func:`restlit.toolcalls.parse_tool_calls` (so a JSON list or Python-call
+    output is scored on its content; :func:`restlit.rewards.format_ok` says whether it was canonical). The
     exact match is a multiset equality of ``(name, arguments)`` with JSON equality of values; a
     malformed call line fails it. Parameter triples count the calls that did parse.
     """
@@ -174,7 +154,7 @@ def score_output(target: Mapping[str, Any], output: str) -> HeldoutScore:
         param_tp=sum(tp_triples.values()),
         param_pred=sum(len(c["arguments"]) for c in pred),
         param_gold=sum(len(c["arguments"]) for c in gold),
-        format_valid=format_valid(output),
+        format_valid=format_ok(output),
     )
 
 
