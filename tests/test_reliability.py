@@ -409,3 +409,18 @@ def test_vllm_with_an_unsupported_head_size_is_one_line(tmp_path):
     """The tiny config's head size is 16; vLLM's CPU attention has no kernel for it."""
     one_line_error(cli_fit(tmp_path / "run", tmp_path, "--set", "rollout.engine=vllm", "--set", "trainer.max_steps=1"),
                    "rollout.engine: vllm", "this model's is 16")
+
+
+def test_demo_into_an_earlier_demo_refuses_before_any_stage(tmp_path, monkeypatch):
+    import restlit.demo
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "demo.json").write_text("{}")
+    monkeypatch.setattr(restlit.demo, "_run_demo", lambda *a, **k: pytest.fail("a stage ran"))
+    config = tiny(tmp_path, name="demo")
+    with pytest.raises(OutputError, match=f"{out} already holds a run; use another output_dir or --overwrite"):
+        restlit.demo.run_demo(config)
+    assert (out / "demo.json").read_text() == "{}"
+    monkeypatch.setattr(restlit.demo, "_run_demo", lambda *a, **k: sorted(p.name for p in out.iterdir()))
+    assert restlit.demo.run_demo(config, overwrite=True) == [LOCK_NAME]  # the earlier demo's files are gone
