@@ -424,3 +424,8 @@ def test_demo_into_an_earlier_demo_refuses_before_any_stage(tmp_path, monkeypatc
     assert (out / "demo.json").read_text() == "{}"
     monkeypatch.setattr(restlit.demo, "_run_demo", lambda *a, **k: sorted(p.name for p in out.iterdir()))
     assert restlit.demo.run_demo(config, overwrite=True) == [LOCK_NAME]  # the earlier demo's files are gone
+
+
+def test_resume_and_overwrite_together_is_one_line(tmp_path):
+    one_line_error(cli_fit(tmp_path / "run", tmp_path, "--resume", "--overwrite"), "not both")
+    assert not (tmp_path / "run").exists()
