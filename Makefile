@@ -29,10 +29,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# prepare -> base eval -> SFT -> eval -> ResT fit -> eval -> report, on the embedded SmolLM2-135M
+# prepare -> base eval -> SFT -> eval -> ResT fit -> eval -> report, on the embedded SmolLM2-135M.
+# Each `make demo` replaces the previous demo in runs/quickstart (--overwrite); `restlit demo` alone refuses.
 demo: setup
-	$(BIN)/restlit tag --file tests/fixtures/completion_truncated.txt --tokenizer smollm2-135m
-	$(BIN)/restlit demo --config configs/quickstart-cpu.yaml
+	$(BIN)/restlit demo --config configs/quickstart-cpu.yaml --overwrite
 
 lint: setup
 	$(BIN)/ruff check restlit data_prep cli tests benchmarks

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.errors import fail
-from cli.fit import CONFIG, SET, _load, _user_errors
+from cli.fit import CONFIG, OVERWRITE, SET
 
 
 def demo(
@@ -16,13 +15,11 @@ def demo(
     heldout_limit: int = typer.Option(8, help="Held-out items scored per model."),
     bfcl_limit: int = typer.Option(8, help="BFCL simple_python items scored per model."),
     eval_tokens: int = typer.Option(128, help="Generation length cap when scoring."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """The whole method on the embedded model: ends with a base / SFT / ResT table and a report."""
-    cfg = _load(config, overrides)
+    from restlit.config import load_config
     from restlit.demo import run_demo
-    from restlit.evaluation.run import EvalError
 
-    try:
-        run_demo(cfg, heldout_limit=heldout_limit, bfcl_limit=bfcl_limit, eval_tokens=eval_tokens)
-    except (*_user_errors(), EvalError) as exc:
-        fail(str(exc))
+    run_demo(load_config(config, overrides or []), heldout_limit=heldout_limit, bfcl_limit=bfcl_limit,
+             eval_tokens=eval_tokens, overwrite=overwrite)

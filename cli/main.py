@@ -14,6 +14,10 @@ from cli import fit as _fit
 from cli import prepare as _prepare
 from cli import report as _report
 from cli import tag as _tag
+from cli.errors import one_line
+from restlit.quiet import quiet
+
+quiet()  # third-party notices restlit knows to be harmless; RESTLIT_VERBOSE=1 shows them
 
 app = typer.Typer(
     name="restlit",
@@ -43,13 +47,13 @@ def _root(
 
 
 # in the order a user meets them
-app.command("prepare")(_prepare.prepare)
-app.command("sft")(_fit.sft)
-app.command("fit")(_fit.fit)
-app.command("eval")(_eval.eval_command)
-app.command("tag")(_tag.tag)
-app.command("report")(_report.report)
-app.command("demo")(_demo.demo)
+app.command("prepare")(one_line(_prepare.prepare))
+app.command("sft")(one_line(_fit.sft))
+app.command("fit")(one_line(_fit.fit))
+app.command("eval")(one_line(_eval.eval_command))
+app.command("tag")(one_line(_tag.tag))
+app.command("report")(one_line(_report.report))
+app.command("demo")(one_line(_demo.demo))
 
 
 def main() -> None:  # pragma: no cover - console entry

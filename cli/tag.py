@@ -66,12 +66,9 @@ def tag(
 
     if tokenizer is None:
         return
-    from restlit.models import ModelNotFound, load_tokenizer
+    from restlit.models import load_tokenizer
 
-    try:
-        tok = load_tokenizer(tokenizer)
-    except ModelNotFound as exc:
-        fail(str(exc))
+    tok = load_tokenizer(tokenizer)  # a ModelNotFound is one line (cli/main.py)
     enc = tok(text, return_offsets_mapping=True, add_special_tokens=False)
     offsets = enc["offset_mapping"]
     regions = token_regions(text, offsets, spans)

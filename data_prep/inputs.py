@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from restlit.errors import UserError
+
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 _CHUNK = 1 << 20
@@ -35,7 +37,7 @@ MAX_REJECT_CHARS = 10_000
 _TOO_DEEP = "nested deeper than the JSON decoder allows"
 
 
-class InputError(Exception):
+class InputError(UserError):
     """A whole input file is unusable; the message is one line and names the file."""
 
 

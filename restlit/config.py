@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from restlit.errors import UserError
 from restlit.objective import LossConfig, WeightConfig
 from restlit.rewards import Ramp, RewardConfig
 from restlit.rollout.base import SamplingConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config key or value the user must fix; the message is one line."""
 
 
@@ -164,10 +165,12 @@ class OptimConfig:
 class TrainerConfig:
     """Lightning Trainer arguments and the shape of a step: ``prompts_per_step`` prompts (per
     rank), each with ``rollout.n`` completions; the update runs one prompt group per micro-batch
-    (its prompt is encoded once and shared by its completions)."""
+    (its prompt is encoded once and shared by its completions). ``num_nodes`` machines with
+    ``devices`` ranks each make ``num_nodes x devices`` ranks (launch: README, "Scaling out")."""
 
     accelerator: str = "cpu"
     devices: int | str = 1
+    num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
     max_steps: int = 100
@@ -179,12 +182,38 @@ class TrainerConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Weights & Biases (``pip install 'restlit[wandb]'``): ``mode: offline`` needs no network
+    (``wandb sync`` uploads later), ``online`` logs live, ``disabled`` turns it into a no-op."""
+
+    enabled: bool = False
+    project: str = "restlit"
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: Literal["offline", "online", "disabled"] = "offline"
+
+
+@dataclass
+class MlflowConfig:
+    """MLflow (``pip install 'restlit[mlflow]'``): a local file store in ``OUTPUT_DIR/mlruns``
+    unless ``tracking_uri`` names a server."""
+
+    enabled: bool = False
+    experiment: str = "restlit"
+    run_name: str | None = None
+    tracking_uri: str | None = None
+
+
+@dataclass
 class LoggingConfig:
-    """Loggers: Lightning's CSV logger always; TensorBoard when installed and enabled."""
+    """Loggers (:mod:`restlit.loggers`): CSV (``metrics.csv``), TensorBoard when installed, and
+    the opt-in ``wandb`` and ``mlflow``."""
 
     csv: bool = True
     tensorboard: bool = True
     progress_bar: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
 @dataclass
@@ -338,6 +367,34 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+# (key, test, allowed range) checked after building; the message names the key and the range.
+_RANGES: list[tuple[str, Any, str]] = [
+    ("optim.lr", lambda v: v > 0, "> 0"),
+    ("rollout.n", lambda v: v >= 1, ">= 1"),
+    ("rollout.temperature", lambda v: v >= 0, ">= 0 (0 samples greedily)"),
+    ("rollout.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("rollout.max_new_tokens", lambda v: v >= 1, ">= 1"),
+    ("trainer.prompts_per_step", lambda v: v >= 1, ">= 1"),
+    ("trainer.max_steps", lambda v: v >= 1, ">= 1"),
+    ("trainer.num_nodes", lambda v: v >= 1, ">= 1"),
+    ("sft.batch_size", lambda v: v >= 1, ">= 1"),
+]
+
+
+def check_ranges(config: RunConfig) -> RunConfig:
+    """A ConfigError naming the first key outside its allowed range (see ``_RANGES``)."""
+    for key, ok, allowed in _RANGES:
+        value: Any = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not ok(value):
+            raise ConfigError(f"{key}: must be {allowed}, got {value}")
+    if config.rollout.n == 1:
+        raise ConfigError("rollout.n: must be >= 2: GRPO's advantage is a completion's reward minus its "
+                          "group's mean, so with one completion per prompt every advantage is 0")
+    return config
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read a YAML config (or start from the defaults), apply ``KEY=VALUE`` overrides, validate."""
     import yaml
@@ -346,13 +403,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text())
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark else ""
             raise ConfigError(f"{path}: not valid YAML{where}") from None
+        if data is None:
+            raise ConfigError(f"{path}: the config is empty; start from one in configs/")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     for item in overrides:
@@ -363,7 +422,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {k} is not a section")
         node[keys[-1]] = value
-    return _build(RunConfig, data)
+    return check_ranges(_build(RunConfig, data))
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
@@ -380,6 +439,7 @@ __all__ = [
     "DataConfig",
     "LoggingConfig",
     "LossConfig",
+    "MlflowConfig",
     "ModelConfig",
     "ObjectiveConfig",
     "OptimConfig",
@@ -389,6 +449,7 @@ __all__ = [
     "RunConfig",
     "SFTConfig",
     "TrainerConfig",
+    "WandbConfig",
     "WeightConfig",
     "load_config",
     "save_config",

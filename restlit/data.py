@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from restlit.config import DataConfig
+from restlit.errors import UserError
 from restlit.tokens import prompt_ids
 
 
@@ -39,7 +40,7 @@ class PromptItem:
     target_text: str
 
 
-class DataError(Exception):
+class DataError(UserError):
     """The data section points at something unusable; the message is one line."""
 
 
@@ -106,6 +107,9 @@ class ToolUseDataModule(L.LightningDataModule):
 
     def __init__(self, config: DataConfig, tokenizer: Any, prompts_per_step: int = 4):
         super().__init__()
+        # Raw data is prepared once, by global rank 0, into data.cache_dir (which every node must
+        # see: a shared filesystem); the other ranks wait at Lightning's barrier, then read it.
+        self.prepare_data_per_node = False
         self.config = config
         self.tokenizer = tokenizer
         self.prompts_per_step = prompts_per_step
@@ -122,7 +126,8 @@ class ToolUseDataModule(L.LightningDataModule):
         return self._directory
 
     def prepare_data(self) -> None:
-        """Run ``restlit prepare`` on ``data.raw`` once (rank 0 only, as Lightning calls it)."""
+        """Run ``restlit prepare`` on ``data.raw`` once (global rank 0 only, as Lightning calls it
+        with ``prepare_data_per_node = False``)."""
         if self.config.prepared:
             return
         out = self.directory

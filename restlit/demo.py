@@ -44,10 +44,27 @@ def evaluate(model: str, data_dir: Path, out_dir: Path, *, heldout_limit: int, b
     return result["summary"]
 
 
+# What a demo writes into its output_dir besides the fit run itself.
+DEMO_FILES = ("data", "base", "eval", "sft", "demo.json")
+
+
 def run_demo(config: RunConfig, *, heldout_limit: int = 8, bfcl_category: str = "simple_python",
-             bfcl_limit: int = 8, eval_tokens: int = 128) -> Path:
+             bfcl_limit: int = 8, eval_tokens: int = 128, overwrite: bool = False) -> Path:
     """Run every stage into ``config.output_dir``; returns the report's path. ``OUT/demo.json``
-    keeps each stage's seconds and the three models' scores."""
+    keeps each stage's seconds and the three models' scores. An output_dir that holds an earlier
+    demo (or run) refuses unless ``overwrite``, which removes what the earlier demo wrote."""
+    from restlit import outputs
+    from restlit.train import RUN_FILES
+
+    with outputs.lock(config.output_dir):
+        outputs.remove(outputs.existing(config.output_dir, (*RUN_FILES, *DEMO_FILES), overwrite=overwrite,
+                                        what="a run", hint="use another output_dir or --overwrite"))
+        return _run_demo(config, heldout_limit=heldout_limit, bfcl_category=bfcl_category, bfcl_limit=bfcl_limit,
+                         eval_tokens=eval_tokens)
+
+
+def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl_limit: int,
+              eval_tokens: int) -> Path:
     from rich.console import Console
     from rich.table import Table
 

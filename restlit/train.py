@@ -8,10 +8,12 @@ and tokenizer, ``save_pretrained``, loadable with ``model.path: RUN/final``).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import importlib.util
 import os
+import pickle
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +21,35 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from restlit.config import RunConfig, save_config
+from restlit.config import RunConfig, load_config, save_config, to_dict
+from restlit.errors import UserError
+from restlit.loggers import build_loggers
 from restlit.models import load_policy, load_tokenizer
+from restlit.outputs import OutputError, existing, is_rank_zero, lock, reason, remove, replace_dir
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Streams each checkpoint into a temporary file beside its target and renames it into place:
     a run killed while saving never leaves a truncated checkpoint behind. Lightning's own writer
     serialises the whole checkpoint into memory first (weights + optimizer state, then a copy of
-    those bytes), which doubled a small model's peak memory; this one never holds it twice."""
+    those bytes), which doubled a small model's peak memory; this one never holds it twice.
+    A write that fails (full disk, unwritable directory) removes its temporary file, keeps the
+    previous checkpoint and ends the run with an :class:`~restlit.outputs.OutputError` naming the path."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError("storage_options is not supported by restlit's checkpoint writer")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+            raise OutputError(f"cannot write checkpoint {path}: {reason(exc)} (earlier checkpoints are kept)") from None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -76,18 +85,6 @@ def build_tokenizer_and_policy(config: RunConfig) -> tuple[Any, Any]:
     return tokenizer, policy
 
 
-def _loggers(config: RunConfig, run_dir: Path) -> list[Any]:
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    loggers: list[Any] = []
-    if config.logging.csv:
-        loggers.append(CSVLogger(run_dir, name="", version=""))
-    has_tb = any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX"))
-    if config.logging.tensorboard and has_tb:
-        loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
-    return loggers
-
-
 def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoints: bool = True,
                  gradient_clip_val: float | None = None) -> L.Trainer:
     """A Lightning Trainer with the config's hardware settings, loggers, progress bar, and (with
@@ -103,9 +100,9 @@ def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoint
     if config.logging.progress_bar:
         callbacks.append(RichProgressBar())
     return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=t.precision,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         max_steps=max_steps, max_epochs=-1, log_every_n_steps=t.log_every_n_steps,
-        logger=_loggers(config, run_dir) or False, callbacks=callbacks,
+        logger=build_loggers(config, run_dir) or False, callbacks=callbacks,
         enable_checkpointing=checkpoints, enable_progress_bar=config.logging.progress_bar,
         use_distributed_sampler=False, num_sanity_val_steps=0,
         val_check_interval=t.val_every or None, limit_val_batches=1.0 if t.val_every else 0,
@@ -118,65 +115,161 @@ def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path)
     """Save the trained policy and its tokenizer to ``RUN/final`` with ``save_pretrained``.
 
     The weights come from ``strategy.lightning_module_state_dict()``, which every rank calls (under
-    FSDP it gathers the full parameters); rank 0 writes."""
+    FSDP it gathers the full parameters); rank 0 writes, into a temporary directory that replaces
+    ``final/`` only once complete (a failed export names the path and leaves no temporary files)."""
     state = trainer.strategy.lightning_module_state_dict()
     out = run_dir / "final"
-    if trainer.is_global_zero:
-        prefix = "policy."
-        policy_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        module.policy.save_pretrained(out, state_dict=policy_state)
-        tokenizer.save_pretrained(out)
-    trainer.strategy.barrier()
+    try:
+        if trainer.is_global_zero:
+            prefix = "policy."
+            policy_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+            def write(tmp: Path) -> None:
+                module.policy.save_pretrained(tmp, state_dict=policy_state)
+                tokenizer.save_pretrained(tmp)
+
+            replace_dir(out, write)
+    finally:
+        trainer.strategy.barrier()
     return out
 
 
-def fit(config: RunConfig, *, resume: bool = False, reward_fn: Any = None) -> Path:
+# What a run directory holds once a fit or sft has written it; --overwrite removes exactly these.
+RUN_FILES = ("config.yaml", "metrics.csv", "hparams.yaml", "checkpoints", "final", "curriculum", "tensorboard",
+             "wandb", "mlruns", "report")
+# Keys a --resume may change: how long to train and how to log; anything else would make the
+# resumed run a different experiment than its checkpoint's.
+RESUME_MAY_CHANGE = ("trainer.max_steps", "trainer.log_every_n_steps", "trainer.checkpoint_every", "logging.",
+                     "output_dir", "data.cache_dir")
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def changed_keys(saved: RunConfig, config: RunConfig) -> list[str]:
+    """The dotted keys in which ``config`` differs from ``saved``, except :data:`RESUME_MAY_CHANGE`."""
+    a, b = _flat(to_dict(saved)), _flat(to_dict(config))
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return [k for k in keys if not any(k == s or (s.endswith(".") and k.startswith(s)) for s in RESUME_MAY_CHANGE)]
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a Lightning checkpoint was saved at (memory-mapped: the weights stay on
+    disk); one line when the file is truncated or not a checkpoint."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        return int(ckpt["global_step"])
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:  # torch reports a truncated zip as RuntimeError, a foreign file as pickle errors
+        raise OutputError(f"{path} cannot be read ({reason(exc)}): it is truncated or not a checkpoint; "
+                          f"copy an earlier checkpoints/step=N.ckpt over it to resume from there") from None
+
+
+def check_resume(config: RunConfig, run_dir: Path) -> int:
+    """What ``fit --resume`` needs before anything is touched: a readable ``last.ckpt``, the same
+    config as the saved ``config.yaml`` (but :data:`RESUME_MAY_CHANGE`), and steps left to train.
+    Returns the checkpoint's step."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise OutputError(f"--resume: no checkpoint at {last}")
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        changed = changed_keys(load_config(saved), config)
+        if changed:
+            raise OutputError(f"--resume: the config differs from {saved} in {', '.join(changed)}; "
+                              f"resume with the saved values, or start a new run in another output_dir")
+    step = checkpoint_step(last)
+    if step >= config.trainer.max_steps:
+        raise OutputError(f"{run_dir} already finished at step {step} (trainer.max_steps {config.trainer.max_steps}); "
+                          f"raise trainer.max_steps to train further")
+    return step
+
+
+def _claim(config: RunConfig, run_dir: Path, *, resume: bool, overwrite: bool) -> tuple[int, list[Path]]:
+    """Checks before a run loads anything: resume (see :func:`check_resume`) or a fresh run
+    directory (an earlier run there refuses without ``overwrite``). Returns the step to start from
+    and what ``--overwrite`` will remove once the run is ready (only on rank 0)."""
+    if resume:
+        return check_resume(config, run_dir), []
+    return 0, existing(run_dir, RUN_FILES, overwrite=overwrite) if is_rank_zero() else []
+
+
+def _start(run_dir: Path, config: RunConfig, start: int, old: list[Path]) -> None:
+    """On rank 0, just before training: remove the replaced run, keep the metrics rows the
+    checkpoint holds, write config.yaml."""
+    from restlit.loggers import keep_rows_before
+
+    remove(old)
+    if start:
+        missing = keep_rows_before(run_dir, start)
+        if missing:
+            warnings.warn(f"{run_dir / 'metrics.csv'} has no row for step(s) {missing} "
+                          f"(the run was stopped before they were written)", stacklevel=2)
+    save_config(config, run_dir / "config.yaml")
+
+
+def fit(config: RunConfig, *, resume: bool = False, overwrite: bool = False, reward_fn: Any = None) -> Path:
     """Run ResT training as configured; returns the run directory. ``reward_fn`` replaces
-    ToolRL's reward (see :class:`restlit.module.RestModule`)."""
+    ToolRL's reward (see :class:`restlit.module.RestModule`). An ``output_dir`` that already holds
+    a run needs ``resume`` (continue from ``checkpoints/last.ckpt``) or ``overwrite`` (replace it);
+    see the README's "Runs and outputs"."""
     from restlit.data import ToolUseDataModule
     from restlit.module import RestModule
 
     release_large_frees()
 
     run_dir = Path(config.output_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if resume and not last.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {last}")
-    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    tokenizer, policy = build_tokenizer_and_policy(config)
-    reference = None
-    if config.objective.loss.kl_coef > 0:
-        _, reference = build_tokenizer_and_policy(config)
-    module = RestModule(config, policy, tokenizer, reference, reward_fn=reward_fn)
-    data = ToolUseDataModule(config.data, tokenizer, config.trainer.prompts_per_step)
-    trainer = make_trainer(config, run_dir, max_steps=config.trainer.max_steps)
-    if trainer.is_global_zero:
-        save_config(config, run_dir / "config.yaml")
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
-    export_final(trainer, module, tokenizer, run_dir)
+    with lock(run_dir) if is_rank_zero() else contextlib.nullcontext():
+        start, old = _claim(config, run_dir, resume=resume, overwrite=overwrite)
+        L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+        tokenizer, policy = build_tokenizer_and_policy(config)
+        reference = None
+        if config.objective.loss.kl_coef > 0:
+            _, reference = build_tokenizer_and_policy(config)
+        module = RestModule(config, policy, tokenizer, reference, reward_fn=reward_fn)
+        data = ToolUseDataModule(config.data, tokenizer, config.trainer.prompts_per_step)
+        trainer = make_trainer(config, run_dir, max_steps=config.trainer.max_steps)
+        if trainer.is_global_zero and is_rank_zero():
+            _start(run_dir, config, start, old)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+        except RuntimeError as exc:
+            if resume and "state_dict" in str(exc):
+                raise UserError(f"--resume: {last} does not fit this model ({reason(exc)})") from None
+            raise
+        export_final(trainer, module, tokenizer, run_dir)
     return run_dir
 
 
-def sft(config: RunConfig) -> Path:
+def sft(config: RunConfig, *, overwrite: bool = False) -> Path:
     """Supervised warm start as configured (``sft`` section); the run directory is
-    ``output_dir/sft`` and the model lands in ``output_dir/sft/final``. Returns the run directory."""
+    ``output_dir/sft`` and the model lands in ``output_dir/sft/final``. Returns the run directory.
+    An earlier sft run there refuses without ``overwrite``."""
     from restlit.data import ToolUseDataModule
     from restlit.sft import SFTModule
 
     release_large_frees()
 
     run_dir = Path(config.output_dir) / "sft"
-    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    tokenizer, policy = build_tokenizer_and_policy(config)
-    module = SFTModule(config, policy, tokenizer)
-    data = ToolUseDataModule(config.data, tokenizer, config.sft.batch_size)
-    data.prepare_data()
-    data.setup("fit")
-    steps = config.sft.max_steps or max(1, config.sft.epochs * len(data.train_items) // config.sft.batch_size)
-    trainer = make_trainer(config, run_dir, max_steps=steps, checkpoints=False,
-                           gradient_clip_val=config.optim.grad_clip or None)
-    if trainer.is_global_zero:
-        save_config(config, run_dir / "config.yaml")
-    trainer.fit(module, datamodule=data)
-    export_final(trainer, module, tokenizer, run_dir)
+    with lock(run_dir) if is_rank_zero() else contextlib.nullcontext():
+        _, old = _claim(config, run_dir, resume=False, overwrite=overwrite)
+        L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+        tokenizer, policy = build_tokenizer_and_policy(config)
+        module = SFTModule(config, policy, tokenizer)
+        data = ToolUseDataModule(config.data, tokenizer, config.sft.batch_size)
+        data.prepare_data()
+        data.setup("fit")
+        steps = config.sft.max_steps or max(1, config.sft.epochs * len(data.train_items) // config.sft.batch_size)
+        trainer = make_trainer(config, run_dir, max_steps=steps, checkpoints=False,
+                               gradient_clip_val=config.optim.grad_clip or None)
+        if trainer.is_global_zero and is_rank_zero():
+            _start(run_dir, config, 0, old)
+        trainer.fit(module, datamodule=data)
+        export_final(trainer, module, tokenizer, run_dir)
     return run_dir

@@ -243,7 +243,7 @@ def tiny_run(tmp_path_factory) -> Path:
     """Two steps of the tiny config with a reward that varies per completion (so the policy is
     updated and weights, token shares and train/* are logged) and one validation pass."""
     from restlit.train import fit
-    from tests.test_train import even_token_reward
+    from tests.training import even_token_reward
 
     tmp = tmp_path_factory.mktemp("report_tiny")
     cfg = load_config(

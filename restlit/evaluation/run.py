@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from restlit.errors import UserError
 from restlit.evaluation import bfcl, heldout
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 HELDOUT = "heldout"
 
 
-class EvalError(Exception):
+class EvalError(UserError):
     """A user mistake (unknown suite, missing file, bad predictions line); one line."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from restlit.errors import UserError
 from restlit.regions import Region
 
 REGIONS: tuple[str, ...] = tuple(r.name for r in Region)
@@ -27,7 +28,7 @@ PRIOR_PREFIX = "curriculum/prior/"
 DEFAULT_LAST_N = 10
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """A run directory that cannot be reported on (missing or unreadable logs); one line."""
 
 

@@ -63,10 +63,15 @@ from typing import Any
 
 import torch
 
+from restlit.errors import UserError
 from restlit.rollout.base import Completion, SamplingConfig, eos_ids
 
 # vLLM's CPU attention kernels exist for these head sizes only (vllm.v1.attention.backends.cpu_attn).
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+class VLLMUnsupported(UserError, ValueError):
+    """A model vLLM cannot run here (e.g. a head size without a CPU kernel); one line for the user."""
 
 
 class VLLMEngine:
@@ -95,8 +100,8 @@ class VLLMEngine:
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         if current_platform.is_cpu() and head_dim not in CPU_HEAD_SIZES:
-            raise ValueError(f"vLLM's CPU attention supports head sizes {list(CPU_HEAD_SIZES)}; "
-                             f"this model's is {head_dim}")
+            raise VLLMUnsupported(f"rollout.engine: vllm: vLLM's CPU attention supports head sizes "
+                                  f"{list(CPU_HEAD_SIZES)}; this model's is {head_dim} (use rollout.engine: hf)")
         if dtype is None:
             dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
 

@@ -1,0 +1,168 @@
+"""Output directories that never lose a user's data: one writer at a time, no silent overwrite,
+replacements that are complete before the old output goes. Used by ``fit``, ``sft`` and ``demo``;
+any command that writes a directory can use the same four calls:
+
+- ``with lock(directory):`` -- at most one restlit process writes ``directory``: the lock file
+  ``directory/.restlit.lock`` holds the PID and host of its writer; a second writer fails with one
+  line naming them; a lock left by a dead process on this host is taken over. Re-entrant within
+  one process (``demo`` locks its directory, then ``fit`` locks the same one).
+- ``existing(directory, entries, overwrite=...)`` -- the entries of a previous result found in
+  ``directory``; refuses (:class:`OutputError`) when there are some and ``overwrite`` is false.
+  Remove them with ``remove(...)`` once the new run is ready to write, so a run that fails to start
+  leaves the old one intact.
+- ``replace_dir(target, write)`` -- ``write(tmp)`` fills a temporary sibling, which then takes
+  ``target``'s place; a failed write leaves ``target`` as it was and no temporary directory.
+- ``is_rank_zero()`` -- whether this process is global rank 0 of a distributed launch (torchrun,
+  SLURM, Lightning's own launcher), read from the environment before any process group exists:
+  only rank 0 locks, checks and writes the run's shared files.
+
+Every failure is an :class:`OutputError` (a :class:`~restlit.errors.UserError`, one line naming the path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from restlit.errors import UserError
+
+LOCK_NAME = ".restlit.lock"
+_held: dict[Path, int] = {}  # directories this process has locked, with their nesting depth
+
+
+class OutputError(UserError, OSError):
+    """An output that cannot be written, or that would overwrite or share a run; one line."""
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of why an OS call failed (``No space left on device``)."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return (text.strip().splitlines() or [type(exc).__name__])[0]
+
+
+def is_rank_zero() -> bool:
+    """False in every process but global rank 0 of a distributed launch (``RANK`` from torchrun,
+    ``SLURM_PROCID`` from srun, ``LOCAL_RANK`` / ``NODE_RANK`` from Lightning's launcher)."""
+    return all(os.environ.get(k, "0") in ("", "0") for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"))
+
+
+def writable_dir(directory: str | Path) -> Path:
+    """``directory``, created if missing; one line when it cannot be."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".restlit-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{directory}: cannot write here: {reason(exc)}") from None
+    return directory
+
+
+def _holder(lock: Path) -> dict | None:
+    try:
+        return json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(holder: dict) -> bool:
+    if holder.get("host") != socket.gethostname():
+        return True  # another host's process cannot be checked from here
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    return True
+
+
+@contextmanager
+def lock(directory: str | Path) -> Iterator[Path]:
+    """Hold ``directory``'s lock file for the ``with`` block (see the module docstring)."""
+    directory = writable_dir(directory).resolve()
+    if directory in _held:
+        _held[directory] += 1
+        try:
+            yield directory
+        finally:
+            _held[directory] -= 1
+        return
+    path = directory / LOCK_NAME
+    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _holder(path)
+            if holder is not None and _alive(holder):
+                raise OutputError(
+                    f"{directory} is in use by process {holder.get('pid')} on {holder.get('host')} "
+                    f"(lock file {path}; delete it if that process is gone)") from None
+            path.unlink(missing_ok=True)  # stale: its writer is dead (or the file is unreadable)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(mine + "\n")
+        break
+    else:
+        raise OutputError(f"{path}: cannot take the lock (another process keeps taking it)")
+    _held[directory] = 1
+    try:
+        yield directory
+    finally:
+        del _held[directory]
+        if _holder(path) == json.loads(mine):
+            path.unlink(missing_ok=True)
+
+
+def existing(directory: str | Path, entries: Iterable[str], *, overwrite: bool, what: str = "a run",
+             hint: str = "use --resume, another output_dir, or --overwrite") -> list[Path]:
+    """The ``entries`` (names inside ``directory``) that already exist; an :class:`OutputError`
+    ``DIR already holds a run; use ...`` when there are any and ``overwrite`` is false."""
+    found = [Path(directory) / e for e in entries if (Path(directory) / e).exists()]
+    if found and not overwrite:
+        raise OutputError(f"{directory} already holds {what}; {hint}")
+    return found
+
+
+def remove(paths: Iterable[Path]) -> None:
+    """Delete files and directories (what :func:`existing` found, once ``--overwrite`` is given)."""
+    for p in paths:
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{p}: cannot remove the previous output: {reason(exc)}") from None
+
+
+def replace_dir(target: str | Path, write: Callable[[Path], object]) -> Path:
+    """Fill a temporary sibling of ``target`` with ``write(tmp)``, then put it in ``target``'s place
+    (the previous ``target``, if any, is removed only after the new one is complete)."""
+    target = Path(target)
+    parent = writable_dir(target.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    old = parent / f".{target.name}.old-{os.getpid()}"
+    try:
+        try:
+            write(tmp)
+        except OSError as exc:
+            raise OutputError(f"{target}: cannot write: {reason(exc)}") from None
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+__all__ = ["LOCK_NAME", "OutputError", "existing", "is_rank_zero", "lock", "reason", "remove", "replace_dir",
+           "writable_dir"]
