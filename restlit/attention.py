@@ -73,3 +73,55 @@ def packed_layout_from_kwargs(kwargs: dict[str, Any]) -> PackedGroup | None:
     """The layout passed down the forward by :func:`restlit.module.group_hidden`, if any."""
     layout = kwargs.get(PACKED_GROUP)
     return PackedGroup(*layout) if layout is not None else None
+
+
+# The keyword argument that carries a cascade cache (restlit.rollout.hf) to the attention calls.
+CASCADE = "restlit_cascade"
+
+
+def cascade_decode_attention(query: torch.Tensor, prompt_keys: torch.Tensor, prompt_values: torch.Tensor,
+                             prompt_bias: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                             scaling: float | None = None) -> torch.Tensor:
+    """One decoding step of ``B`` prompts x ``n`` completions against ONE copy of each prompt's
+    keys and values plus each completion's own, combined by log-sum-exp; ``[B n, 1, heads, D]`` out.
+
+    ``query`` is ``[B n, heads, 1, D]`` (rows grouped by prompt), ``prompt_keys`` / ``prompt_values``
+    ``[B, kv, P, D]`` (right-padded, ``prompt_bias`` ``[B, 1, 1, P]`` is 0 on real positions and
+    ``-inf`` on padding), ``keys`` / ``values`` ``[B n, kv, t, D]`` the completions' own positions.
+    With ``s`` the scores of a row against the prompt and ``u`` against its own positions,
+
+        m_a = max s,  l_a = sum exp(s - m_a),  o_a = sum exp(s - m_a) v      (and m_b, l_b, o_b for u)
+        out = (o_a e^(m_a - m) + o_b e^(m_b - m)) / (l_a e^(m_a - m) + l_b e^(m_b - m)),  m = max(m_a, m_b)
+
+    which is ``softmax([s, u]) [v_prompt; v_own]``, the attention over the concatenated cache.
+    The ``n`` completions of a prompt and the ``heads / kv`` query heads sharing a key/value head
+    are folded into the query axis of the prompt part, so each prompt's cache is read once per
+    step instead of ``n`` times, and no copy of it exists. Scores are accumulated in float32.
+    """
+    rows, heads, _, dim = query.shape
+    b, kv = prompt_keys.shape[:2]
+    n, r = rows // b, heads // kv
+    scale = scaling if scaling is not None else dim ** -0.5
+    q = query.float() * scale
+    # prompt part: [B, kv, n r, D] against [B, kv, P, D]
+    qp = q.reshape(b, n, kv, r, dim).permute(0, 2, 1, 3, 4).reshape(b, kv, n * r, dim)
+    s = qp @ prompt_keys.float().transpose(-1, -2) + prompt_bias
+    m_a = s.amax(-1, keepdim=True)
+    e = (s - m_a).exp()
+    l_a = e.sum(-1, keepdim=True)
+    o_a = e @ prompt_values.float()
+
+    def rows_layout(x: torch.Tensor) -> torch.Tensor:  # [B, kv, n r, k] -> [B n, kv, r, k]
+        return x.view(b, kv, n, r, x.shape[-1]).permute(0, 2, 1, 3, 4).reshape(rows, kv, r, x.shape[-1])
+
+    m_a, l_a, o_a = rows_layout(m_a), rows_layout(l_a), rows_layout(o_a)
+    # own part: [B n, kv, r, D] against [B n, kv, t, D]
+    u = q.reshape(rows, kv, r, dim) @ keys.float().transpose(-1, -2)
+    m_b = u.amax(-1, keepdim=True)
+    e = (u - m_b).exp()
+    l_b = e.sum(-1, keepdim=True)
+    o_b = e @ values.float()
+    m = torch.maximum(m_a, m_b)
+    a, c = (m_a - m).exp(), (m_b - m).exp()
+    out = (o_a * a + o_b * c) / (l_a * a + l_b * c)
+    return out.reshape(rows, heads, 1, dim).transpose(1, 2).to(query.dtype)
