@@ -184,9 +184,30 @@ def grouped_sdpa_forward(module: Any, query: Any, key: Any, value: Any, attentio
     ``softmax(q k^T * scaling + mask) v`` is computed for exactly the same pairs. Longer queries
     (prefill, the packed update, SFT) take transformers' own ``sdpa``: there the copy is small
     next to the attention, and folding was not faster. Without a mask, or without grouping,
-    transformers' ``sdpa`` uses ``enable_gqa`` itself."""
+    transformers' ``sdpa`` uses ``enable_gqa`` itself. The packed prompt group of the update
+    (:func:`restlit.module.group_hidden`) passes its layout and takes the block-sparse path of
+    :mod:`restlit.attention` instead of a dense mask; the rollout engine's decoding steps pass
+    their cascade cache (one copy of each prompt's keys, :mod:`restlit.rollout.hf`)."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from restlit.attention import (
+        CASCADE,
+        PACKED_GROUP,
+        cascade_decode_attention,
+        packed_group_attention,
+        packed_layout_from_kwargs,
+    )
+
+    layout = packed_layout_from_kwargs(kwargs)
+    if layout is not None:
+        kwargs.pop(PACKED_GROUP)
+        return packed_group_attention(query, key, value, layout, scaling=scaling, dropout=dropout).contiguous(), None
+    cascade = kwargs.pop(CASCADE, None)
+    if cascade is not None:
+        layer = cascade.layers[module.layer_idx]
+        return cascade_decode_attention(query, layer.prompt_keys, layer.prompt_values, layer.prompt_bias, key, value,
+                                        scaling=scaling).contiguous(), None
 
     batch, heads, q_len, dim = query.shape
     groups = heads // key.shape[1]

@@ -56,10 +56,12 @@ import lightning as L
 import torch
 
 from restlit import optim
+from restlit.attention import PACKED_GROUP, PackedGroup
 from restlit.config import RunConfig
 from restlit.curriculum import EntropyCurriculum
 from restlit.data import PromptItem
 from restlit.distributed import full_state_dict, reduce_sum
+from restlit.models import GROUPED_SDPA
 from restlit.objective import (
     grpo_advantages,
     logprobs_and_entropy_from_hidden,
@@ -104,6 +106,10 @@ def group_hidden(model: Any, prompt: torch.Tensor, tokens: torch.Tensor) -> torc
     forward (so gradient checkpointing and FSDP work as for any forward). Position ``j`` of the
     result is the state after ``prompt + tokens[:, :j]``: the prompt's last state for ``j = 0``.
     Right padding in ``tokens`` only ever precedes more padding, so it never reaches a real token.
+    On restlit's attention (``restlit.models.GROUPED_SDPA``, what ``restlit.models`` loads) the
+    layout goes down the forward and only the allowed blocks are computed (:mod:`restlit.attention`,
+    ``P^2/2 + G n (P + n)`` pairs instead of ``(P + G n)^2``); other attention implementations get
+    the dense block mask.
     """
     base = model.get_decoder()
     g, c = tokens.shape
@@ -112,6 +118,20 @@ def group_hidden(model: Any, prompt: torch.Tensor, tokens: torch.Tensor) -> torc
     device = tokens.device
     seq = torch.cat([prompt, tokens[:, :n].reshape(-1)])
     positions = torch.cat([torch.arange(p, device=device), torch.arange(p, p + n, device=device).repeat(g)])
+    if getattr(base.config, "_attn_implementation", None) == GROUPED_SDPA:
+        # restlit's attention computes only the allowed blocks (restlit.attention), no dense mask
+        hidden = base(input_ids=seq[None], position_ids=positions[None], use_cache=False,
+                      **{PACKED_GROUP: PackedGroup(p, g, n)}).last_hidden_state[0]
+    else:
+        hidden = base(input_ids=seq[None], attention_mask=_packed_mask(p, g, n, base, device),
+                      position_ids=positions[None], use_cache=False).last_hidden_state[0]
+    last = hidden[p - 1 : p].expand(g, 1, -1)
+    return torch.cat([last, hidden[p:].view(g, n, -1)], dim=1)
+
+
+def _packed_mask(p: int, g: int, n: int, base: Any, device: Any) -> torch.Tensor:
+    """The dense additive ``[1, 1, L, L]`` mask of a packed group, for attention implementations
+    other than restlit's (eager, flash attention)."""
     allowed = torch.zeros(p + g * n, p + g * n, dtype=torch.bool, device=device)
     allowed[:p, :p] = torch.ones(p, p, dtype=torch.bool, device=device).tril()
     allowed[p:, :p] = True
@@ -119,10 +139,7 @@ def group_hidden(model: Any, prompt: torch.Tensor, tokens: torch.Tensor) -> torc
         allowed[p:, p:] = torch.block_diag(*[torch.ones(n, n, dtype=torch.bool, device=device).tril()] * g)
     dtype = next(base.parameters()).dtype
     additive = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-    hidden = base(input_ids=seq[None], attention_mask=additive[None, None], position_ids=positions[None],
-                  use_cache=False).last_hidden_state[0]
-    last = hidden[p - 1 : p].expand(g, 1, -1)
-    return torch.cat([last, hidden[p:].view(g, n, -1)], dim=1)
+    return additive[None, None]
 
 
 class RestModule(L.LightningModule):

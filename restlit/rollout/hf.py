@@ -1,26 +1,29 @@
 """A rollout engine on transformers models, colocated with the policy being trained.
 
 Every prompt is shared by its ``n`` completions, and tool-use prompts (the tool list) are about ten
-times longer than the completions. So the engine prefills each prompt once, then repeats the KV
-cache ``n`` times and decodes the ``n`` completions together: the prefill costs ``B x P`` tokens
-instead of the ``B x n x P`` of ``generate(num_return_sequences=n)``.
+times longer than the completions. So the engine prefills each prompt once and decodes its ``n``
+completions together: the prefill costs ``B x P`` tokens instead of the ``B x n x P`` of
+``generate(num_return_sequences=n)``.
 
-The cache of each layer is one buffer allocated for the whole generation (prompt plus
-``max_new_tokens``, :class:`_PreallocatedLayer`), filled with the prompt's keys and values repeated
-``n`` times; each decoding step writes one position into it. (transformers' ``DynamicCache``
-concatenates, i.e. copies the whole cache at every step and every layer, and fragments the heap.)
-Grouped-query models attend through :func:`restlit.models.grouped_sdpa_forward`, which reads the
-shared key/value heads without repeating them.
+On restlit's attention (``restlit.models.GROUPED_SDPA``, what ``restlit.models`` loads) decoding
+is a *cascade*: each prompt is prefilled alone, at its own length (no left padding), and its keys
+and values are kept ONCE per layer (:class:`_CascadeLayer`); the completions' own positions go into
+a buffer preallocated for ``max_new_tokens``, and each step attends both parts and combines them
+by log-sum-exp (:func:`restlit.attention.cascade_decode_attention`), so a prompt's cache is read
+once per step, not ``n`` times, and never copied. Other attention implementations (eager, flash
+attention) and special cache layers (sliding windows) take the padded path: prompts left-padded
+into one batch, the cache repeated ``n`` times into one buffer allocated for the whole generation
+(:class:`_PreallocatedLayer`). (transformers' ``DynamicCache`` concatenates, i.e. copies the whole
+cache at every step and every layer, and fragments the heap.)
 
-Decoding is a plain loop over the model's forward: left-padded prompts
-with explicit position ids, temperature and nucleus (top-p) sampling, EOS and stop strings per
-sequence. Sampling is the Gumbel-max trick with one seeded ``torch.Generator`` per sequence
-(``argmax(z / T + g)`` with ``g ~ Gumbel`` draws exactly from ``softmax(z / T)``), so each
-sequence's randomness depends only on its prompt's seed, not on the batch it shares or the global
-RNG. The log-prob and entropy reported per token are those of the
-temperature-scaled distribution (before top-p truncation), the quantities the trainer computes;
-they come free with the logits, so the trainer gets the step's region entropies without another
-forward pass.
+Decoding is a plain loop over the model's forward with explicit position ids, temperature and
+nucleus (top-p) sampling, EOS and stop strings per sequence. Sampling is the Gumbel-max trick with
+one seeded ``torch.Generator`` per sequence (``argmax(z / T + g)`` with ``g ~ Gumbel`` draws exactly
+from ``softmax(z / T)``), so each sequence's randomness depends only on its prompt's seed, not on
+the batch it shares or the global RNG; both paths draw the same samples (tested). The log-prob and
+entropy reported per token are those of the temperature-scaled distribution (before top-p
+truncation), the quantities the trainer computes; they come free with the logits, so the trainer
+gets the step's region entropies without another forward pass.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from restlit.attention import CASCADE
+from restlit.models import GROUPED_SDPA
 from restlit.rollout.base import Completion, SamplingConfig, eos_ids
 
 
@@ -67,6 +72,37 @@ class _PreallocatedLayer(DynamicLayer):
         self._values[:, :, self.length : end] = value_states
         self._set_length(end)
         return self.keys, self.values
+
+
+class _CascadeLayer(DynamicLayer):
+    """One layer's cache for cascade decoding: each prompt's keys and values ONCE
+    (``prompt_keys`` / ``prompt_values`` ``[B, kv, P, D]``, right-padded, ``prompt_bias`` 0 or
+    ``-inf``), and the ``B x repeats`` completions' own positions in a buffer of ``capacity``.
+    ``update`` writes the new positions in place and returns views of the completions' part only;
+    :func:`restlit.attention.cascade_decode_attention` combines it with the prompt part. Built from
+    one prefilled ``DynamicLayer`` per prompt, each at its own length (no left padding)."""
+
+    def __init__(self, prefilled: Sequence[DynamicLayer], repeats: int, capacity: int):
+        super().__init__()
+        first = prefilled[0].keys
+        b, kv, dim = len(prefilled), first.shape[1], first.shape[-1]
+        width = max(layer.keys.shape[2] for layer in prefilled)
+        self.prompt_keys = first.new_zeros(b, kv, width, dim)
+        self.prompt_values = first.new_zeros(b, kv, width, prefilled[0].values.shape[-1])
+        self.prompt_bias = torch.zeros(b, 1, 1, width, dtype=torch.float32, device=first.device)
+        for i, layer in enumerate(prefilled):
+            length = layer.keys.shape[2]
+            self.prompt_keys[i, :, :length] = layer.keys[0]
+            self.prompt_values[i, :, :length] = layer.values[0]
+            self.prompt_bias[i, ..., length:] = float("-inf")
+        self._keys = first.new_empty(b * repeats, kv, capacity, dim)
+        self._values = first.new_empty(b * repeats, kv, capacity, self.prompt_values.shape[-1])
+        self.dtype, self.device = first.dtype, first.device
+        self.is_initialized = True
+        self._set_length(0)
+
+    _set_length = _PreallocatedLayer._set_length
+    update = _PreallocatedLayer.update
 
 
 class HFEngine:
@@ -117,24 +153,14 @@ class HFEngine:
         if any(len(p) == 0 for p in prompts):
             raise ValueError("empty prompt: every prompt needs at least one token")
         n, b = sampling.n, len(prompts)
-        width = max(len(p) for p in prompts)
-        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
-            mask[i, width - len(p) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
-        if all(type(layer) is DynamicLayer for layer in cache.layers):
-            cache.layers = [_PreallocatedLayer(layer, n, width + sampling.max_new_tokens) for layer in cache.layers]
-        elif n > 1:  # sliding-window or other special layers: transformers' own (copying) cache
-            cache.batch_repeat_interleave(n)
-        logits = out.logits[:, -1, :].float().repeat_interleave(n, 0)
-        mask = mask.repeat_interleave(n, 0)
-        position = positions[:, -1].repeat_interleave(n, 0)
+        cascade = None
+        if getattr(self.model.config, "_attn_implementation", None) == GROUPED_SDPA:
+            cascade = self._prefill_cascade(prompts, n, sampling.max_new_tokens, device)
+        if cascade is not None:
+            (cache, logits, position), mask, step_kwargs = cascade, None, {CASCADE: cascade[0]}
+        else:
+            cache, logits, position, mask = self._prefill_padded(prompts, n, sampling.max_new_tokens, device)
+            step_kwargs = {}
 
         rows = b * n
         eos = torch.as_tensor(self.eos_ids, device=device)
@@ -160,10 +186,11 @@ class HFEngine:
             done |= hit
             if bool(done.all()) or t + 1 == sampling.max_new_tokens:
                 break
-            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
             position = position + 1
             out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
-                             past_key_values=cache, use_cache=True)
+                             past_key_values=cache, use_cache=True, **step_kwargs)
             cache = out.past_key_values
             logits = out.logits[:, -1, :].float()
 
@@ -184,6 +211,45 @@ class HFEngine:
                 ))
             groups.append(group)
         return groups
+
+    def _prefill_cascade(self, prompts: Sequence[Sequence[int]], n: int, new_tokens: int, device: torch.device):
+        """Each prompt prefilled at its own length, its cache kept once for its ``n`` completions
+        (:class:`_CascadeLayer`). Returns the cache, the first logits and positions per row, or
+        None for a model whose cache has special (e.g. sliding-window) layers."""
+        caches, logits = [], []
+        for p in prompts:
+            ids = torch.as_tensor([list(p)], dtype=torch.long, device=device)
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            if not all(type(layer) is DynamicLayer for layer in out.past_key_values.layers):
+                return None
+            caches.append(out.past_key_values)
+            logits.append(out.logits[0, -1].float())
+        cache = caches[0]
+        cache.layers = [_CascadeLayer([c.layers[i] for c in caches], n, new_tokens)
+                        for i in range(len(cache.layers))]
+        position = torch.as_tensor([len(p) - 1 for p in prompts], device=device).repeat_interleave(n)
+        return cache, torch.stack(logits).repeat_interleave(n, 0), position
+
+    def _prefill_padded(self, prompts: Sequence[Sequence[int]], n: int, new_tokens: int, device: torch.device):
+        """The prompts left-padded into one batch (attention implementations other than restlit's),
+        the cache repeated ``n`` times into a preallocated buffer. Returns the cache, the first
+        logits, positions and the attention mask per row."""
+        b, width = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((b, width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+            mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        if all(type(layer) is DynamicLayer for layer in cache.layers):
+            cache.layers = [_PreallocatedLayer(layer, n, width + new_tokens) for layer in cache.layers]
+        elif n > 1:  # sliding-window or other special layers: transformers' own (copying) cache
+            cache.batch_repeat_interleave(n)
+        logits = out.logits[:, -1, :].float().repeat_interleave(n, 0)
+        return cache, logits, positions[:, -1].repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
 
     @staticmethod
     def _sample(logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch.Generator]):

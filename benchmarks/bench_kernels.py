@@ -1,0 +1,157 @@
+"""The two kernels of a ResT step on workload W, each old path vs new path side by side, against
+this machine's limits measured in the same run.
+
+W (as ``bench_step.py``): SmolLM2-135M-Instruct, float32, the first 4 prompts that restlit's data
+module serves from ``benchmarks/data/toolrl_240.json``, 4 completions per prompt, 128 new tokens.
+
+- **update attention**: one packed prompt group forward + backward with gradient checkpointing
+  (what the update runs per group), 4 groups of 4 completions x 128 tokens: the dense ``L x L``
+  block mask (transformers' ``sdpa``) vs restlit's block-sparse attention (``restlit.attention``).
+- **rollout**: ``HFEngine.generate`` of the 16 completions, same seeds (both paths draw the same
+  samples, tested in ``tests/test_attention.py``): prompts left-padded and the cache repeated per
+  completion (transformers' ``sdpa``) vs cascade decoding (restlit's attention). Decode ms per
+  step is the generation time less the prefill, over the decoding steps; its bound is the bytes a
+  step must read (every weight once, plus the keys and values as stored) over the measured memory
+  bandwidth.
+- **machine**: float32 matmul GFLOP/s (2048^3, best of 5) and memory bandwidth (a 256 MiB copy,
+  read + write, best of 5), at the same thread count.
+
+    python benchmarks/bench_kernels.py [--threads 2] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "quickstart-cpu.yaml"
+WORKLOAD_DATA = ROOT / "benchmarks" / "data" / "toolrl_240.json"
+
+
+def machine_limits(torch) -> tuple[float, float]:
+    """(fp32 matmul GFLOP/s, memory GB/s), best of 5 each."""
+    a = torch.randn(2048, 2048)
+    b = torch.randn(2048, 2048)
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    gflops = 2 * 2048**3 / best / 1e9
+    src = torch.empty(64 * 2**20)  # 256 MiB of float32
+    dst = torch.empty_like(src)
+    src.fill_(1.0)
+    best = min(_timed(lambda: dst.copy_(src)) for _ in range(5))
+    return gflops, 2 * src.numel() * 4 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def workload_prompts(count: int) -> tuple[object, object, list[list[int]]]:
+    from restlit.config import load_config
+    from restlit.data import ToolUseDataModule
+    from restlit.train import build_tokenizer_and_policy
+
+    config = load_config(CONFIG, [f"data.raw=[{WORKLOAD_DATA}]", f"trainer.prompts_per_step={count}",
+                                  "output_dir=/tmp/restlit-bench-kernels"])
+    tokenizer, policy = build_tokenizer_and_policy(config)
+    data = ToolUseDataModule(config.data, tokenizer, prompts_per_step=count)
+    data.prepare_data()
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    return tokenizer, policy, [list(item.prompt_ids) for item in batch]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from benchmarks._results import markdown_table, record
+    from restlit.models import GROUPED_SDPA
+    from restlit.module import group_hidden
+    from restlit.rollout.base import SamplingConfig
+    from restlit.rollout.hf import HFEngine
+
+    gflops, bandwidth = machine_limits(torch)
+    tokenizer, policy, prompts = workload_prompts(args.prompts)
+    gen = torch.Generator().manual_seed(0)
+    completions = [torch.randint(5, 40000, (args.generations, args.max_new_tokens), generator=gen) for _ in prompts]
+    variants = {"dense mask / padded cache (sdpa)": "sdpa", "block-sparse / cascade (restlit)": GROUPED_SDPA}
+
+    # update: packed group forward + backward, checkpointed, every group of the step
+    policy.train()
+    policy.gradient_checkpointing_enable()
+    update: dict[str, float] = {name: float("inf") for name in variants}
+    for _ in range(args.repeats):
+        for name, impl in variants.items():
+            policy.set_attn_implementation(impl)
+            start = time.perf_counter()
+            for prompt, tokens in zip(prompts, completions, strict=True):
+                hidden = group_hidden(policy, torch.as_tensor(prompt), tokens)
+                hidden.square().mean().backward()
+            update[name] = min(update[name], time.perf_counter() - start)
+            policy.zero_grad(set_to_none=True)
+    policy.gradient_checkpointing_disable()
+
+    # rollout: same seeds, same samples on both paths
+    policy.eval()
+    engine = HFEngine(policy, tokenizer, prompt_batch_size=args.prompts)
+    sampling = SamplingConfig(n=args.generations, max_new_tokens=args.max_new_tokens, temperature=1.0, seed=7)
+    one = SamplingConfig(n=args.generations, max_new_tokens=1, temperature=1.0, seed=7)
+    rollout: dict[str, tuple[float, float, int, int]] = {}
+    for _ in range(args.repeats):
+        for name, impl in variants.items():
+            policy.set_attn_implementation(impl)
+            prefill = _timed(lambda: engine.generate(prompts, one))
+            start = time.perf_counter()
+            groups = engine.generate(prompts, sampling)
+            total = time.perf_counter() - start
+            steps = max(len(c.token_ids) for g in groups for c in g)
+            tokens = sum(len(c.token_ids) for g in groups for c in g)
+            if name not in rollout or total < rollout[name][1]:
+                rollout[name] = (prefill, total, steps, tokens)
+
+    params = sum(p.numel() * p.element_size() for p in policy.parameters())
+    cfg = policy.config
+    kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 4
+    prompt_tokens = sum(len(p) for p in prompts)
+    rows = args.prompts * args.generations
+    mean_new = args.max_new_tokens / 2
+    kv_cascade = kv_per_token * (prompt_tokens + rows * mean_new)
+    kv_padded = kv_per_token * rows * (max(len(p) for p in prompts) + mean_new)
+    bound_ms = {name: 1e3 * (params + (kv_cascade if impl == GROUPED_SDPA else kv_padded)) / (bandwidth * 1e9)
+                for name, impl in variants.items()}
+
+    table = []
+    for name in variants:
+        prefill, total, steps, tokens = rollout[name]
+        decode_ms = 1e3 * (total - prefill) / max(steps - 1, 1)
+        table.append([name, f"{update[name]:.2f}", f"{prefill:.2f}", f"{total:.2f}", f"{tokens / total:.0f}",
+                      f"{decode_ms:.0f}", f"{bound_ms[name]:.0f}", f"{decode_ms / bound_ms[name]:.1f}x"])
+    old, new = (update[name] for name in variants)
+    (_, old_total, *_), (_, new_total, *_) = (rollout[name] for name in variants)
+    headers = ["path", "update: 4 group fwd+bwd s", "prefill s", "rollout s", "tokens/s", "decode ms/step",
+               "decode bound ms", "decode / bound"]
+    body = (markdown_table(headers, table) + "\n\n"
+            f"Machine, measured in this run at {args.threads} threads: fp32 matmul {gflops:.0f} GFLOP/s, memory "
+            f"{bandwidth:.1f} GB/s. Update attention path: {old / new:.2f}x faster; rollout: {old_total / new_total:.2f}x. "
+            f"W: {args.prompts} prompts ({prompt_tokens} prompt tokens) x {args.generations} completions x up to "
+            f"{args.max_new_tokens} tokens; the decode bound counts the weights ({params / 2**20:.0f} MiB) once per step "
+            f"plus the keys and values as each path stores them at the mean length ({mean_new:.0f} new tokens).")
+    print(body)
+    record("bench_kernels", "Update attention and rollout decoding: old vs new path (issue 17)", body,
+           f"python benchmarks/bench_kernels.py --threads {args.threads} --repeats {args.repeats}")
+
+
+if __name__ == "__main__":
+    main()
