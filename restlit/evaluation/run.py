@@ -306,8 +306,9 @@ def rollout_outputs(
 ) -> dict[str, dict[str, Any]]:
     """Run ``model`` greedily on every entry of the multi-turn ``suites`` (id -> ``{"turns",
     "stop"}``), one entry at a time through
-    :class:`restlit.evaluation.session.PrefixCacheGenerator` (the KV cache of each entry's
-    conversation is kept across its steps and turns when ``reuse``). ``max_context`` caps the
+    :class:`restlit.evaluation.session.PrefixCacheGenerator`: with ``reuse`` the KV cache is kept
+    across an entry's steps and turns, and into the next entry as far as its prompt starts the
+    same way (the system prompt's opening and any tools listed first). ``max_context`` caps the
     positions (default: the model's); an entry whose prompt outgrows it stops with
     ``context_overflow``."""
     from restlit.evaluation.session import PrefixCacheGenerator
@@ -318,7 +319,6 @@ def rollout_outputs(
     jobs = [(s, i) for s in suites if s.multi_turn for i in range(len(s.ids))]
     out: dict[str, dict[str, Any]] = {}
     for done, (suite, i) in enumerate(jobs, 1):
-        generator.reset()
         out[suite.ids[i]] = suite.rollout(i, generator)
         if progress is not None:
             progress(done, len(jobs))
