@@ -51,6 +51,18 @@ def test_categories_load_with_their_ground_truth(entries):
     assert positional > 0
 
 
+def test_constants_are_bfcls():
+    from bfcl_eval.constants import default_prompts
+    from bfcl_eval.constants import executable_backend_config as backend
+
+    assert mt.STEP_LIMIT == default_prompts.MAXIMUM_STEP_LIMIT
+    assert mt.MISSED_FUNCTION_PROMPT == default_prompts.DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC
+    for name, module in mt._MODULES.items():
+        assert backend.CLASS_FILE_PATH_MAPPING[name] == f"{mt._BACKEND}.{module}"
+        assert backend.MULTI_TURN_FUNC_DOC_FILE_MAPPING[name] == mt._DOCS[name]
+    assert set(backend.STATELESS_CLASSES) == mt._STATELESS
+
+
 def test_miss_func_adds_the_held_out_tools_at_their_turn(entries):
     e = by_id(entries, "multi_turn_miss_func_0")
     assert e.missed.keys() == {3} and [f["name"] for f in e.missed[3]] == ["sort"]
