@@ -1,6 +1,9 @@
-"""Scoring throughput of saved outputs (``restlit eval --predictions``), on one core.
+"""Scoring throughput of saved outputs (``restlit eval --predictions``), on one core; and, with
+``--multi-turn``, the time per BFCL ``multi_turn_base`` entry of the embedded model with and
+without prefix reuse.
 
     .venv/bin/python -m benchmarks.bench_eval
+    .venv/bin/python -m benchmarks.bench_eval --multi-turn [--entries 3] [--max-new-tokens 64]
 
 Inputs: all 3,475 items of BFCL's ten single-turn AST categories (bfcl-eval's data), each with
 (a) the canonical reference output built from its possible answers (nearly all pass), (b) the
@@ -9,10 +12,18 @@ call on an irrelevance item), so that the reason-building paths are timed too.
 Rows: items/s through ``bfcl.score_output`` (parse + AST check), and through the whole
 ``--predictions`` path (load the categories and the predictions file, score, write eval.json).
 Goal (issue 7): >= 5,000 items/s.
+
+Multi-turn (issue 16): the first ``--entries`` entries of ``multi_turn_base`` run greedily by the
+embedded SmolLM2-135M through :class:`restlit.evaluation.session.PrefixCacheGenerator`, once
+keeping the KV cache across the steps and turns of an entry (and into the next entry as far as
+its prompt starts the same way), as ``restlit eval`` runs, and once encoding every step's prompt
+from scratch; rows: seconds per entry, steps, prompt tokens encoded, and whether both gave the
+same outputs; times are this process's CPU seconds (and wall seconds). Goal: >= 3x from reuse.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -21,7 +32,7 @@ import time
 from pathlib import Path
 
 from benchmarks._results import markdown_table, record
-from restlit.evaluation import bfcl, run
+from restlit.evaluation import bfcl, multiturn, run
 from restlit.prompts import render_target
 from restlit.toolcalls import parse_tool_calls
 
@@ -99,5 +110,48 @@ def main() -> None:
            "python -m benchmarks.bench_eval")
 
 
+def multi_turn(entries: int, max_new_tokens: int) -> None:
+    from restlit.evaluation.session import PrefixCacheGenerator
+
+    tokenizer, policy = run.load_model("smollm2-135m")
+    items = multiturn.load_category("multi_turn_base", entries)
+    PrefixCacheGenerator(policy, tokenizer, max_new_tokens=2)(multiturn.initial_messages(items[0]))  # warm-up
+    seconds, outputs, rows = {}, {}, []
+    for reuse in (True, False):
+        generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, reuse=reuse)
+        t0, c0 = time.perf_counter(), time.process_time()
+        outs = []
+        for entry in items:
+            outs.append(multiturn.rollout(entry, generator))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        seconds[reuse], outputs[reuse] = cpu, outs
+        steps = sum(len(t) for o in outs for t in o["turns"])
+        rows.append(["kept across steps and turns" if reuse else "none (every step encoded from scratch)",
+                     len(items), steps, f"{generator.encoded:,}", f"{cpu / len(items):.1f}",
+                     f"{wall / len(items):.1f}"])
+    rows[0].append(f"{seconds[False] / seconds[True]:.1f}x")
+    rows[1].append("1.0x")
+    same = outputs[True] == outputs[False]
+    table = markdown_table(["prefix reuse", "entries", "steps", "prompt tokens encoded", "CPU s / entry",
+                            "wall s / entry", "speed-up (CPU)"],
+                           rows)
+    print(table)
+    print(f"same outputs with and without reuse: {same}")
+    record("bench_eval_multiturn", "BFCL multi-turn: time per multi_turn_base entry, embedded model",
+           f"The first {len(items)} entries of `multi_turn_base`, SmolLM2-135M (embedded), greedy, "
+           f"`max_new_tokens={max_new_tokens}`, one entry at a time, default torch threads; CPU seconds "
+           f"of this process (the machine is shared: wall seconds depend on the other jobs). Same outputs "
+           f"with and without reuse: {'yes' if same else 'no'}. Goal: >= 3x from reuse.\n\n{table}",
+           f"python -m benchmarks.bench_eval --multi-turn --entries {entries} --max-new-tokens {max_new_tokens}")
+
+
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--multi-turn", action="store_true", help="time multi-turn entries instead of scoring")
+    parser.add_argument("--entries", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    args = parser.parse_args()
+    if args.multi_turn:
+        multi_turn(args.entries, args.max_new_tokens)
+    else:
+        main()

@@ -11,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from restlit.evaluation import bfcl, heldout, run
+from restlit.evaluation import bfcl, heldout, multiturn, run
 from restlit.rewards import format_ok
+from restlit.stats import wilson_interval
 from tests.conftest import TOOLRL, data_file
 
 runner = CliRunner()
@@ -34,7 +35,7 @@ def write_jsonl(path: Path, rows) -> Path:
 def test_parse_suites():
     assert run.parse_suites(["bfcl:simple_python,multiple", "heldout"]) == [
         "bfcl:simple_python", "bfcl:multiple", "heldout"]
-    assert run.parse_suites(["bfcl:all", "multiple"]) == [f"bfcl:{c}" for c in bfcl.CATEGORIES]
+    assert run.parse_suites(["bfcl:all", "multiple"]) == [f"bfcl:{c}" for c in (*bfcl.CATEGORIES, *multiturn.CATEGORIES)]
     with pytest.raises(run.EvalError, match="unknown suite 'bfcl:java'"):
         run.parse_suites(["bfcl:java"])
     with pytest.raises(run.EvalError, match="unknown suite 'heldout2'"):
@@ -151,12 +152,16 @@ def test_predictions_end_to_end(tmp_path, prepared):
     assert "items had no prediction" in res.output and "matched no item" in res.output
     report = json.loads((tmp_path / "out" / "eval.json").read_text())
     summary = report["summary"]
-    assert summary["bfcl:simple_python"] == {"items": 4, "passed": 3, "accuracy": 0.75}
-    assert summary["bfcl:irrelevance"] == {"items": 4, "passed": 1, "accuracy": 0.25}
+    assert summary["bfcl:simple_python"] == {"items": 4, "passed": 3, "accuracy": 0.75,
+                                             "interval": wilson_interval(3, 4).to_dict()}
+    assert summary["bfcl:irrelevance"] == {"items": 4, "passed": 1, "accuracy": 0.25,
+                                           "interval": wilson_interval(1, 4).to_dict()}
     assert summary["heldout"]["items"] == 4 and summary["heldout"]["exact_match"] == 1.0
     assert summary["heldout"]["format_validity"] == 1.0
     assert summary["overall"] == {"items": 12, "passed": 8, "accuracy": pytest.approx(8 / 12),
+                                  "interval": wilson_interval(8, 12).to_dict(),
                                   "macro_accuracy": pytest.approx((0.75 + 0.25 + 1.0) / 3)}
+    assert report["groups"] == {}  # no BFCL group has all its categories here
     by_id = {r["id"]: r for r in report["items"]}
     assert by_id[simple[3].id]["reason"].startswith("wrong function name: expected")
     assert by_id[irr[1].id]["reason"].startswith("expected no call, got 1 call")

@@ -1,8 +1,11 @@
 """``restlit eval`` as a library: suites, outputs (saved predictions or greedy generation),
 per-item verdicts, summaries and ``eval.json``.
 
-Suites are named ``heldout`` (the validation split of a prepared dataset) and
-``bfcl:<category>``; :func:`parse_suites` expands ``bfcl:simple_python,multiple`` and ``bfcl:all``.
+Suites are named ``heldout`` (the validation split of a prepared dataset), ``bfcl:<category>``
+(BFCL's single-turn AST categories and its four executed multi-turn ones) and
+``apibank:<level>``; :func:`parse_suites` expands ``bfcl:simple_python,multiple``,
+``bfcl:multi_turn``, ``bfcl:all`` and ``apibank``. A single-turn item's output is one text; a
+multi-turn entry's is ``{"turns": [[step text, ...], ...], "stop": None | reason}``.
 """
 
 from __future__ import annotations
@@ -14,20 +17,35 @@ from pathlib import Path
 from typing import Any
 
 from restlit.errors import UserError
-from restlit.evaluation import bfcl, heldout
+from restlit.evaluation import apibank, bfcl, heldout, multiturn
+from restlit.stats import Interval, wilson_interval
 
 __all__ = [
+    "GROUPS",
     "EvalError",
     "Suite",
     "generate_outputs",
+    "groups",
+    "load_model",
     "load_predictions",
     "load_suite",
     "parse_suites",
+    "rollout_outputs",
     "score",
     "write_report",
 ]
 
 HELDOUT = "heldout"
+MULTI_TURN = "multi_turn"
+BFCL_ALL = (*bfcl.CATEGORIES, *multiturn.CATEGORIES)
+# BFCL's leaderboard groups: (name, categories, how they are averaged); "overall" is the
+# unweighted mean of the four groups (BFCL's own total also weighs in categories restlit has not)
+GROUPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("non-live AST", ("simple_python", "multiple", "parallel", "parallel_multiple"), "mean"),
+    ("live AST", ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple"), "pooled"),
+    ("multi-turn", multiturn.CATEGORIES, "mean"),
+    ("irrelevance", ("irrelevance", "live_irrelevance"), "mean"),
+)
 
 
 class EvalError(UserError):
@@ -38,43 +56,65 @@ class EvalError(UserError):
 class Suite:
     """One scored category: its items' ids, how to prompt and how to score them.
 
-    ``messages(i)`` are item ``i``'s chat messages; ``score(i, output)`` returns the per-item
-    record ``{"passed", "reason", ...}``; ``metrics()`` the suite's extra metrics over the items
-    scored so far.
+    ``messages(i)`` are item ``i``'s chat messages (single-turn suites); ``rollout(i, generate)``
+    runs the model on entry ``i`` (multi-turn suites, ``multi_turn`` True); ``score(i, output)``
+    returns the per-item record ``{"passed", "reason", ...}``; ``metrics()`` the suite's extra
+    metrics over the items scored so far.
     """
 
     name: str
     ids: list[str]
-    messages: Callable[[int], list[dict[str, str]]]
-    score: Callable[[int, str], dict[str, Any]]
+    messages: Callable[[int], list[dict[str, str]]] | None
+    score: Callable[[int, Any], dict[str, Any]]
     metrics: Callable[[], dict[str, Any]] = field(default=dict)
+    rollout: Callable[[int, Any], dict[str, Any]] | None = None
+
+    @property
+    def multi_turn(self) -> bool:
+        return self.rollout is not None
+
+
+def _expand(part: str, family: str) -> tuple[list[str], str]:
+    """The suite names of one ``--suite`` element, and the family (``bfcl`` / ``apibank``) that
+    bare names after it in the same value belong to."""
+    if part == HELDOUT:
+        return [HELDOUT], family
+    if part == "apibank":
+        return [f"apibank:{lv}" for lv in apibank.LEVELS], "apibank"
+    prefix, colon, name = part.partition(":")
+    if not colon:
+        prefix, name = family, part
+    if prefix == "apibank" and name in apibank.LEVELS:
+        return [f"apibank:{name}"], prefix
+    if prefix == "bfcl":
+        if name == "all" and colon:
+            return [f"bfcl:{c}" for c in BFCL_ALL], prefix
+        if name == MULTI_TURN:
+            return [f"bfcl:{c}" for c in multiturn.CATEGORIES], prefix
+        if name in BFCL_ALL:
+            return [f"bfcl:{name}"], prefix
+    raise EvalError(f"unknown suite {part!r}: expected heldout, bfcl:all, bfcl:multi_turn, bfcl:<category> "
+                    f"with a category among {', '.join(BFCL_ALL)}, or apibank[:level-1,level-2,level-3]")
 
 
 def parse_suites(specs: Sequence[str]) -> list[str]:
     """Expand ``--suite`` values into suite names, in order, without duplicates.
 
     Each value is a comma-separated list of ``heldout``, ``bfcl:<category>`` (the prefix may be
-    left out after the first: ``bfcl:simple_python,multiple``) and ``bfcl:all`` (every
-    category). EvalError for an unknown name or an empty list.
+    left out after the first: ``bfcl:simple_python,multiple``), ``bfcl:multi_turn`` (the four
+    multi-turn categories), ``bfcl:all`` (every category), ``apibank`` (the three levels) and
+    ``apibank:level-1,level-2``. EvalError for an unknown name or an empty list.
     """
     out: list[str] = []
     for spec in specs:
+        family = "bfcl"
         for part in (p.strip() for p in spec.split(",")):
             if not part:
                 continue
-            category = part.removeprefix("bfcl:")
-            if part == HELDOUT:
-                names = [HELDOUT]
-            elif part == "bfcl:all":
-                names = [f"bfcl:{c}" for c in bfcl.CATEGORIES]
-            elif category in bfcl.CATEGORIES:
-                names = [f"bfcl:{category}"]
-            else:
-                raise EvalError(f"unknown suite {part!r}: expected heldout, bfcl:all or bfcl:<category> "
-                                f"with a category among {', '.join(bfcl.CATEGORIES)}")
+            names, family = _expand(part, family)
             out.extend(n for n in names if n not in out)
     if not out:
-        raise EvalError("no suite given: use --suite heldout and/or --suite bfcl:<category>")
+        raise EvalError("no suite given: use --suite heldout, bfcl:<category> and/or apibank")
     return out
 
 
@@ -86,6 +126,31 @@ def _bfcl_suite(category: str, limit: int | None) -> Suite:
         return {"passed": v.passed, "reason": v.reason}
 
     return Suite(f"bfcl:{category}", [it.id for it in items], lambda i: bfcl.item_messages(items[i]), score)
+
+
+def _multi_turn_suite(category: str, limit: int | None) -> Suite:
+    entries = multiturn.load_category(category, limit)
+
+    def score(i: int, output: Any) -> dict[str, Any]:
+        if not isinstance(output, dict) or "turns" not in output:
+            return {"passed": False, "reason": "expected the steps of each turn ('turns'), got one output text",
+                    "failed_turn": None, "stop": None, "trajectory": []}
+        result = multiturn.score_trajectory(entries[i], output["turns"], output.get("stop"))
+        return {"passed": result["passed"], "reason": result["reason"], "failed_turn": result["failed_turn"],
+                "stop": output.get("stop"), "trajectory": result["trajectory"]}
+
+    return Suite(f"bfcl:{category}", [e.id for e in entries], None, score,
+                 rollout=lambda i, generate: multiturn.rollout(entries[i], generate))
+
+
+def _apibank_suite(level: str, limit: int | None, prompt: str) -> Suite:
+    items = apibank.load_level(level, limit)
+
+    def score(i: int, output: str) -> dict[str, Any]:
+        v = apibank.score_output(items[i], output)
+        return {"passed": v.passed, "reason": v.reason}
+
+    return Suite(f"apibank:{level}", [it.id for it in items], lambda i: apibank.messages(items[i], prompt), score)
 
 
 def _heldout_suite(data: str | Path | None, limit: int | None) -> Suite:
@@ -113,23 +178,38 @@ def _heldout_suite(data: str | Path | None, limit: int | None) -> Suite:
     return Suite(HELDOUT, [s.id for s in samples], lambda i: samples[i].messages(), score, metrics)
 
 
-def load_suite(name: str, *, data: str | Path | None = None, limit: int | None = None) -> Suite:
-    """Load one suite by name (see :func:`parse_suites`), its first ``limit`` items.
+def load_suite(name: str, *, data: str | Path | None = None, limit: int | None = None,
+               prompt: str = "native") -> Suite:
+    """Load one suite by name (see :func:`parse_suites`), its first ``limit`` items; ``prompt``
+    (``native`` or ``restlit``) is the system prompt of the API-Bank suites.
 
     EvalError for user mistakes: heldout without a usable ``data`` directory, bfcl-eval missing
-    (the message gives the install command).
+    (the message gives the install command), an unknown prompt.
     """
     if name == HELDOUT:
         return _heldout_suite(data, limit)
+    family, _, category = name.partition(":")
+    if prompt not in apibank.PROMPTS:
+        raise EvalError(f"unknown prompt {prompt!r}: expected one of {', '.join(apibank.PROMPTS)}")
     try:
-        return _bfcl_suite(name.split(":", 1)[1], limit)
+        if family == "apibank":
+            return _apibank_suite(category, limit, prompt)
+        if category in multiturn.CATEGORIES:
+            return _multi_turn_suite(category, limit)
+        return _bfcl_suite(category, limit)
     except (bfcl.BFCLUnavailable, ValueError) as exc:
         raise EvalError(str(exc)) from None
 
 
-def load_predictions(path: str | Path) -> dict[str, str]:
-    """Saved outputs: a JSON-lines file of ``{"id": str, "output": str}``; the last line wins for a
-    repeated id. EvalError naming the file and line for anything else."""
+def _steps(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in value)
+
+
+def load_predictions(path: str | Path) -> dict[str, Any]:
+    """Saved outputs: a JSON-lines file of ``{"id": str, "output": str}`` (single-turn items) or
+    ``{"id": str, "turns": [[step text, ...], ...]}`` (multi-turn entries: the raw outputs of each
+    turn's steps); the last line wins for a repeated id. EvalError naming the file and line for
+    anything else."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -137,7 +217,7 @@ def load_predictions(path: str | Path) -> dict[str, str]:
         raise EvalError(f"{path}: no such predictions file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise EvalError(f"{path}: cannot read: {exc}") from None
-    out: dict[str, str] = {}
+    out: dict[str, Any] = {}
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -145,34 +225,26 @@ def load_predictions(path: str | Path) -> dict[str, str]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise EvalError(f"{path}:{n}: not JSON ({exc.msg})") from None
-        if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("output"), str)):
+        if not (isinstance(row, dict) and isinstance(row.get("id"), str)):
             raise EvalError(f"{path}:{n}: expected an object with string fields 'id' and 'output'")
-        out[row["id"]] = row["output"]
+        if "turns" in row:
+            if not _steps(row["turns"]):
+                raise EvalError(f"{path}:{n}: 'turns' must be a list of lists of strings (each turn's step outputs)")
+            out[row["id"]] = {"turns": row["turns"], "stop": None}
+        elif isinstance(row.get("output"), str):
+            out[row["id"]] = row["output"]
+        else:
+            raise EvalError(f"{path}:{n}: expected an object with string fields 'id' and 'output'")
     return out
 
 
-def generate_outputs(
-    conversations: Sequence[list[dict[str, str]]],
-    model: str,
-    *,
-    batch_size: int = 8,
-    max_new_tokens: int = 512,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[str]:
-    """Greedy completions of ``conversations`` (chat messages) by ``model`` (a directory or the
-    alias ``smollm2-135m``), through :class:`restlit.rollout.hf.HFEngine`.
-
-    Prompts are rendered with the tokenizer's chat template and generated ``batch_size`` at a
-    time, shortest first (less padding); the outputs come back in input order. ``progress(done,
-    total)`` is called after each batch. EvalError when the model cannot be found.
-    """
+def load_model(model: str) -> tuple[Any, Any]:
+    """``(tokenizer, policy)`` of a model directory or alias, on the GPU when there is one;
+    EvalError when it cannot be found."""
     import torch
     from transformers.utils import logging as hf_logging
 
     from restlit.models import ModelNotFound, load_policy, load_tokenizer
-    from restlit.rollout.base import SamplingConfig
-    from restlit.rollout.hf import HFEngine
-    from restlit.tokens import prompt_ids
 
     # transformers' own "Loading weights" bar would interleave with the caller's progress bar
     bar_was_on = hf_logging.is_progress_bar_enabled()
@@ -185,7 +257,30 @@ def generate_outputs(
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
-    policy.to("cuda" if torch.cuda.is_available() else "cpu")
+    return tokenizer, policy.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def generate_outputs(
+    conversations: Sequence[list[dict[str, str]]],
+    model: str | tuple[Any, Any],
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 512,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """Greedy completions of ``conversations`` (chat messages) by ``model`` (a directory, the
+    alias ``smollm2-135m``, or a loaded ``(tokenizer, policy)``), through
+    :class:`restlit.rollout.hf.HFEngine`.
+
+    Prompts are rendered with the tokenizer's chat template and generated ``batch_size`` at a
+    time, shortest first (less padding); the outputs come back in input order. ``progress(done,
+    total)`` is called after each batch. EvalError when the model cannot be found.
+    """
+    from restlit.rollout.base import SamplingConfig
+    from restlit.rollout.hf import HFEngine
+    from restlit.tokens import prompt_ids
+
+    tokenizer, policy = load_model(model) if isinstance(model, str) else model
     engine = HFEngine(policy, tokenizer, prompt_batch_size=batch_size)
     sampling = SamplingConfig(n=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
     prompts = [prompt_ids(tokenizer, m) for m in conversations]
@@ -201,14 +296,92 @@ def generate_outputs(
     return outputs
 
 
-def score(suites: Sequence[Suite], outputs: dict[str, str]) -> dict[str, Any]:
-    """Score every item of ``suites`` with ``outputs`` (id -> text).
+def rollout_outputs(
+    suites: Sequence[Suite],
+    model: str | tuple[Any, Any],
+    *,
+    max_new_tokens: int = 512,
+    max_context: int | None = None,
+    reuse: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run ``model`` greedily on every entry of the multi-turn ``suites`` (id -> ``{"turns",
+    "stop"}``), one entry at a time through
+    :class:`restlit.evaluation.session.PrefixCacheGenerator`: with ``reuse`` the KV cache is kept
+    across an entry's steps and turns, and into the next entry as far as its prompt starts the
+    same way (the system prompt's opening and any tools listed first). ``max_context`` caps the
+    positions (default: the model's); an entry whose prompt outgrows it stops with
+    ``context_overflow``."""
+    from restlit.evaluation.session import PrefixCacheGenerator
+
+    tokenizer, policy = load_model(model) if isinstance(model, str) else model
+    generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, max_context=max_context,
+                                     reuse=reuse)
+    jobs = [(s, i) for s in suites if s.multi_turn for i in range(len(s.ids))]
+    out: dict[str, dict[str, Any]] = {}
+    for done, (suite, i) in enumerate(jobs, 1):
+        out[suite.ids[i]] = suite.rollout(i, generator)
+        if progress is not None:
+            progress(done, len(jobs))
+    return out
+
+
+def _interval(passed: int, items: int) -> dict[str, float | int]:
+    return wilson_interval(passed, items).to_dict()
+
+
+def groups(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """BFCL's leaderboard groups over the categories in ``summary`` (a group needs all of its
+    categories), plus ``overall`` (the unweighted mean of the four groups, when all are there) and
+    ``API-Bank`` (all items of the three levels, when all are there).
+
+    Each is ``{"items", "accuracy", "interval", "of"}``. A pooled group's interval is the Wilson
+    interval of its items; an unweighted mean's is the Wilson interval of that mean at the group's
+    item count (an approximation, exact when the categories have equal sizes).
+    """
+    def pooled(name: str, members: Sequence[str]) -> dict[str, Any]:
+        items = sum(summary[m]["items"] for m in members)
+        passed = sum(summary[m]["passed"] for m in members)
+        return {"items": items, "accuracy": passed / items if items else None, "interval": _interval(passed, items),
+                "of": list(members)}
+
+    def mean(members: Sequence[str], accuracies: Sequence[float], items: int) -> dict[str, Any]:
+        value = sum(accuracies) / len(accuracies)
+        w = wilson_interval(round(value * items), items)
+        return {"items": items, "accuracy": value,
+                "interval": Interval(value, min(w.low, value), max(w.high, value), items).to_dict(),
+                "of": list(members)}
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, categories, how in GROUPS:
+        members = [f"bfcl:{c}" for c in categories]
+        if not all(m in summary and summary[m]["items"] for m in members):
+            continue
+        if how == "pooled":
+            out[name] = pooled(name, members)
+        else:
+            out[name] = mean(members, [summary[m]["accuracy"] for m in members],
+                             sum(summary[m]["items"] for m in members))
+    if len(out) == len(GROUPS):
+        names = [g[0] for g in GROUPS]
+        out["overall"] = mean(names, [out[n]["accuracy"] for n in names], sum(out[n]["items"] for n in names))
+    levels = [f"apibank:{lv}" for lv in apibank.LEVELS]
+    if all(m in summary and summary[m]["items"] for m in levels):
+        out["API-Bank"] = pooled("API-Bank", levels)
+    return out
+
+
+def score(suites: Sequence[Suite], outputs: dict[str, Any]) -> dict[str, Any]:
+    """Score every item of ``suites`` with ``outputs`` (id -> text, or ``{"turns", "stop"}`` for a
+    multi-turn entry).
 
     An item without an output fails with reason "no prediction for this id". Returns
-    ``{"summary": {suite: {"items", "passed", "accuracy", ...metrics}, "overall": {...}},
-    "items": [{"suite", "id", "passed", "reason", "output", ...}], "missing": count}``;
-    ``overall`` has the micro ``accuracy`` over all items and the ``macro_accuracy`` over suites.
-    A suite's extra metrics (heldout's) cover the items that had an output.
+    ``{"summary": {suite: {"items", "passed", "accuracy", "interval", ...metrics}, "overall": {...}},
+    "groups": {...}, "items": [{"suite", "id", "passed", "reason", "output" | "trajectory", ...}],
+    "missing": count}``; ``overall`` has the micro ``accuracy`` over all items and the
+    ``macro_accuracy`` over suites, ``groups`` BFCL's leaderboard groups (:func:`groups`); every
+    ``interval`` is a 95% Wilson interval. A suite's extra metrics (heldout's) cover the items that
+    had an output. A multi-turn record keeps the executed trajectory instead of the output.
     """
     summary: dict[str, Any] = {}
     items: list[dict[str, Any]] = []
@@ -216,9 +389,13 @@ def score(suites: Sequence[Suite], outputs: dict[str, str]) -> dict[str, Any]:
     for suite in suites:
         records = []
         for i, item_id in enumerate(suite.ids):
-            if item_id in outputs:
-                rec = {"suite": suite.name, "id": item_id, **suite.score(i, outputs[item_id]),
-                       "output": outputs[item_id]}
+            if item_id in outputs and suite.multi_turn:
+                rec = {"suite": suite.name, "id": item_id, **suite.score(i, outputs[item_id])}
+            elif item_id in outputs:
+                output = outputs[item_id]
+                rec = ({"passed": False, "reason": "expected one output text, got the steps of turns"}
+                       if not isinstance(output, str) else suite.score(i, output))
+                rec = {"suite": suite.name, "id": item_id, **rec, "output": output}
             else:
                 missing += 1
                 rec = {"suite": suite.name, "id": item_id, "passed": False,
@@ -227,24 +404,28 @@ def score(suites: Sequence[Suite], outputs: dict[str, str]) -> dict[str, Any]:
         passed = sum(r["passed"] for r in records)
         summary[suite.name] = {"items": len(records), "passed": passed,
                                "accuracy": passed / len(records) if records else None,
-                               **suite.metrics()}
+                               "interval": _interval(passed, len(records)), **suite.metrics()}
         items.extend(records)
     total = sum(s["items"] for s in summary.values())
     passed = sum(s["passed"] for s in summary.values())
     accuracies = [s["accuracy"] for s in summary.values() if s["accuracy"] is not None]
+    leaderboard = groups(summary)
     summary["overall"] = {
         "items": total, "passed": passed, "accuracy": passed / total if total else None,
+        "interval": _interval(passed, total),
         "macro_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
     }
-    return {"summary": summary, "items": items, "missing": missing}
+    return {"summary": summary, "groups": leaderboard, "items": items, "missing": missing}
 
 
 def write_report(result: dict[str, Any], out_dir: str | Path, config: dict[str, Any]) -> Path:
-    """Write ``out_dir/eval.json`` (``config``, ``summary``, per-item ``items``); return its path."""
+    """Write ``out_dir/eval.json`` (``config``, ``summary``, ``groups``, per-item ``items``); return
+    its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "eval.json"
-    payload = {"config": config, "summary": result["summary"], "missing": result["missing"], "items": result["items"]}
+    payload = {"config": config, "summary": result["summary"], "groups": result.get("groups", {}),
+               "missing": result["missing"], "items": result["items"]}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
