@@ -114,13 +114,14 @@ class CurriculumConfig:
     """How training progress ``nu`` in [0, 1] advances (see :mod:`restlit.curriculum`).
 
     ``by: step`` sets ``nu = min(1, step / total_steps)`` (``total_steps`` 0: the trainer's
-    ``max_steps``). ``by: entropy`` advances ``nu`` only while the running mean entropy of the
+    ``max_steps``). ``by: none`` freezes ``nu`` at 0 (the priors stay at their start: the
+    ``entropy-no-curriculum`` ablation). ``by: entropy`` advances ``nu`` only while the running mean entropy of the
     structured regions (tool name, parameter names and values, format) has stabilised: the
     relative change of its exponential moving average (``ema`` decay) over a step is below
     ``tolerance``; each stable step adds ``1 / total_steps``. ``ema`` also smooths the region
     entropies that the weights use (0: use each step's own statistics)."""
 
-    by: Literal["step", "entropy"] = "step"
+    by: Literal["step", "entropy", "none"] = "step"
     total_steps: int = 0
     ema: float = 0.0
     tolerance: float = 0.05
@@ -190,6 +191,33 @@ class SFTConfig:
 
 
 @dataclass
+class AblationConfig:
+    """``restlit ablate`` (see :mod:`restlit.ablation`): ``arms`` maps an arm's name to its config
+    overrides (``KEY=VALUE``; empty: the five default arms), each arm runs ``seeds`` times
+    (``trainer.seed`` 0 .. seeds-1), and every ``eval_every`` steps (0: only at the end) the policy
+    is scored greedily on ``suites`` (``restlit eval`` names), the first ``eval_limit`` items of each,
+    at most ``eval_tokens`` new tokens."""
+
+    arms: dict[str, list[str]] = field(default_factory=dict)
+    seeds: int = 1
+    eval_every: int = 0
+    suites: list[str] = field(default_factory=lambda: ["heldout"])
+    eval_limit: int = 32
+    eval_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if self.eval_every < 0 or self.eval_limit < 1 or self.eval_tokens < 1:
+            raise ValueError("eval_every must be >= 0, eval_limit and eval_tokens >= 1")
+        for name, overrides in self.arms.items():
+            if not str(name) or ":" in str(name) or "/" in str(name):
+                raise ValueError(f"arm name {name!r}: must be non-empty, without ':' or '/'")
+            if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+                raise ValueError(f"arm {name!r}: expected a list of KEY=VALUE overrides")
+
+
+@dataclass
 class RunConfig:
     """A whole run. ``output_dir`` holds checkpoints, logs, the resolved config and ``final/``."""
 
@@ -202,6 +230,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
     output_dir: str = "runs/default"
 
 
@@ -366,6 +395,7 @@ def save_config(config: RunConfig, path: str | Path) -> None:
 
 
 __all__ = [
+    "AblationConfig",
     "ConfigError",
     "CurriculumConfig",
     "DataConfig",

@@ -11,6 +11,7 @@ Each step the module hands it the step's per-region entropy sums and counts
 3. after the optimizer step, advances ``nu``:
 
    - ``by: step``: ``nu = min(1, step / total_steps)``;
+   - ``by: none``: ``nu`` stays 0 (the priors are frozen at their start);
    - ``by: entropy``: ``nu`` grows by ``1 / total_steps`` only on steps where the structured
      regions' entropy has stabilised, i.e. the relative change of the running mean entropy over
      TOOL_NAME, PARAM_NAME, PARAM_VALUE and FORMAT tokens is below ``tolerance``. Training that is
@@ -74,7 +75,7 @@ class EntropyCurriculum(L.Callback):
         structured = self._structured_entropy(self.running)
         if self.config.by == "step":
             self.progress = min(1.0, self.steps / self.total_steps)
-        else:
+        elif self.config.by == "entropy":
             stable = (
                 self.last_structured is not None
                 and abs(structured - self.last_structured) <= self.config.tolerance * max(abs(self.last_structured), 1e-8)

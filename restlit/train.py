@@ -12,6 +12,7 @@ import ctypes
 import importlib.util
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +90,14 @@ def _loggers(config: RunConfig, run_dir: Path) -> list[Any]:
 
 
 def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoints: bool = True,
-                 gradient_clip_val: float | None = None) -> L.Trainer:
+                 gradient_clip_val: float | None = None, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """A Lightning Trainer with the config's hardware settings, loggers, progress bar, and (with
-    ``checkpoints``) atomic checkpoints every ``trainer.checkpoint_every`` steps plus ``last.ckpt``."""
+    ``checkpoints``) atomic checkpoints every ``trainer.checkpoint_every`` steps plus ``last.ckpt``;
+    ``callbacks`` are added (``restlit ablate`` scores the policy during training with one)."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
     t = config.trainer
-    callbacks: list[Any] = []
+    callbacks = list(callbacks)
     if checkpoints:
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="{step}",
                                          every_n_train_steps=max(1, t.checkpoint_every), save_top_k=-1,
@@ -130,9 +132,10 @@ def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path)
     return out
 
 
-def fit(config: RunConfig, *, resume: bool = False, reward_fn: Any = None) -> Path:
+def fit(config: RunConfig, *, resume: bool = False, reward_fn: Any = None,
+        callbacks: Sequence[L.Callback] = ()) -> Path:
     """Run ResT training as configured; returns the run directory. ``reward_fn`` replaces
-    ToolRL's reward (see :class:`restlit.module.RestModule`)."""
+    ToolRL's reward (see :class:`restlit.module.RestModule`); ``callbacks`` join the trainer's."""
     from restlit.data import ToolUseDataModule
     from restlit.module import RestModule
 
@@ -149,7 +152,7 @@ def fit(config: RunConfig, *, resume: bool = False, reward_fn: Any = None) -> Pa
         _, reference = build_tokenizer_and_policy(config)
     module = RestModule(config, policy, tokenizer, reference, reward_fn=reward_fn)
     data = ToolUseDataModule(config.data, tokenizer, config.trainer.prompts_per_step)
-    trainer = make_trainer(config, run_dir, max_steps=config.trainer.max_steps)
+    trainer = make_trainer(config, run_dir, max_steps=config.trainer.max_steps, callbacks=callbacks)
     if trainer.is_global_zero:
         save_config(config, run_dir / "config.yaml")
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
