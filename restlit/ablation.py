@@ -288,11 +288,12 @@ class PeriodicEval(L.Callback):
 
 
 def run_ablation(plan: Plan, *, keep_checkpoints: bool = True, reward_fn: Any = None,
-                 log: Callable[[str], None] = print) -> Path:
+                 log: Callable[[str], None] = print, after_arm: Callable[[Path], None] | None = None) -> Path:
     """Run every unfinished arm and seed of ``plan``, then write the summary; returns
     ``OUT/ablation.json``. Without ``keep_checkpoints`` a finished arm's ``checkpoints/`` (its
     restart state, optimizer included) are deleted; ``final/`` stays. ``reward_fn`` replaces
-    ToolRL's reward (tests)."""
+    ToolRL's reward (tests); ``after_arm(ablation_json)`` is called whenever an arm's seed has
+    finished and the summary has been rewritten."""
     from restlit.data import ToolUseDataModule
     from restlit.train import fit
 
@@ -344,7 +345,9 @@ def run_ablation(plan: Plan, *, keep_checkpoints: bool = True, reward_fn: Any = 
             (run_dir / "result.json").write_text(json.dumps(result) + "\n")
             if not keep_checkpoints:  # finished: result.json and final/ stay; only the restart state goes
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-            write_summary(plan)
+            path = write_summary(plan)
+            if after_arm is not None:
+                after_arm(path)
     return write_summary(plan)
 
 

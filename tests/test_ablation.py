@@ -9,7 +9,15 @@ import sys
 
 import pytest
 
-from restlit.ablation import DEFAULT_ARMS, item_scores, make_plan, markdown, parse_arm, run_ablation, summarize
+from restlit.ablation import (
+    DEFAULT_ARMS,
+    item_scores,
+    make_plan,
+    markdown,
+    parse_arm,
+    run_ablation,
+    summarize,
+)
 from restlit.config import ConfigError, load_config, to_dict
 from restlit.rewards import Reward, RewardBounds
 from tests.conftest import REPO
@@ -82,7 +90,7 @@ def test_ablate_two_arms_share_start_prompts_and_seeds_and_resume_skips(tmp_path
 
     summary = json.loads((out / "ablation.json").read_text())
     assert list(summary["arms"]) == ["grpo", "rest"] and summary["unfinished"] == []
-    for arm, row in summary["arms"].items():
+    for row in summary["arms"].values():
         assert list(row["curve"]) == ["0", "1", "2"]  # the start, then every step (eval_every 1)
         assert list(row["train_reward"]) == ["1", "2"]
         em = row["heldout/exact_match"]

@@ -104,7 +104,7 @@ def test_count_sketch_preserves_inner_products():
     sizes = [3000, 70, 5000]
     a = [torch.randn(s, generator=g) for s in sizes]
     b = [x + 0.5 * torch.randn(x.shape, generator=g) for x in a]
-    flat = lambda xs: torch.cat(xs).double()  # noqa: E731
+    flat = lambda xs: torch.cat(xs).double()
     exact = float(flat(a) @ flat(b))
     sketch = CountSketch(sizes, 1 << 14, seed=0)
     sa, sb = sketch(a), sketch(b)
