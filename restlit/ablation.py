@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,8 +259,9 @@ def _eval_record(step: int, result: dict[str, Any]) -> dict[str, Any]:
 
 class PeriodicEval(L.Callback):
     """Records the step's training reward (``train.jsonl``) and, every ``every`` steps and at
-    ``max_steps``, saves the policy into a temporary directory and scores it with ``evaluate_fn``
-    (``evals.jsonl``). Steps already recorded (a resumed run) are not done again."""
+    ``max_steps``, saves the full policy (gathered under FSDP) into ``RUN/.eval-model`` and scores
+    it with ``evaluate_fn`` on rank 0 (``evals.jsonl``). Steps already recorded (a resumed run)
+    are not done again."""
 
     def __init__(self, run_dir: Path, every: int, max_steps: int, evaluate_fn: Callable[[str, int], dict]):
         self.run_dir, self.every, self.max_steps, self.evaluate_fn = run_dir, every, max_steps, evaluate_fn
@@ -270,21 +270,25 @@ class PeriodicEval(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        from restlit.train import export_final
+
         step = trainer.global_step
-        if not trainer.is_global_zero:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        reward = trainer.callback_metrics.get("reward/total")
-        if reward is not None and step not in {r["step"] for r in _read_jsonl(self.train)}:
-            _append_jsonl(self.train, {"step": step, "reward": float(reward)})
         due = (self.every and step % self.every == 0) or step == self.max_steps
-        if not due or step in {r["step"] for r in _read_jsonl(self.evals)}:
+        done = {r["step"] for r in _read_jsonl(self.evals)}
+        if trainer.is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            reward = trainer.callback_metrics.get("reward/total")
+            if reward is not None and step not in {r["step"] for r in _read_jsonl(self.train)}:
+                _append_jsonl(self.train, {"step": step, "reward": float(reward)})
+        if not due or step in done:
             return
-        with tempfile.TemporaryDirectory(dir=self.run_dir, prefix=".eval-model-") as tmp:
-            pl_module.policy.save_pretrained(tmp)
-            pl_module.tokenizer.save_pretrained(tmp)
-            record = self.evaluate_fn(tmp, step)
-        _append_jsonl(self.evals, record)
+        # every rank takes part in gathering the weights (FSDP); rank 0 saves, scores and cleans up
+        model = self.run_dir / ".eval-model"
+        export_final(trainer, pl_module, pl_module.tokenizer, self.run_dir, out=model)
+        if trainer.is_global_zero:
+            _append_jsonl(self.evals, self.evaluate_fn(str(model), step))
+            shutil.rmtree(model, ignore_errors=True)
+        trainer.strategy.barrier()
 
 
 def run_ablation(plan: Plan, *, keep_checkpoints: bool = True, reward_fn: Any = None,

@@ -116,13 +116,13 @@ def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoint
     )
 
 
-def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path) -> Path:
-    """Save the trained policy and its tokenizer to ``RUN/final`` with ``save_pretrained``.
+def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path, out: Path | None = None) -> Path:
+    """Save the trained policy and its tokenizer to ``RUN/final`` (or ``out``) with ``save_pretrained``.
 
     The weights come from ``strategy.lightning_module_state_dict()``, which every rank calls (under
     FSDP it gathers the full parameters); rank 0 writes."""
     state = trainer.strategy.lightning_module_state_dict()
-    out = run_dir / "final"
+    out = out or run_dir / "final"
     if trainer.is_global_zero:
         prefix = "policy."
         policy_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
