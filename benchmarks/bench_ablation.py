@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -43,10 +44,12 @@ def main() -> None:
     p.add_argument("--config", default=str(CONFIG), help="base config (a smoke test: configs/tiny-test.yaml)")
     p.add_argument("--set", action="append", default=[], help="more overrides for every stage")
     p.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="train nothing: rewrite the summary of what has finished and record it")
     args = p.parse_args()
     sys.path.insert(0, str(REPO))
-    from benchmarks._results import record
-    from restlit.ablation import DEFAULT_ARMS, make_plan, run_ablation
+    from benchmarks._results import RESULTS, record
+    from restlit.ablation import DEFAULT_ARMS, make_plan, run_ablation, write_summary
     from restlit.config import load_config
     from restlit.train import sft
     from restlit.variance import markdown as variance_markdown
@@ -63,6 +66,7 @@ def main() -> None:
              f"0, {', '.join(str(s) for s in range(args.eval_every, args.steps + 1, args.eval_every))}")
 
     def publish(partial: str) -> None:
+        (work / "seconds.json").write_text(json.dumps(seconds))
         parts = [sizes + ".", f"Stage seconds so far: {json.dumps(seconds)}."]
         vpath = work / "variance" / "variance.json"
         if vpath.is_file():
@@ -83,21 +87,22 @@ def main() -> None:
             record("bench_ablation", "Does ResT help? Ablation and gradient variance on the embedded model, CPU", body,
                    "python benchmarks/bench_ablation.py " + " ".join(sys.argv[1:]))
 
-    config = load_config(args.config, common)
     sft_model = work / "quickstart" / "sft" / "final"
     t = time.perf_counter()
-    if not (sft_model / "config.json").is_file():
-        sft(config)
-    seconds["sft"] = round(time.perf_counter() - t)
+    if not (sft_model / "config.json").is_file() and not args.summarize_only:
+        sft(load_config(args.config, common))
+    if not args.summarize_only:
+        seconds["sft"] = round(time.perf_counter() - t)
 
     t = time.perf_counter()
     vdir = work / "variance"
-    if not (vdir / "variance.json").is_file():
+    if not (vdir / "variance.json").is_file() and not args.summarize_only:
         vconfig = load_config(args.config, [*common, f"model.path={sft_model}", "model.init=pretrained"])
         report = measure_variance(vconfig, batches=args.batches)
         write_report(report, vdir)
         print(variance_markdown(report), flush=True)
-    seconds["variance"] = round(time.perf_counter() - t)
+    if not args.summarize_only:
+        seconds["variance"] = round(time.perf_counter() - t)
     publish("the ablation has not run yet")
 
     t = time.perf_counter()
@@ -113,6 +118,15 @@ def main() -> None:
         if done["unfinished"]:
             publish(f"arms not finished yet: {', '.join(done['unfinished'])}")
 
+    if args.summarize_only:
+        if (work / "seconds.json").is_file():  # the training run's own timings
+            seconds.update(json.loads((work / "seconds.json").read_text()))
+        else:
+            found = re.findall(r"Stage seconds so far: (\{.*?\})", RESULTS.read_text() if RESULTS.is_file() else "")
+            seconds.update(json.loads(found[-1]) if found else {})
+        done = json.loads(write_summary(plan).read_text())
+        publish(f"stopped before these arms finished: {', '.join(done['unfinished'])}" if done["unfinished"] else "")
+        return
     run_ablation(plan, keep_checkpoints=False, after_arm=after_arm)
     seconds["ablation"] = round(time.perf_counter() - t)
     publish("")

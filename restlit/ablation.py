@@ -414,10 +414,12 @@ def summarize(plan: Plan) -> dict[str, Any]:
         arms[arm] = row
     base = plan.baseline
     for arm, row in arms.items():
-        if arm == base or base not in finals:
-            continue
         for suite in suites:
-            row[f"{suite}/paired_vs_{base}"] = paired_difference(finals[arm][suite], finals[base][suite]).to_dict()
+            if start:  # what the training did: the arm's final model against the shared start, item by item
+                row[f"{suite}/paired_vs_start"] = paired_difference(
+                    finals[arm][suite], start[0]["items"][suite]["accuracy"]).to_dict()
+            if arm != base and base in finals:
+                row[f"{suite}/paired_vs_{base}"] = paired_difference(finals[arm][suite], finals[base][suite]).to_dict()
     return {"baseline": base, "seeds": plan.seeds, "suites": suites,
             "max_steps": plan.base.trainer.max_steps, "eval_every": plan.base.ablation.eval_every,
             "start": start[0]["summary"] if start else None, "arms": arms,
@@ -436,7 +438,7 @@ def markdown(summary: dict[str, Any]) -> str:
     """The table of :func:`summarize`'s output (percentages with 95% intervals)."""
     base = summary["baseline"]
     headers = ["arm", "final held-out EM %", "best EM %", "format valid %", "tool name %", "param F1 %",
-               f"EM vs {base} (points) [95%], p"]
+               f"EM vs {base} (points) [95%], p", "EM vs start (points) [95%], p"]
     extra = [s for s in summary["suites"] if s != "heldout"]
     headers += [f"{s} %" for s in extra] + [f"{s} vs {base}, p" for s in extra] + ["last train reward"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -445,9 +447,10 @@ def markdown(summary: dict[str, Any]) -> str:
         if "heldout" in summary["suites"]:
             cells += [_pct(row["heldout/exact_match"]), _pct(row["heldout/best_exact_match"]),
                       _pct(row["heldout/format_validity"]), _pct(row["heldout/tool_name_accuracy"]),
-                      _pct(row["heldout/param_f1"]), _paired(row.get(f"heldout/paired_vs_{base}"))]
+                      _pct(row["heldout/param_f1"]), _paired(row.get(f"heldout/paired_vs_{base}")),
+                      _paired(row.get("heldout/paired_vs_start"))]
         else:
-            cells += ["-"] * 6
+            cells += ["-"] * 7
         cells += [_pct(row[f"{s}/accuracy"]) for s in extra]
         cells += [_paired(row.get(f"{s}/paired_vs_{base}")) for s in extra]
         rewards = list(row["train_reward"].values())
@@ -455,9 +458,18 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     over = {row["heldout/exact_match"]["over"] for row in summary["arms"].values()
             if row.get("heldout/exact_match")}
+    if summary["start"] and "heldout" in summary["start"]:
+        h = summary["start"]["heldout"]
+        lines.append("| start (before RL) | " + " | ".join(
+            "-" if h.get(k) is None else f"{100 * h[k]:.1f}" for k in ("exact_match",)) + " | - | "
+            + " | ".join("-" if h.get(k) is None else f"{100 * h[k]:.1f}"
+                         for k in ("format_validity", "tool_name_accuracy", "param_f1"))
+            + " | - | - |" + " - |" * (2 * len(extra) + 1))
     note = ("Intervals: 95%, " + ("Wilson over the items (one seed)" if over == {"items"} else
             "Student-t over seeds") + f"; paired differences: per item, {base} subtracted, t interval and exact "
-            "sign-test p-value; best EM: the best evaluation of each seed (optimistic: a maximum).")
+            "sign-test p-value (wins+/losses- count the items that differ); vs start: the arm's final model against "
+            "the shared start model on the same items; best EM: the best evaluation of each seed (optimistic: "
+            "a maximum).")
     if summary["unfinished"]:
         note += f" Not finished (not in the table): {', '.join(summary['unfinished'])}."
     return "\n".join(lines) + "\n\n" + note + "\n"

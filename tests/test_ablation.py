@@ -128,8 +128,14 @@ def test_summary_pairs_items_and_averages_seeds(tmp_path):
         d.mkdir(parents=True)
         evals = [record(1, [0.0] * 4), record(2, [float(x) for x in passed])]
         (d / "result.json").write_text(json.dumps({"evals": evals, "train": [{"step": 1, "reward": 0.5}]}))
+    (tmp_path / "start").mkdir()
+    (tmp_path / "start" / "evals.jsonl").write_text(json.dumps(record(0, [0.0, 0.0, 0.0, 1.0])) + "\n")
     summary = summarize(plan)
     rest = summary["arms"]["rest"]
+    # against the shared start, item by item: (1, 1, .5, .5) - (0, 0, 0, 1)
+    start = rest["heldout/paired_vs_start"]
+    assert start["difference"]["value"] == pytest.approx(0.5) and (start["wins"], start["losses"]) == (3, 1)
+    assert summary["arms"]["grpo"]["curve"] == {"0": 0.0, "1": 0.0, "2": 0.25}
     assert rest["heldout/exact_match"]["value"] == pytest.approx(0.75) and rest["heldout/exact_match"]["over"] == "seeds"
     assert rest["heldout/best_exact_match"]["value"] == pytest.approx(0.75)
     diff = rest["heldout/paired_vs_grpo"]
