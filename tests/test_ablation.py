@@ -135,7 +135,7 @@ def test_summary_pairs_items_and_averages_seeds(tmp_path):
     # against the shared start, item by item: (1, 1, .5, .5) - (0, 0, 0, 1)
     start = rest["heldout/paired_vs_start"]
     assert start["difference"]["value"] == pytest.approx(0.5) and (start["wins"], start["losses"]) == (3, 1)
-    assert summary["arms"]["grpo"]["curve"] == {"0": 0.0, "1": 0.0, "2": 0.25}
+    assert summary["arms"]["grpo"]["curve"] == {"0": 0.25, "1": 0.0, "2": 0.25}  # the start is step 0
     assert rest["heldout/exact_match"]["value"] == pytest.approx(0.75) and rest["heldout/exact_match"]["over"] == "seeds"
     assert rest["heldout/best_exact_match"]["value"] == pytest.approx(0.75)
     diff = rest["heldout/paired_vs_grpo"]
