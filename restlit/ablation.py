@@ -486,14 +486,14 @@ def _paired(d: dict[str, Any] | None) -> str:
 def plot_curves(summary: dict[str, Any], out: Path) -> list[Path]:
     """``reward.png`` (training reward per step) and ``heldout.png`` (the first suite's score at
     each evaluation), one line per arm (mean over seeds)."""
-    from restlit.report import _new_figure
+    from matplotlib.figure import Figure
 
     paths = []
     suite = summary["suites"][0]
     for name, key, ylabel in (("reward.png", "train_reward", "training reward (mean of the step's completions)"),
                               ("heldout.png", "curve", f"{suite} {'exact match' if suite == 'heldout' else 'accuracy'}")):
-        fig, axes = _new_figure(1, 1, (7.0, 4.0))
-        ax = axes[0][0]
+        fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+        ax = fig.subplots()
         for arm, row in summary["arms"].items():
             xs = [int(s) for s in row[key]]
             ys = [v * (100 if key == "curve" else 1) for v in row[key].values()]
