@@ -59,7 +59,9 @@ def main() -> None:
     common = [f"output_dir={work / 'quickstart'}", f"data.cache_dir={work / 'cache'}", "logging.progress_bar=false",
               "logging.tensorboard=false", *args.set]
     seconds: dict[str, float] = {}
-    sizes = (f"SmolLM2-135M-Instruct, float32, 2 threads; SFT 40 steps x 2 samples (the demo's); variance: "
+    import torch
+
+    sizes = (f"SmolLM2-135M-Instruct, float32, {torch.get_num_threads()} thread(s); SFT 40 steps x 2 samples (the demo's); variance: "
              f"{args.batches} rollout batches of the first step's 2 prompts x 4 completions (128 tokens), full-model "
              f"gradients count-sketched to 65,536 numbers; ablation: {args.steps} steps x 2 prompts x 4 completions "
              f"per arm, lr 1e-5, {args.seeds} seed(s), greedy held-out evaluation of {args.heldout} items at steps "

@@ -244,6 +244,7 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
     rows: dict[str, list[Tensor]] = {m: [] for m in WEIGHTINGS}
     bounds: dict[str, list[Tensor]] = {m: [] for m in WEIGHTINGS}
     rewards: list[float] = []
+    active = 0  # batches with a non-zero gradient (some prompt's completions got different rewards)
     for k in range(batches):
         seed = (config.trainer.seed * 1_000_003 + 7_919 * (k + 1)) * 65_537
         groups, metrics = sample(batch, seed, step)
@@ -264,6 +265,7 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
                 grads = torch.autograd.grad(loss, tensors, retain_graph=j < len(WEIGHTINGS) - 1, allow_unused=True)
                 s = sketch(grads)
                 acc[m] = s if acc[m] is None else acc[m] + s
+        active += acc["uniform"] is not None
         for m in WEIGHTINGS:
             rows[m].append(acc[m] if acc[m] is not None else zero)
             bounds[m].append(sum(variance_bound(w, g.entropy, g.regions, g.mask) for g, w in zip(groups, weights[m])))
@@ -272,7 +274,7 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
         "batches": batches, "prompts": [item.id for item in batch], "completions_per_prompt": config.rollout.n,
         "max_new_tokens": config.rollout.max_new_tokens, "step": step, "progress": progress,
         "checkpoint": config.model.path, "sketch_dim": sketch_dim, "parameters": sum(t.numel() for t in tensors),
-        "parameter_filter": list(params), "mean_reward": sum(rewards) / len(rewards)}
+        "parameter_filter": list(params), "mean_reward": sum(rewards) / len(rewards), "batches_with_gradient": active}
 
 
 def variance_report(rows: dict[str, list[Tensor]], bounds: dict[str, list[Tensor]], *, n_boot: int = 1000,
@@ -338,6 +340,10 @@ def markdown(report: dict[str, Any]) -> str:
                    f"{report['checkpoint']}; gradients of {report['parameters']:,} parameters"
                    + (f", count-sketched to {report['sketch_dim']:,} numbers" if report["sketch_dim"] else ", exact")
                    + f"; mean reward {report['mean_reward']:.3f}.")]
+    if 0 < report.get("batches_with_gradient", report["batches"]) < report["batches"]:
+        lines += ["", (f"Only {report['batches_with_gradient']} of {report['batches']} batches had an advantage (in the "
+                       "others every prompt's completions got equal rewards: a zero gradient). With one such batch "
+                       "the relative variance is exactly K whatever the weighting: take more batches.")]
     if not report["weightings"][ref]["mean_gradient_norm"]:
         lines += ["", "No batch had an advantage (every prompt's completions got equal rewards): no gradient to measure."]
     return "\n".join(lines) + "\n"
