@@ -12,8 +12,8 @@ from cli.fit import CONFIG, OVERWRITE, SET
 def demo(
     config: Path = CONFIG,
     overrides: list[str] | None = SET,
-    heldout_limit: int = typer.Option(8, help="Held-out items scored per model."),
-    bfcl_limit: int = typer.Option(8, help="BFCL simple_python items scored per model."),
+    heldout_limit: int = typer.Option(32, help="Held-out items scored per model."),
+    bfcl_limit: int = typer.Option(32, help="BFCL simple_python items scored per model."),
     eval_tokens: int = typer.Option(128, help="Generation length cap when scoring."),
     overwrite: bool = OVERWRITE,
 ) -> None:

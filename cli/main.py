@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import typer
 
+from cli import ablate as _ablate
 from cli import demo as _demo
+from cli import diagnose as _diagnose
 from cli import eval as _eval
 from cli import fit as _fit
 from cli import prepare as _prepare
@@ -54,6 +56,8 @@ app.command("eval")(one_line(_eval.eval_command))
 app.command("tag")(one_line(_tag.tag))
 app.command("report")(one_line(_report.report))
 app.command("demo")(one_line(_demo.demo))
+app.command("ablate")(one_line(_ablate.ablate))
+app.add_typer(_diagnose.app, name="diagnose")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -228,6 +228,33 @@ class SFTConfig:
 
 
 @dataclass
+class AblationConfig:
+    """``restlit ablate`` (see :mod:`restlit.ablation`): ``arms`` maps an arm's name to its config
+    overrides (``KEY=VALUE``; empty: the five default arms), each arm runs ``seeds`` times
+    (``trainer.seed`` 0 .. seeds-1), and every ``eval_every`` steps (0: only at the end) the policy
+    is scored greedily on ``suites`` (``restlit eval`` names), the first ``eval_limit`` items of each,
+    at most ``eval_tokens`` new tokens."""
+
+    arms: dict[str, list[str]] = field(default_factory=dict)
+    seeds: int = 1
+    eval_every: int = 0
+    suites: list[str] = field(default_factory=lambda: ["heldout"])
+    eval_limit: int = 32
+    eval_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if self.eval_every < 0 or self.eval_limit < 1 or self.eval_tokens < 1:
+            raise ValueError("eval_every must be >= 0, eval_limit and eval_tokens >= 1")
+        for name, overrides in self.arms.items():
+            if not str(name) or ":" in str(name) or "/" in str(name):
+                raise ValueError(f"arm name {name!r}: must be non-empty, without ':' or '/'")
+            if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+                raise ValueError(f"arm {name!r}: expected a list of KEY=VALUE overrides")
+
+
+@dataclass
 class RunConfig:
     """A whole run. ``output_dir`` holds checkpoints, logs, the resolved config and ``final/``."""
 
@@ -240,6 +267,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
     output_dir: str = "runs/default"
 
 
@@ -434,6 +462,7 @@ def save_config(config: RunConfig, path: str | Path) -> None:
 
 
 __all__ = [
+    "AblationConfig",
     "ConfigError",
     "CurriculumConfig",
     "DataConfig",

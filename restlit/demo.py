@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from restlit.ablation import evaluate, interval_cells, item_scores
 from restlit.config import RunConfig
 
 
@@ -23,33 +24,21 @@ def _stage(console: Any, title: str) -> float:
     return time.perf_counter()
 
 
-def evaluate(model: str, data_dir: Path, out_dir: Path, *, heldout_limit: int, bfcl_category: str,
-             bfcl_limit: int, max_new_tokens: int, console: Any) -> dict[str, Any]:
-    """Greedy held-out and BFCL scoring of ``model``; writes ``out_dir/eval.json``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from restlit.evaluation import run
-
-    suites = [run.load_suite("heldout", data=data_dir, limit=heldout_limit),
-              run.load_suite(f"bfcl:{bfcl_category}", limit=bfcl_limit)]
-    ids = [i for s in suites for i in s.ids]
-    conversations = [s.messages(i) for s in suites for i in range(len(s.ids))]
-    with Progress(TextColumn(f"generating ({Path(model).name or model})"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("gen", total=len(ids))
-        texts = run.generate_outputs(conversations, model, batch_size=8, max_new_tokens=max_new_tokens,
-                                     progress=lambda done, total: bar.update(task, completed=done))
-    result = run.score(suites, dict(zip(ids, texts)))
-    run.write_report(result, out_dir, {"model": model, "suites": [s.name for s in suites]})
-    return result["summary"]
+def _cell(interval: Any) -> str:
+    """``62.5 [40.9, 80.0] (16)``; a degenerate interval (parameter F1) as its value and count."""
+    if interval is None:
+        return "-"
+    if interval.low == interval.high:
+        return f"{100 * interval.value:.1f} ({interval.n})"
+    return f"{100 * interval.value:.1f} [{100 * interval.low:.1f}, {100 * interval.high:.1f}] ({interval.n})"
 
 
 # What a demo writes into its output_dir besides the fit run itself.
 DEMO_FILES = ("data", "base", "eval", "sft", "demo.json")
 
 
-def run_demo(config: RunConfig, *, heldout_limit: int = 8, bfcl_category: str = "simple_python",
-             bfcl_limit: int = 8, eval_tokens: int = 128, overwrite: bool = False) -> Path:
+def run_demo(config: RunConfig, *, heldout_limit: int = 32, bfcl_category: str = "simple_python",
+             bfcl_limit: int = 32, eval_tokens: int = 128, overwrite: bool = False) -> Path:
     """Run every stage into ``config.output_dir``; returns the report's path. ``OUT/demo.json``
     keeps each stage's seconds and the three models' scores. An output_dir that holds an earlier
     demo (or run) refuses unless ``overwrite``, which removes what the earlier demo wrote."""
@@ -95,8 +84,9 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, prepared=str(data_dir), raw=[]))
 
     evals: dict[str, dict[str, Any]] = {}
-    kwargs = {"heldout_limit": heldout_limit, "bfcl_category": bfcl_category, "bfcl_limit": bfcl_limit,
-              "max_new_tokens": eval_tokens, "console": console}
+    bfcl = f"bfcl:{bfcl_category}"
+    suites = {"heldout": heldout_limit, bfcl: bfcl_limit}
+    kwargs = {"max_new_tokens": eval_tokens, "console": console}
     t = _stage(console, "2/7 evaluate the base model")
     base = config.model.path
     if config.model.init == "random":  # the initial policy exists only in memory: save it to score it
@@ -107,14 +97,14 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
         policy.save_pretrained(base)
         tokenizer.save_pretrained(base)
         del policy
-    evals["base"] = evaluate(base, data_dir, out / "eval" / "base", **kwargs)
+    evals["base"] = evaluate(base, suites, data_dir, out / "eval" / "base", **kwargs)
     done("eval base", t)
 
     t = _stage(console, "3/7 SFT warm start")
     sft_model = sft(config) / "final"
     done("sft", t)
     t = _stage(console, "4/7 evaluate the SFT model")
-    evals["SFT"] = evaluate(str(sft_model), data_dir, out / "eval" / "sft", **kwargs)
+    evals["SFT"] = evaluate(str(sft_model), suites, data_dir, out / "eval" / "sft", **kwargs)
     done("eval SFT", t)
 
     t = _stage(console, "5/7 ResT fit (entropy weights, curriculum)")
@@ -122,7 +112,7 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
     run_dir = fit(rest_config)
     done("fit", t)
     t = _stage(console, "6/7 evaluate the ResT model")
-    evals["ResT"] = evaluate(str(run_dir / "final"), data_dir, out / "eval" / "rest", **kwargs)
+    evals["ResT"] = evaluate(str(run_dir / "final"), suites, data_dir, out / "eval" / "rest", **kwargs)
     done("eval ResT", t)
 
     t = _stage(console, "7/7 report")
@@ -131,26 +121,29 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
     report = build_report(run_dir).markdown
     done("report", t)
 
-    table = Table(title=f"restlit demo: SmolLM2-135M, {time.perf_counter() - started:.0f} s in all")
-    columns = [("heldout format valid %", "heldout", "format_validity"),
-               ("heldout tool name %", "heldout", "tool_name_accuracy"),
-               ("heldout param F1 %", "heldout", "param_f1"),
-               ("heldout exact match %", "heldout", "exact_match"),
-               (f"BFCL {bfcl_category} %", f"bfcl:{bfcl_category}", "accuracy")]
+    table = Table(title=f"restlit demo: SmolLM2-135M, {time.perf_counter() - started:.0f} s in all "
+                        "(accuracy % [95% Wilson interval] (items))")
+    columns = [("heldout format valid", "heldout", "format_validity"),
+               ("heldout tool name", "heldout", "tool_name_accuracy"),
+               ("heldout param F1", "heldout", "param_f1"),
+               ("heldout exact match", "heldout", "exact_match"),
+               (f"BFCL {bfcl_category}", bfcl, "accuracy")]
     table.add_column("model")
     for title, _, _ in columns:
         table.add_column(title, justify="right")
-    for name, summary in evals.items():
-        cells = []
-        for _, suite, key in columns:
-            value = summary.get(suite, {}).get(key)
-            cells.append("-" if value is None else f"{100 * value:.1f}")
-        table.add_row(name, *cells)
+    cells = {name: {suite: interval_cells(scores) for suite, scores in item_scores(result).items()}
+             for name, result in evals.items()}
+    for name in evals:
+        table.add_row(name, *[_cell(cells[name].get(suite, {}).get(key)) for _, suite, key in columns])
     console.print(table)
+    console.print("Parameter F1 counts (tool, parameter, value) triples, not items: no interval. "
+                  "Tool-name accuracy counts the items whose reference makes a call.")
     console.print(f"report: {report}")
     summary = {"seconds": {**seconds, "total": round(time.perf_counter() - started, 1)},
-               "models": {name: {f"{suite}/{key}": scores.get(suite, {}).get(key) for _, suite, key in columns}
-                          for name, scores in evals.items()},
+               "models": {name: {f"{suite}/{key}": result["summary"].get(suite, {}).get(key)
+                                 for _, suite, key in columns} for name, result in evals.items()},
+               "intervals": {name: {f"{suite}/{key}": (c.to_dict() if (c := cells[name].get(suite, {}).get(key))
+                                                       else None) for _, suite, key in columns} for name in evals},
                "report": str(report)}
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     return report

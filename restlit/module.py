@@ -333,7 +333,7 @@ class RestModule(L.LightningModule):
         with torch.no_grad():
             for g in groups:
                 if g.entropy is None or epochs > 1:
-                    old_logp, ent = self._logp(self.policy, g)
+                    old_logp, ent = self.group_logprobs(self.policy, g)
                     g.old_logp = old_logp.detach() if epochs > 1 else None
                     g.entropy = ent if g.entropy is None else g.entropy
                 stats += region_entropy_stats(g.entropy, g.regions, g.mask)
@@ -367,11 +367,11 @@ class RestModule(L.LightningModule):
         for epoch in range(obj.ppo_epochs):
             optimizer.zero_grad(set_to_none=True)
             for g, w in zip(groups, weights):
-                logp, ent = self._logp(self.policy, g)
+                logp, ent = self.group_logprobs(self.policy, g)
                 ref_logp = None
                 if self.reference is not None:
                     with torch.no_grad():
-                        ref_logp, _ = self._logp(self.reference, g)
+                        ref_logp, _ = self.group_logprobs(self.reference, g)
                 old = g.old_logp if g.old_logp is not None else logp.detach()
                 advantages = g.advantages
                 if g.engine_logp is not None:
@@ -422,7 +422,9 @@ class RestModule(L.LightningModule):
         optimizer.step()
         self.lr_schedulers().step()
 
-    def _logp(self, model: Any, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
+    def group_logprobs(self, model: Any, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs (with gradient) and entropies (detached) of a group's sampled tokens under
+        ``model`` (the policy or the reference), ``[G, C]`` each, from one packed group forward."""
         hidden = group_hidden(model, group.prompt, group.tokens)
         return logprobs_and_entropy_from_hidden(
             hidden, model.get_output_embeddings().weight, group.tokens, mask=group.mask,

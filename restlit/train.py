@@ -14,6 +14,7 @@ import os
 import pickle
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,14 @@ def build_tokenizer_and_policy(config: RunConfig) -> tuple[Any, Any]:
 
 
 def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoints: bool = True,
-                 gradient_clip_val: float | None = None) -> L.Trainer:
+                 gradient_clip_val: float | None = None, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """A Lightning Trainer with the config's hardware settings, loggers, progress bar, and (with
-    ``checkpoints``) atomic checkpoints every ``trainer.checkpoint_every`` steps plus ``last.ckpt``."""
+    ``checkpoints``) atomic checkpoints every ``trainer.checkpoint_every`` steps plus ``last.ckpt``;
+    ``callbacks`` are added (``restlit ablate`` scores the policy during training with one)."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
     t = config.trainer
-    callbacks: list[Any] = []
+    callbacks = list(callbacks)
     if checkpoints:
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="{step}",
                                          every_n_train_steps=max(1, t.checkpoint_every), save_top_k=-1,
@@ -111,14 +113,14 @@ def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoint
     )
 
 
-def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path) -> Path:
-    """Save the trained policy and its tokenizer to ``RUN/final`` with ``save_pretrained``.
+def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path, out: Path | None = None) -> Path:
+    """Save the trained policy and its tokenizer to ``RUN/final`` (or ``out``) with ``save_pretrained``.
 
     The weights come from ``strategy.lightning_module_state_dict()``, which every rank calls (under
     FSDP it gathers the full parameters); rank 0 writes, into a temporary directory that replaces
     ``final/`` only once complete (a failed export names the path and leaves no temporary files)."""
     state = trainer.strategy.lightning_module_state_dict()
-    out = run_dir / "final"
+    out = out or run_dir / "final"
     try:
         if trainer.is_global_zero:
             prefix = "policy."
@@ -213,9 +215,10 @@ def _start(run_dir: Path, config: RunConfig, start: int, old: list[Path]) -> Non
     save_config(config, run_dir / "config.yaml")
 
 
-def fit(config: RunConfig, *, resume: bool = False, overwrite: bool = False, reward_fn: Any = None) -> Path:
+def fit(config: RunConfig, *, resume: bool = False, overwrite: bool = False, reward_fn: Any = None,
+        callbacks: Sequence[L.Callback] = ()) -> Path:
     """Run ResT training as configured; returns the run directory. ``reward_fn`` replaces
-    ToolRL's reward (see :class:`restlit.module.RestModule`). An ``output_dir`` that already holds
+    ToolRL's reward (see :class:`restlit.module.RestModule`); ``callbacks`` join the trainer's. An ``output_dir`` that already holds
     a run needs ``resume`` (continue from ``checkpoints/last.ckpt``) or ``overwrite`` (replace it);
     see the README's "Runs and outputs"."""
     from restlit.data import ToolUseDataModule
@@ -233,7 +236,7 @@ def fit(config: RunConfig, *, resume: bool = False, overwrite: bool = False, rew
             _, reference = build_tokenizer_and_policy(config)
         module = RestModule(config, policy, tokenizer, reference, reward_fn=reward_fn)
         data = ToolUseDataModule(config.data, tokenizer, config.trainer.prompts_per_step)
-        trainer = make_trainer(config, run_dir, max_steps=config.trainer.max_steps)
+        trainer = make_trainer(config, run_dir, max_steps=config.trainer.max_steps, callbacks=callbacks)
         if trainer.is_global_zero and is_rank_zero():
             _start(run_dir, config, start, old)
         last = run_dir / "checkpoints" / "last.ckpt"

@@ -24,6 +24,13 @@ def test_demo_runs_every_stage_on_the_tiny_model(tmp_path):
     for scores in summary["models"].values():  # a tiny random model scores, but scores are real numbers
         assert all(0.0 <= v <= 1.0 for v in scores.values() if v is not None)
         assert scores["bfcl:simple_python/accuracy"] is not None
+    # every accuracy comes with its item count and a 95% interval around it
+    for name, cells in summary["intervals"].items():
+        em = cells["heldout/exact_match"]
+        assert em["n"] == 2 and 0 <= em["low"] <= em["value"] <= em["high"] <= 1
+        assert em["value"] == summary["models"][name]["heldout/exact_match"]
+        assert cells["bfcl:simple_python/accuracy"]["n"] == 2
+        assert cells["heldout/exact_match"]["high"] > cells["heldout/exact_match"]["low"]  # 2 items: wide
     assert (tmp_path / "demo" / "base" / "config.json").is_file()  # the random initial policy, scored as "base"
     assert (tmp_path / "demo" / "sft" / "final" / "config.json").is_file()
     assert (tmp_path / "demo" / "final" / "config.json").is_file()

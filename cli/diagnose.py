@@ -1,0 +1,45 @@
+"""``restlit diagnose``: measurements that help decide before paying for a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.errors import fail
+from cli.fit import CONFIG, SET, _load, _user_errors
+
+app = typer.Typer(help="Diagnostics: `restlit diagnose variance` measures the policy-gradient variance per weighting.",
+                  no_args_is_help=True)
+
+
+@app.command("variance")
+def variance(
+    config: Path = CONFIG,
+    overrides: list[str] | None = SET,
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="Model directory to measure at (default: model.path)."),
+    batches: int = typer.Option(8, "--batches", "-k", min=2, help="Independent rollout batches K."),
+    sketch_dim: int = typer.Option(65536, "--sketch-dim", min=0,
+                                   help="Count-sketch size of each gradient (0: exact, 8 bytes per parameter and batch)."),
+    params: list[str] | None = typer.Option(None, "--params", help="Only parameters whose name contains this (repeatable)."),
+    step: int = typer.Option(1, "--step", min=1, help="Training step the weights and reward schedule see."),
+    progress: float = typer.Option(0.0, "--progress", min=0.0, max=1.0, help="Curriculum progress nu of the priors."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default: OUTPUT_DIR/variance)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier variance.json there."),
+) -> None:
+    """Gradient variance of uniform / static / entropy weights on the same samples, with the paper's bound."""
+    extra = [f"model.path={checkpoint}", "model.init=pretrained"] if checkpoint else []
+    cfg = _load(config, [*(overrides or []), *extra])
+    from restlit.variance import markdown, measure_variance, write_report
+
+    out = out or Path(cfg.output_dir) / "variance"
+    if (out / "variance.json").exists() and not overwrite:
+        fail(f"{out / 'variance.json'} exists; pass --overwrite or choose another -o")
+    try:
+        report = measure_variance(cfg, batches=batches, sketch_dim=sketch_dim, params=params or [], step=step,
+                                  progress=progress)
+    except (ValueError, *_user_errors()) as exc:
+        fail(str(exc))
+    path = write_report(report, out, overwrite=overwrite)
+    print(markdown(report))
+    print(f"variance: {path}")

@@ -1,0 +1,170 @@
+"""``restlit diagnose variance``: the math against float64 references and analytic cases, and the
+measurement on the tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from restlit.config import load_config
+from restlit.objective import WeightConfig, policy_loss, region_entropy_stats, token_weights
+from restlit.regions import Region
+from restlit.variance import (
+    CountSketch,
+    bootstrap_relative_variance,
+    gradient_variance,
+    gram_relative_variance,
+    mean_cosine,
+    relative_variance,
+    variance_bound,
+)
+from tests.conftest import REPO
+
+
+def test_moments_and_gram_give_the_textbook_relative_variance():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 50, generator=g, dtype=torch.float64) + 0.3
+    mean = x.mean(0)
+    reference = ((x - mean) ** 2).sum(1).sum() / 6 / (mean @ mean)
+    trace, total = (x * x).sum(), x.sum(0) @ x.sum(0)
+    assert float(relative_variance(trace, total, 7)) == pytest.approx(float(reference), rel=1e-12)
+    assert float(gram_relative_variance(x @ x.T)) == pytest.approx(float(reference), rel=1e-12)
+
+
+def test_relative_variance_of_a_known_gaussian_estimator():
+    """g = mu + sigma * z: E||g - Eg||^2 / ||Eg||^2 = sum sigma^2 / ||mu||^2."""
+    g = torch.Generator().manual_seed(1)
+    mu = torch.linspace(-1, 2, 20, dtype=torch.float64)
+    sigma = torch.linspace(0.5, 3, 20, dtype=torch.float64)
+    k = 40_000
+    x = mu + sigma * torch.randn(k, 20, generator=g, dtype=torch.float64)
+    measured = relative_variance((x * x).sum(), x.sum(0) @ x.sum(0), k)
+    assert float(measured) == pytest.approx(float((sigma**2).sum() / (mu @ mu)), rel=0.03)
+
+
+def _score_case():
+    """Tokens with their own logits (the parameters), two regions of very different entropy."""
+    g = torch.Generator().manual_seed(2)
+    t, v = 12, 6
+    logits = torch.randn(t, v, generator=g, dtype=torch.float64)
+    logits[:6] *= 6.0  # sharp: low entropy (say, tool names)
+    regions = torch.tensor([int(Region.TOOL_NAME)] * 6 + [int(Region.THINK)] * 6)[None]
+    p = logits.softmax(-1)
+    entropy = -(p * p.log()).sum(-1)
+    return logits, regions, p, entropy
+
+
+def test_weighted_score_variance_matches_the_analytic_ratio_and_respects_the_bound():
+    """On-policy, d loss / d z_t = -(w_t A / D) (onehot(a_t) - p_t), so the estimator's variance is
+    (A / D)^2 sum_t w_t^2 (1 - sum_a p_ta^2): measured through ``policy_loss`` per weighting, the
+    ratio entropy / uniform matches, and each variance lies below the bound sum w^2 (1 - exp(-H))."""
+    logits, regions, p, entropy = _score_case()
+    t, v = logits.shape
+    mask = torch.ones(1, t, dtype=torch.float64)
+    stats = region_entropy_stats(entropy[None], regions, mask)
+    n = 6000
+    gen = torch.Generator().manual_seed(3)
+    actions = torch.multinomial(p, n, replacement=True, generator=gen).T  # [n, t]
+    measured, analytic, bound = {}, {}, {}
+    for mode in ("uniform", "entropy"):
+        w = token_weights(regions, mask, WeightConfig(mode=mode), region_stats=stats).to(torch.float64)  # [1, t]
+        d = float(w.sum())
+        z = logits.expand(n, t, v).clone().requires_grad_(True)  # one copy per sample: per-sample gradients
+        logp = z.log_softmax(-1).gather(-1, actions[..., None]).squeeze(-1)
+        loss, _ = policy_loss(logp, logp.detach(), torch.ones(n, dtype=torch.float64), mask.expand(n, t),
+                              w.expand(n, t), denominator=n * d)
+        (grad,) = torch.autograd.grad(loss, z)
+        per_sample = (grad * n).reshape(n, -1)  # each row: one batch's estimate
+        total = per_sample.sum(0)
+        measured[mode] = float(gradient_variance((per_sample**2).sum(), total @ total, n))
+        analytic[mode] = float((w[0] ** 2 * (1 - (p**2).sum(-1))).sum()) / d**2
+        bound[mode] = float(variance_bound(w, entropy[None], regions, mask)[-1]) / d**2
+        assert measured[mode] == pytest.approx(analytic[mode], rel=0.05)
+        assert analytic[mode] <= bound[mode] + 1e-12
+    assert measured["entropy"] / measured["uniform"] == pytest.approx(analytic["entropy"] / analytic["uniform"],
+                                                                      rel=0.05)
+    assert analytic["entropy"] < analytic["uniform"]  # up-weighting the sharp tokens lowers this variance
+
+
+def test_variance_bound_splits_by_region():
+    w = torch.tensor([[1.0, 2.0, 0.5, 9.0]])
+    h = torch.tensor([[0.0, 1.0, 2.0, 5.0]], dtype=torch.float64)
+    regions = torch.tensor([[int(Region.FORMAT), int(Region.THINK), int(Region.THINK), int(Region.OTHER)]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    b = variance_bound(w, h, regions, mask)
+    assert float(b[Region.FORMAT]) == 0.0
+    assert float(b[Region.THINK]) == pytest.approx(4 * (1 - math.exp(-1)) + 0.25 * (1 - math.exp(-2)), rel=1e-12)
+    assert float(b[Region.OTHER]) == 0.0 and float(b[-1]) == pytest.approx(float(b[Region.THINK]), rel=1e-12)
+
+
+def test_count_sketch_preserves_inner_products():
+    g = torch.Generator().manual_seed(4)
+    sizes = [3000, 70, 5000]
+    a = [torch.randn(s, generator=g) for s in sizes]
+    b = [x + 0.5 * torch.randn(x.shape, generator=g) for x in a]
+    flat = lambda xs: torch.cat(xs).double()
+    exact = float(flat(a) @ flat(b))
+    sketch = CountSketch(sizes, 1 << 14, seed=0)
+    sa, sb = sketch(a), sketch(b)
+    assert float(sa @ sb) == pytest.approx(exact, rel=0.05)
+    assert float(sa @ sa) == pytest.approx(float(flat(a) @ flat(a)), rel=0.05)
+    assert torch.equal(CountSketch(sizes, 0)(a), flat(a))  # dim 0: exact
+
+
+def test_cosine_and_bootstrap():
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(30, 8, generator=g, dtype=torch.float64) + 1
+    b = -a
+    assert float(mean_cosine(a @ b.T, a @ a.T, b @ b.T)) == pytest.approx(-1.0, rel=1e-12)
+    (lo, hi), = bootstrap_relative_variance([a @ a.T], n_boot=300)
+    assert lo <= float(gram_relative_variance(a @ a.T)) <= hi
+
+
+def even_token_reward(completion, item, step):
+    from restlit.rewards import Reward, RewardBounds
+
+    share = sum(1 for t in completion.token_ids if t % 2 == 0) / max(len(completion.token_ids), 1)
+    return Reward(0.0, share, share, RewardBounds(0.0, 0.0, 0.0, 1.0))
+
+
+def test_diagnose_variance_on_the_tiny_model(tmp_path):
+    """Finite numbers for every weighting; the sketch agrees with the exact gradients on the same samples."""
+    from restlit.variance import measure_variance
+
+    config = load_config(REPO / "configs" / "tiny-test.yaml",
+                         [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}"])
+    kwargs = {"batches": 3, "params": ["layers.1."], "n_boot": 50, "reward_fn": even_token_reward, "log": lambda m: None}
+    sketched = measure_variance(config, sketch_dim=1 << 12, **kwargs)
+    exact = measure_variance(config, sketch_dim=0, **kwargs)
+    for report in (sketched, exact):
+        assert set(report["weightings"]) == {"uniform", "static", "entropy"}
+        for m in ("uniform", "entropy"):
+            w = report["weightings"][m]
+            assert math.isfinite(w["relative_variance"]) and w["relative_variance"] > 0
+            assert w["mean_gradient_norm"] > 0 and w["bound"]["total"]["value"] > 0
+        # a random model writes no structure: all OTHER, which the released code's static weights zero
+        static = report["weightings"]["static"]
+        assert static["mean_gradient_norm"] == 0 and static["bound"]["total"]["value"] == 0
+        assert static["bound"]["OTHER"]["value"] == 0 < report["weightings"]["uniform"]["bound"]["OTHER"]["value"]
+        assert all(-1 <= c <= 1 for c in report["cosine"].values())
+    for m in ("uniform", "entropy"):
+        assert sketched["weightings"][m]["relative_variance"] == pytest.approx(
+            exact["weightings"][m]["relative_variance"], rel=0.25)
+    # the same samples: the bound, which needs no gradient, is identical
+    assert sketched["weightings"]["entropy"]["bound"] == exact["weightings"]["entropy"]["bound"]
+
+
+def test_cli_diagnose_refuses_to_overwrite(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "v"
+    out.mkdir()
+    (out / "variance.json").write_text("{}")
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "diagnose", "variance", "--config",
+                           str(REPO / "configs" / "tiny-test.yaml"), "-o", str(out)],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "exists" in proc.stderr and "Traceback" not in proc.stderr
+    assert (out / "variance.json").read_text() == "{}"
