@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.errors import fail
-from cli.fit import CONFIG, SET, _user_errors
+from cli.fit import CONFIG, SET
 
 
 def ablate(
@@ -23,13 +22,9 @@ def ablate(
 ) -> None:
     """Train each arm from the same start on the same prompts and seeds; table, curves, paired differences."""
     from restlit.ablation import make_plan, run_ablation
-    from restlit.config import ConfigError
-    from restlit.evaluation.run import EvalError
 
-    try:
-        plan = make_plan(config, overrides or [], arms=arm or [], seeds=seeds, out=out)
-        path = run_ablation(plan, keep_checkpoints=not drop_checkpoints)
-    except (ConfigError, EvalError, *_user_errors()) as exc:
-        fail(str(exc))
+    # a user mistake (config, arms, data, model, output) is a UserError: one line (cli/main.py)
+    plan = make_plan(config, overrides or [], arms=arm or [], seeds=seeds, out=out)
+    path = run_ablation(plan, keep_checkpoints=not drop_checkpoints)
     print((path.parent / "ablation.md").read_text())
     print(f"ablation: {path}")

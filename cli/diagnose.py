@@ -6,14 +6,15 @@ from pathlib import Path
 
 import typer
 
-from cli.errors import fail
-from cli.fit import CONFIG, SET, _load, _user_errors
+from cli.errors import fail, one_line
+from cli.fit import CONFIG, SET
 
 app = typer.Typer(help="Diagnostics: `restlit diagnose variance` measures the policy-gradient variance per weighting.",
                   no_args_is_help=True)
 
 
 @app.command("variance")
+@one_line
 def variance(
     config: Path = CONFIG,
     overrides: list[str] | None = SET,
@@ -29,17 +30,16 @@ def variance(
 ) -> None:
     """Gradient variance of uniform / static / entropy weights on the same samples, with the paper's bound."""
     extra = [f"model.path={checkpoint}", "model.init=pretrained"] if checkpoint else []
-    cfg = _load(config, [*(overrides or []), *extra])
+    from restlit.config import load_config
     from restlit.variance import markdown, measure_variance, write_report
+
+    cfg = load_config(config, [*(overrides or []), *extra])
 
     out = out or Path(cfg.output_dir) / "variance"
     if (out / "variance.json").exists() and not overwrite:
         fail(f"{out / 'variance.json'} exists; pass --overwrite or choose another -o")
-    try:
-        report = measure_variance(cfg, batches=batches, sketch_dim=sketch_dim, params=params or [], step=step,
-                                  progress=progress)
-    except (ValueError, *_user_errors()) as exc:
-        fail(str(exc))
+    report = measure_variance(cfg, batches=batches, sketch_dim=sketch_dim, params=params or [], step=step,
+                              progress=progress)
     path = write_report(report, out, overwrite=overwrite)
     print(markdown(report))
     print(f"variance: {path}")

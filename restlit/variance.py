@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from restlit.errors import UserError
 from restlit.objective import NUM_REGIONS
 from restlit.regions import Region
 
@@ -218,14 +219,14 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
     from restlit.train import build_tokenizer_and_policy
 
     if batches < 2:
-        raise ValueError(f"--batches must be >= 2, got {batches}")
+        raise UserError(f"--batches must be >= 2, got {batches}")
     config = dataclasses.replace(config, rollout=dataclasses.replace(config.rollout, engine="hf"))
     torch.manual_seed(config.trainer.seed)
     tokenizer, policy = build_tokenizer_and_policy(config)
     policy.train()
     named = [(n, p) for n, p in policy.named_parameters() if p.requires_grad and (not params or any(s in n for s in params))]
     if not named:
-        raise ValueError(f"--params {' '.join(params)}: no trainable parameter name contains any of them")
+        raise UserError(f"--params {' '.join(params)}: no trainable parameter name contains any of them")
     tensors = [p for _, p in named]
     sketch = CountSketch([p.numel() for p in tensors], sketch_dim, seed=config.trainer.seed)
     data = ToolUseDataModule(config.data, tokenizer, config.trainer.prompts_per_step)
