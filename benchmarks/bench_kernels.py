@@ -8,15 +8,16 @@ module serves from ``benchmarks/data/toolrl_240.json``, 4 completions per prompt
   (what the update runs per group), 4 groups of 4 completions x 128 tokens: the dense ``L x L``
   block mask (transformers' ``sdpa``) vs restlit's block-sparse attention (``restlit.attention``).
 - **rollout**: ``HFEngine.generate`` of the 16 completions, same seeds (both paths draw the same
-  samples, tested in ``tests/test_attention.py``): prompts left-padded and the cache repeated per
-  completion (transformers' ``sdpa``) vs cascade decoding (restlit's attention). Decode ms per
+  samples, tested in ``tests/test_attention.py``), both on restlit's attention: prompts left-padded
+  and the cache repeated per completion (``HFEngine(cascade=False)``, the engine before cascade
+  decoding, with its grouped-query decoding step) vs cascade decoding. Decode ms per
   step is the generation time less the prefill, over the decoding steps; its bound is the bytes a
   step must read (every weight once, plus the keys and values as stored) over the measured memory
   bandwidth.
 - **machine**: float32 matmul GFLOP/s (2048^3, best of 5) and memory bandwidth (a 256 MiB copy,
   read + write, best of 5), at the same thread count.
 
-    python benchmarks/bench_kernels.py [--threads 2] [--repeats 2]
+    python -m benchmarks.bench_kernels [--threads 2] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def main() -> None:
     tokenizer, policy, prompts = workload_prompts(args.prompts)
     gen = torch.Generator().manual_seed(0)
     completions = [torch.randint(5, 40000, (args.generations, args.max_new_tokens), generator=gen) for _ in prompts]
-    variants = {"dense mask / padded cache (sdpa)": "sdpa", "block-sparse / cascade (restlit)": GROUPED_SDPA}
+    variants = {"before: dense mask / padded cache": "sdpa", "now: block-sparse / cascade": GROUPED_SDPA}
 
     # update: packed group forward + backward, checkpointed, every group of the step
     policy.train()
@@ -105,14 +106,15 @@ def main() -> None:
 
     # rollout: same seeds, same samples on both paths
     policy.eval()
-    engine = HFEngine(policy, tokenizer, prompt_batch_size=args.prompts)
+    policy.set_attn_implementation(GROUPED_SDPA)
+    engines = {name: HFEngine(policy, tokenizer, prompt_batch_size=args.prompts, cascade=impl == GROUPED_SDPA)
+               for name, impl in variants.items()}
     sampling = SamplingConfig(n=args.generations, max_new_tokens=args.max_new_tokens, temperature=1.0, seed=7)
     one = SamplingConfig(n=args.generations, max_new_tokens=1, temperature=1.0, seed=7)
     rollout: dict[str, tuple[float, float, int, int]] = {}
     for _ in range(args.repeats):
-        for name, impl in variants.items():
-            policy.set_attn_implementation(impl)
-            prefill = _timed(lambda: engine.generate(prompts, one))
+        for name, engine in engines.items():
+            prefill = _timed(lambda engine=engine: engine.generate(prompts, one))
             start = time.perf_counter()
             groups = engine.generate(prompts, sampling)
             total = time.perf_counter() - start
@@ -150,7 +152,7 @@ def main() -> None:
             f"plus the keys and values as each path stores them at the mean length ({mean_new:.0f} new tokens).")
     print(body)
     record("bench_kernels", "Update attention and rollout decoding: old vs new path (issue 17)", body,
-           f"python benchmarks/bench_kernels.py --threads {args.threads} --repeats {args.repeats}")
+           f"python -m benchmarks.bench_kernels --threads {args.threads} --repeats {args.repeats}")
 
 
 if __name__ == "__main__":

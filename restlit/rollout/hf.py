@@ -106,11 +106,13 @@ class _CascadeLayer(DynamicLayer):
 
 
 class HFEngine:
-    """Samples from a transformers causal LM. ``prompt_batch_size`` prompts are prefilled together
-    (each then expanded to ``n`` sequences); lower it to bound memory."""
+    """Samples from a transformers causal LM. ``prompt_batch_size`` prompts are decoded together
+    (each expanded to ``n`` sequences); lower it to bound memory. ``cascade=False`` forces the
+    padded path even on restlit's attention (the benchmarks compare the two)."""
 
-    def __init__(self, model: Any, tokenizer: Any, prompt_batch_size: int = 4):
+    def __init__(self, model: Any, tokenizer: Any, prompt_batch_size: int = 4, cascade: bool = True):
         self.model = model
+        self.cascade = cascade
         self.tokenizer = tokenizer
         self.prompt_batch_size = max(1, int(prompt_batch_size))
         self.eos_ids = eos_ids(model, tokenizer)
@@ -154,7 +156,7 @@ class HFEngine:
             raise ValueError("empty prompt: every prompt needs at least one token")
         n, b = sampling.n, len(prompts)
         cascade = None
-        if getattr(self.model.config, "_attn_implementation", None) == GROUPED_SDPA:
+        if self.cascade and getattr(self.model.config, "_attn_implementation", None) == GROUPED_SDPA:
             cascade = self._prefill_cascade(prompts, n, sampling.max_new_tokens, device)
         if cascade is not None:
             (cache, logits, position), mask, step_kwargs = cascade, None, {CASCADE: cascade[0]}
