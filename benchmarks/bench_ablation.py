@@ -1,7 +1,8 @@
 """Does ResT help? The CPU miniature of the paper's ablation, on the embedded SmolLM2-135M.
 
 1. the demo's SFT warm start (``configs/quickstart-cpu.yaml``: 40 steps x 2 samples);
-2. ``restlit diagnose variance`` at the SFT model: K rollout batches of the first step's prompts,
+2. ``restlit diagnose variance`` at the SFT model: K rollout batches of the first ``--variance-prompts``
+   training prompts (8: with a training step's 2, most batches had no advantage at all),
    the policy gradient of uniform / static / entropy weights on the same samples;
 3. ``restlit ablate`` from the SFT model: the five default arms (``grpo``, ``rest``, ``static``,
    ``entropy-no-curriculum``, ``rest-fixed-reward``, in that order, so that a run cut short has the
@@ -14,7 +15,7 @@ tables go into ``benchmarks/RESULTS.md`` (section ``bench_ablation``) after each
 partial until the last arm is done, and the curves into ``benchmarks/ablation/``.
 
     .venv/bin/python benchmarks/bench_ablation.py [--workdir runs/bench-ablation] [--steps 8] [--eval-every 4]
-        [--heldout 32] [--batches 6] [--seeds 1] [--no-record]
+        [--heldout 32] [--batches 6] [--variance-prompts 8] [--seeds 1] [--no-record]
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=4)
     p.add_argument("--heldout", type=int, default=32, help="held-out items per evaluation")
     p.add_argument("--batches", type=int, default=6, help="rollout batches K of the variance diagnostic")
+    p.add_argument("--variance-prompts", type=int, default=8,
+                   help="prompts per variance batch (more than a training step's 2, so that some group has an advantage)")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--config", default=str(CONFIG), help="base config (a smoke test: configs/tiny-test.yaml)")
     p.add_argument("--set", action="append", default=[], help="more overrides for every stage")
@@ -62,7 +65,7 @@ def main() -> None:
     import torch
 
     sizes = (f"SmolLM2-135M-Instruct, float32, {torch.get_num_threads()} thread(s); SFT 40 steps x 2 samples (the demo's); variance: "
-             f"{args.batches} rollout batches of the first step's 2 prompts x 4 completions (128 tokens), full-model "
+             f"{args.batches} rollout batches of the first {args.variance_prompts} training prompts x 4 completions (128 tokens), full-model "
              f"gradients count-sketched to 65,536 numbers; ablation: {args.steps} steps x 2 prompts x 4 completions "
              f"per arm, lr 1e-5, {args.seeds} seed(s), greedy held-out evaluation of {args.heldout} items at steps "
              f"0, {', '.join(str(s) for s in range(args.eval_every, args.steps + 1, args.eval_every))}")
@@ -99,7 +102,8 @@ def main() -> None:
     t = time.perf_counter()
     vdir = work / "variance"
     if not (vdir / "variance.json").is_file() and not args.summarize_only:
-        vconfig = load_config(args.config, [*common, f"model.path={sft_model}", "model.init=pretrained"])
+        vconfig = load_config(args.config, [*common, f"model.path={sft_model}", "model.init=pretrained",
+                                                f"trainer.prompts_per_step={args.variance_prompts}"])
         report = measure_variance(vconfig, batches=args.batches)
         write_report(report, vdir)
         print(variance_markdown(report), flush=True)

@@ -9,7 +9,9 @@ common prefix with the new prompt and encodes only the rest. When the re-rendere
 tokenises the previous completion the way it was generated, the new work is the tool results and
 the next user message; when it does not, the cache is cut where they first differ, so the
 output is the same as without reuse (``reuse=False`` encodes every prompt from scratch; the
-benchmark compares both).
+benchmark compares both). The cache lives in :class:`restlit.kvcache.PreallocatedLayer` buffers
+that grow by doubling: transformers' own cache copies itself at every decoded token, which at a
+4,400-token prompt cost a third of each step.
 
 A prompt that leaves no room in the model's context raises
 :class:`restlit.evaluation.multiturn.ContextOverflow`; generation stops at an EOS id, or at the
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 
 from restlit.evaluation.multiturn import ContextOverflow
+from restlit.kvcache import preallocate
 from restlit.rollout.base import eos_ids
 from restlit.tokens import prompt_ids
 
@@ -85,6 +88,8 @@ class PrefixCacheGenerator:
         self.encoded += len(ids) - keep
         out = self.model(input_ids=torch.tensor([ids[keep:]], device=device), past_key_values=self._cache,
                          use_cache=True, logits_to_keep=1)
+        if self._cache is None:  # a fresh prefill: move it into buffers that are written in place
+            preallocate(out.past_key_values, len(ids) + budget, growable=True)
         fed = list(ids)
         generated: list[int] = []
         while True:

@@ -13,8 +13,8 @@ by log-sum-exp (:func:`restlit.attention.cascade_decode_attention`), so a prompt
 once per step, not ``n`` times, and never copied. Other attention implementations (eager, flash
 attention) and special cache layers (sliding windows) take the padded path: prompts left-padded
 into one batch, the cache repeated ``n`` times into one buffer allocated for the whole generation
-(:class:`_PreallocatedLayer`). (transformers' ``DynamicCache`` concatenates, i.e. copies the whole
-cache at every step and every layer, and fragments the heap.)
+(:class:`restlit.kvcache.PreallocatedLayer`: transformers' ``DynamicCache`` concatenates, i.e.
+copies the whole cache at every step and every layer, and fragments the heap.)
 
 Decoding is a plain loop over the model's forward with explicit position ids, temperature and
 nucleus (top-p) sampling, EOS and stop strings per sequence. Sampling is the Gumbel-max trick with
@@ -36,42 +36,9 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from restlit.attention import CASCADE
+from restlit.kvcache import PreallocatedLayer, preallocate
 from restlit.models import GROUPED_SDPA
 from restlit.rollout.base import Completion, SamplingConfig, eos_ids
-
-
-class _PreallocatedLayer(DynamicLayer):
-    """One layer's key/value cache in a buffer of ``capacity`` positions for ``B x repeats`` rows,
-    initialised from a prefilled ``DynamicLayer`` of ``B`` rows (row ``i`` becomes rows
-    ``i * repeats ... (i + 1) * repeats - 1``, as ``repeat_interleave``). ``update`` writes the new
-    positions in place and returns views of the filled part, so attention reads the same values a
-    ``DynamicLayer`` would hold, without any copy of the cache."""
-
-    def __init__(self, prefilled: DynamicLayer, repeats: int, capacity: int):
-        super().__init__()
-        keys, values = prefilled.keys, prefilled.values
-        b, heads, length, _ = keys.shape
-        self._keys = keys.new_empty(b * repeats, heads, capacity, keys.shape[-1])
-        self._values = values.new_empty(b * repeats, heads, capacity, values.shape[-1])
-        self._keys.view(b, repeats, heads, capacity, -1)[:, :, :, :length] = keys[:, None]
-        self._values.view(b, repeats, heads, capacity, -1)[:, :, :, :length] = values[:, None]
-        self.dtype, self.device = keys.dtype, keys.device
-        self.is_initialized = True
-        self._set_length(length)
-
-    def _set_length(self, length: int) -> None:
-        self.length = length
-        self.keys = self._keys[:, :, :length]
-        self.values = self._values[:, :, :length]
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        end = self.length + key_states.shape[-2]
-        if end > self._keys.shape[2]:
-            raise RuntimeError(f"KV cache full: {end} positions for a capacity of {self._keys.shape[2]}")
-        self._keys[:, :, self.length : end] = key_states
-        self._values[:, :, self.length : end] = value_states
-        self._set_length(end)
-        return self.keys, self.values
 
 
 class _CascadeLayer(DynamicLayer):
@@ -98,11 +65,12 @@ class _CascadeLayer(DynamicLayer):
         self._keys = first.new_empty(b * repeats, kv, capacity, dim)
         self._values = first.new_empty(b * repeats, kv, capacity, self.prompt_values.shape[-1])
         self.dtype, self.device = first.dtype, first.device
-        self.is_initialized = True
+        self.is_initialized, self.growable = True, False
         self._set_length(0)
 
-    _set_length = _PreallocatedLayer._set_length
-    update = _PreallocatedLayer.update
+    _set_length = PreallocatedLayer._set_length
+    capacity = PreallocatedLayer.capacity
+    update = PreallocatedLayer.update
 
 
 class HFEngine:
@@ -246,9 +214,8 @@ class HFEngine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
-        if all(type(layer) is DynamicLayer for layer in cache.layers):
-            cache.layers = [_PreallocatedLayer(layer, n, width + new_tokens) for layer in cache.layers]
-        elif n > 1:  # sliding-window or other special layers: transformers' own (copying) cache
+        # sliding-window or other special layers keep transformers' own (copying) cache
+        if not preallocate(cache, width + new_tokens, repeats=n) and n > 1:
             cache.batch_repeat_interleave(n)
         logits = out.logits[:, -1, :].float().repeat_interleave(n, 0)
         return cache, logits, positions[:, -1].repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
