@@ -13,8 +13,10 @@ schedule: reward ranges, static ramp, curriculum, LR, stopping), for ``B`` promp
 4. regions: each completion's tokens get regions from their own ids (offsets derived by decoding,
    ``restlit.tokens``), never from a re-tokenisation; the step is skipped here when no rank has
    an advantage or a completion token;
-5. entropy statistics per region: from the rollout (the engine reports each token's entropy;
-   otherwise a no-grad forward computes them), summed over ranks
+5. entropy statistics per region: from the rollout (the HF engine reports each token's entropy);
+   otherwise (vLLM) from the update's own forward, run here for every group with its graph kept
+   for step 7 (no extra no-grad pass; the checkpointed graphs of one rank's groups are held
+   together until their backward), summed over ranks
    (:func:`restlit.distributed.reduce_sum`) and folded into the ``EntropyCurriculum``;
 6. weights: the token weights at the curriculum's progress for step ``s``, and the loss
    denominator summed over the whole step and all ranks before any backward, so micro-batching
@@ -92,6 +94,7 @@ class Group:
     advantages: torch.Tensor  # [G]
     entropy: torch.Tensor | None  # [G, C] from the engine
     old_logp: torch.Tensor | None = None
+    forward: tuple[torch.Tensor, torch.Tensor] | None = None  # the update's (logp, entropy), run at step 5
     engine_logp: torch.Tensor | None = None  # [G, C] the engine's sampling log-probs, when reported
 
 
@@ -326,17 +329,22 @@ class RestModule(L.LightningModule):
     def entropy_statistics(self, groups: list[Group]) -> torch.Tensor:
         """5. This step's region entropy statistics, summed over ranks and folded into the
         curriculum; returns the running statistics the weights use. Entropies come from the engine
-        when it reports them, else from a no-grad forward (which also gives the old log-probs when
-        ``ppo_epochs > 1``)."""
+        when it reports them. Otherwise, with one PPO epoch, the update's own forward runs here
+        (with gradient; kept as ``group.forward`` for step 7, which then needs no forward of its
+        own); with ``ppo_epochs > 1`` a no-grad forward gives the old log-probs, and the entropies
+        with them."""
         epochs = self.config.objective.ppo_epochs
         stats = torch.zeros(2, len(Region), dtype=torch.float64, device=self.device)
-        with torch.no_grad():
-            for g in groups:
-                if g.entropy is None or epochs > 1:
+        for g in groups:
+            if epochs > 1:
+                with torch.no_grad():
                     old_logp, ent = self.group_logprobs(self.policy, g)
-                    g.old_logp = old_logp.detach() if epochs > 1 else None
-                    g.entropy = ent if g.entropy is None else g.entropy
-                stats += region_entropy_stats(g.entropy, g.regions, g.mask)
+                g.old_logp = old_logp
+                g.entropy = ent if g.entropy is None else g.entropy
+            elif g.entropy is None:
+                g.forward = self.group_logprobs(self.policy, g)
+                g.entropy = g.forward[1]
+            stats += region_entropy_stats(g.entropy, g.regions, g.mask)
         return self.curriculum.observe(reduce_sum(self.trainer.strategy, stats))
 
     def step_weights(self, groups: list[Group], running: torch.Tensor,
@@ -367,7 +375,8 @@ class RestModule(L.LightningModule):
         for epoch in range(obj.ppo_epochs):
             optimizer.zero_grad(set_to_none=True)
             for g, w in zip(groups, weights):
-                logp, ent = self.group_logprobs(self.policy, g)
+                logp, ent = g.forward if g.forward is not None else self.group_logprobs(self.policy, g)
+                g.forward = None  # its graph is freed by this backward
                 ref_logp = None
                 if self.reference is not None:
                     with torch.no_grad():

@@ -110,3 +110,47 @@ def test_ppo_epochs_do_not_speed_up_the_step_schedules(tmp_path):
 
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 4  # the one step counter, in the checkpoint
+
+
+def _fit_counting_forwards(tmp_path, monkeypatch, *, strip_entropies: bool):
+    """``fit`` on the tiny config for 2 steps, counting the policy's group forwards with and
+    without gradient; ``strip_entropies`` makes the HF engine report no entropies (as vLLM)."""
+    from restlit.module import RestModule
+    from restlit.rollout.hf import HFEngine
+    from restlit.train import fit
+
+    counts = {"grad": 0, "no_grad": 0}
+    original_logprobs, original_generate = RestModule.group_logprobs, HFEngine.generate
+
+    def counting(self, model, group):
+        if model is self.policy:
+            counts["grad" if torch.is_grad_enabled() else "no_grad"] += 1
+        return original_logprobs(self, model, group)
+
+    def generate(self, prompts, sampling):
+        groups = original_generate(self, prompts, sampling)
+        for group in groups:
+            for completion in group:
+                completion.entropies = None if strip_entropies else completion.entropies
+        return groups
+
+    monkeypatch.setattr(RestModule, "group_logprobs", counting)
+    monkeypatch.setattr(HFEngine, "generate", generate)
+    run_dir = fit(tiny_config(tmp_path / ("stripped" if strip_entropies else "engine"), "trainer.max_steps=2"),
+                  reward_fn=even_token_reward)
+    monkeypatch.undo()  # the next call wraps the originals, not these wrappers
+    return counts, read_metrics(run_dir)
+
+
+def test_an_engine_without_entropies_costs_no_extra_forward(tmp_path, monkeypatch):
+    """Issue 17, lever 3: when the engine reports no entropies (vLLM), the statistics come from the
+    update's own forward: one policy forward per group, none without gradient; the curriculum's
+    statistics and the update's metrics are those of the engine-entropy run."""
+    with_engine, rows_engine = _fit_counting_forwards(tmp_path, monkeypatch, strip_entropies=False)
+    without, rows = _fit_counting_forwards(tmp_path, monkeypatch, strip_entropies=True)
+    assert [r["skipped"] for r in rows] == [0.0, 0.0]
+    assert with_engine["grad"] > 0 and with_engine["no_grad"] == 0  # the update's forward, one per group
+    assert without == with_engine
+    for a, b in zip(rows_engine, rows):
+        for key in ("curriculum/structured_entropy", "train/loss", "train/grad_norm", "reward/total"):
+            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), key

