@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,7 @@ def load_policy(path: str, *, init: str = "pretrained", architecture: dict | Non
         directory = resolve(path)
         return _grouped_attention(_loading(directory, lambda: AutoModelForCausalLM.from_pretrained(
             directory, dtype=torch_dtype)))
-    arch = dict(architecture or {})
+    arch = {key: _yaml_float(value) for key, value in (architecture or {}).items()}
     if "model_type" not in arch:
         raise ModelNotFound("model.architecture needs a model_type (e.g. llama) when model.init is random")
     if tokenizer is not None:
@@ -159,11 +160,28 @@ def load_policy(path: str, *, init: str = "pretrained", architecture: dict | Non
         arch.setdefault("pad_token_id", tokenizer.pad_token_id)
     try:
         config = AutoConfig.for_model(**arch)
-    except (ValueError, TypeError) as exc:
-        raise ModelNotFound(f"model.architecture: {exc}") from None
+    except (ValueError, TypeError, *_CONFIG_ERRORS) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])
+        raise ModelNotFound(f"model.architecture: {' '.join(line.strip() for line in first[:2])}") from None
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return _grouped_attention(AutoModelForCausalLM.from_config(config, dtype=torch_dtype))
+
+
+try:  # transformers' configs validate their fields with huggingface_hub's strict dataclasses
+    from huggingface_hub.errors import StrictDataclassError
+
+    _CONFIG_ERRORS: tuple[type[Exception], ...] = (StrictDataclassError,)
+except ImportError:  # an older huggingface_hub: configs raise ValueError / TypeError only
+    _CONFIG_ERRORS = ()
+
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _yaml_float(value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads ``1e-5`` (no dot) as the *string* ``"1e-5"``: such a string in
+    ``model.architecture`` (whose fields restlit does not type) becomes the float it spells."""
+    return float(value) if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()) else value
 
 
 GROUPED_SDPA = "restlit_grouped_sdpa"

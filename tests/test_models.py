@@ -58,6 +58,19 @@ def test_random_init_needs_a_model_type(smollm2_tokenizer):
     assert all((a == b).all() for a, b in zip(tiny.parameters(), again.parameters()))  # seeded
 
 
+def test_architecture_reads_yaml_exponents_and_reports_bad_fields_in_one_line(smollm2_tokenizer):
+    """PyYAML reads ``rms_norm_eps: 1e-5`` as a string; the architecture takes it as the number."""
+    arch = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "num_key_value_heads": 1}
+    model = models.load_policy("unused", init="random", tokenizer=smollm2_tokenizer,
+                               architecture={**arch, "rms_norm_eps": "1e-05"})
+    assert model.config.rms_norm_eps == 1e-5
+    with pytest.raises(models.ModelNotFound, match="^model.architecture: ") as err:
+        models.load_policy("unused", init="random", tokenizer=smollm2_tokenizer,
+                           architecture={**arch, "rms_norm_eps": "small"})
+    assert "\n" not in str(err.value)
+
+
 def _gqa_model(smollm2_tokenizer, heads: int, kv_heads: int):
     arch = {"model_type": "llama", "hidden_size": 96, "intermediate_size": 64, "num_hidden_layers": 2,
             "num_attention_heads": heads, "num_key_value_heads": kv_heads}

@@ -1,0 +1,136 @@
+"""Issue 17's GPU check: workload W (``benchmarks/bench_step.py``: 4 prompts x 4 completions x 128
+tokens, ToolRL prompts) on one GPU at bf16 with the HF engine, under Lightning's single-device
+strategy and under its FSDP strategy with one process; prints step time, tokens/s, peak GPU memory
+and the update's MFU against the card's dense bf16 peak.
+
+The model is SmolLM2-135M's architecture with random weights (``model.init: random``): the device
+image has no ``gguf`` to read the embedded weights, and a step's cost does not depend on the
+weights' values. Random weights rarely stop early, so most completions run the full 128 tokens
+(the table says the mean length). The update's useful FLOPs are ``6 N`` per update token (each
+prompt counted once, as the packed group forward runs it), ``N`` the non-embedding parameters.
+
+Prepared for a lent machine; not run in a session without one. On the device (wheels for
+``datasets``/``jsonschema`` carried as ``.whl``, the tokenizer as ``.gpu/tokenizer``, see
+``/work/.library/device/README.md``; under 8 minutes)::
+
+    python3 benchmarks/gpu_check.py --tokenizer .gpu/tokenizer --out $OUT/gpu_check.json
+    .venv/bin/python benchmarks/gpu_check.py --accelerator cpu --dtype float32 --strategies auto --steps 1 --warmup 0  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MARK = "GPU_CHECK_RESULT "
+# SmolLM2-135M-Instruct's config (the embedded model's), for a random-weight model of its shape
+ARCHITECTURE = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 8192,
+                "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": True}
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}  # dense bf16, per the vendors' sheets
+
+
+def worker(args: argparse.Namespace) -> None:
+    import lightning as L
+    import torch
+
+    from benchmarks.bench_step import WORKLOAD_DATA, bench_reward_fn, fit_with_callback
+    from restlit.config import load_config
+
+    overrides = [f"data.raw=[{WORKLOAD_DATA}]", "model.init=random", f"model.architecture={json.dumps(ARCHITECTURE)}",
+                 f"model.dtype={args.dtype}", f"trainer.accelerator={args.accelerator}", "trainer.devices=1",
+                 f"trainer.strategy={args.strategy}", f"trainer.precision={'bf16-true' if args.dtype == 'bfloat16' else '32-true'}",
+                 f"trainer.max_steps={args.warmup + args.steps}", "trainer.prompts_per_step=4", "rollout.n=4",
+                 "rollout.max_new_tokens=128", "rollout.engine=hf", "trainer.checkpoint_every=100000",
+                 "logging.progress_bar=false", "logging.tensorboard=false", f"output_dir={args.workdir}/{args.strategy}",
+                 f"data.cache_dir={args.workdir}/cache"]
+    if args.tokenizer:
+        overrides.append(f"model.tokenizer={args.tokenizer}")
+    config = load_config(ROOT / "configs" / "quickstart-cpu.yaml", overrides)
+    cuda = args.accelerator == "gpu"
+
+    class Timer(L.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.t0 = 0.0
+
+        def on_train_batch_start(self, *a):
+            if cuda:
+                torch.cuda.synchronize()
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, *a):
+            if cuda:
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self.t0)
+
+    timer = Timer()
+    rows = fit_with_callback(config, timer, bench_reward_fn(config))[args.warmup:]
+    print(MARK + json.dumps({
+        "times": timer.times[args.warmup:], "update": [r["time/update"] for r in rows],
+        "rollout": [r["time/rollout"] for r in rows], "tokens_per_s": [r["throughput/tokens_per_s"] for r in rows],
+        "length": [r["completion/length"] for r in rows],
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "device": torch.cuda.get_device_name() if cuda else "cpu"}), flush=True)
+
+
+def update_flops(mean_length: float) -> float:
+    """Useful FLOPs of W's update: ``6 N`` per token, the 4 prompts once (their mean length in
+    tokens, measured on W's data by bench_step: 571) plus 16 completions of ``mean_length``."""
+    h, i, layers = ARCHITECTURE["hidden_size"], ARCHITECTURE["intermediate_size"], ARCHITECTURE["num_hidden_layers"]
+    kv = h // ARCHITECTURE["num_attention_heads"] * ARCHITECTURE["num_key_value_heads"]
+    n = layers * (2 * h * h + 2 * h * kv + 3 * h * i) + 49152 * h  # the LM head counts; the embedding lookup not
+    return 6 * n * (4 * 571 + 16 * mean_length)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--accelerator", default="gpu")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--strategies", default="auto,fsdp")
+    p.add_argument("--strategy", help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--tokenizer", default=None, help="a tokenizer directory (default: the embedded model's)")
+    p.add_argument("--workdir", default="/tmp/restlit-gpu-check")
+    p.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = p.parse_args()
+    if args.strategy:
+        return worker(args)
+    results = {}
+    for strategy in args.strategies.split(","):
+        cmd = [sys.executable, __file__, "--strategy", strategy, *sys.argv[1:]]
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        found = [line[len(MARK):] for line in proc.stdout.splitlines() if line.startswith(MARK)]
+        if proc.returncode or not found:
+            print(f"{strategy}: failed (exit {proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
+            continue
+        results[strategy] = json.loads(found[-1])
+    peak = next((v for k, v in PEAK_TFLOPS.items() if any(k in r["device"] for r in results.values())), None)
+    print("| strategy | device | step s | rollout s | update s | tokens/s | mean completion | peak GPU GiB | update MFU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for strategy, r in results.items():
+        length, update = _median(r["length"]), _median(r["update"])
+        mfu = update_flops(length) / update / (peak * 1e12) if peak else None
+        print(f"| {strategy} | {r['device']} | {_median(r['times']):.2f} | {_median(r['rollout']):.2f} | {update:.2f} | "
+              f"{_median(r['tokens_per_s']):,.0f} | {length:.0f} | "
+              f"{'-' if r['peak_gib'] is None else format(r['peak_gib'], '.2f')} | "
+              f"{'-' if mfu is None else format(mfu, '.1%')} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    if not results:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
