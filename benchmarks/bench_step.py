@@ -517,17 +517,38 @@ def _report(args: argparse.Namespace, data: dict) -> str:
     if restlit_peaks:
         train_peak = max(p[0] or 0 for p in restlit_peaks)
         worst = max(p[1] for p in restlit_peaks)
-        goals.append(f"peak RSS <= 4 GB at 16 completions per step: **{'met' if worst <= 4 * GB else 'NOT met'}** "
+        goals.append(f"peak RSS <= 3 GiB at 16 completions per step: **{'met' if worst <= 3 * GB else 'NOT met'}** "
                      f"({train_peak / GB:.2f} GiB by the end of the last training step, {worst / GB:.2f} GiB "
                      f"for the whole process)")
     ent = summary.get("restlit entropy")
     if ent and ent["times"] and trl_wall:
         speedup = trl_wall / med(ent["times"])
         cpu_speedup = trl_cpu / med(ent["cpu"])
-        goals.append(f"step time >= 1.5x faster than TRL: **{'met' if speedup >= 1.5 else 'NOT met'}** "
+        goals.append(f"step time >= 5x faster than TRL: **{'met' if speedup >= 5 else 'NOT met'}** "
                      f"({speedup:.2f}x wall, {cpu_speedup:.2f}x CPU time, entropy weights)")
     elif trl is not None:
-        goals.append(f"step time >= 1.5x faster than TRL: not measured (TRL run: {trl.get('error', 'no timed steps')})")
+        goals.append(f"step time >= 5x faster than TRL: not measured (TRL run: {trl.get('error', 'no timed steps')})")
+    machine = meta.get("machine")
+    if machine and ent and ent["times"]:
+        per_step = meta["completions"] // meta["prompts"]
+        lims = []
+        per_process = max(1, len(ent["steps"]) // max(1, len(results["entropy"])))  # the same steps in each process
+        for i, st in enumerate(ent["steps"]):
+            first = (warmup + i % per_process) * meta["prompts"]
+            ptok = meta["prompt_tokens"][first : first + meta["prompts"]] or meta["prompt_tokens"][: meta["prompts"]]
+            lims.append(step_limit(machine, ptok, meta["completions"], st.get("completion/length") or 1.0))
+        lim = {k: statistics.median(x[k] for x in lims) for k in lims[0]}
+        wall = med(ent["times"])
+        rollout = _mean([x.get("time/rollout") for x in ent["steps"]])
+        update = _mean([x.get("time/update") for x in ent["steps"]])
+        goals.append(
+            f"step within 2x of this machine's limit: **{'met' if wall <= 2 * lim['step'] else 'NOT met'}** "
+            f"({wall / lim['step']:.1f}x: {wall:.0f} s against a limit of {lim['step']:.1f} s = rollout "
+            f"{lim['rollout']:.1f} s + update {lim['update']:.1f} s; measured rollout {rollout:.0f} s = "
+            f"{rollout / lim['rollout']:.1f}x its limit, update {update:.0f} s = {update / lim['update']:.1f}x; "
+            f"fp32 matmul {machine['gflops']:.0f} GFLOP/s, memory {machine['gbps']:.1f} GB/s at "
+            f"{meta['threads']} threads, measured after the runs; {machine['params'] / 1e6:.1f}M parameters, "
+            f"{per_step} completions per prompt, `step_limit` in this file)")
     cost = meta.get("weighting_s")
     upd = data.get("update") or {}
     upd_rows, upd_ratio = [], None
@@ -701,6 +722,43 @@ def main() -> None:
         tmp_ctx.cleanup()
 
 
+def _machine(threads: int, model_dir: str) -> dict:
+    """This machine's fp32 matmul rate and memory bandwidth at ``threads`` (``bench_kernels``'
+    measurement, taken after the children, so on the same machine state) and the model's shape."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from benchmarks.bench_kernels import machine_limits
+
+    torch.set_num_threads(threads)
+    gflops, gbps = machine_limits(torch)
+    cfg = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())
+    kv_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 4
+    return {"gflops": gflops, "gbps": gbps, "params": params, "kv_bytes_per_token": kv_bytes}
+
+
+def step_limit(machine: dict, prompt_tokens: list[int], completions: int, mean_length: float) -> dict[str, float]:
+    """The seconds a W step cannot beat on this machine: useful FLOPs over the measured matmul
+    rate, and decoding's bytes over the measured bandwidth. ``N`` parameters (the tied LM head
+    once); each prompt counted once (its ``G`` completions share it).
+
+    - rollout = ``2 N P / rate`` (prefill of the ``P`` prompt tokens) + ``L`` decoding steps, each
+      the larger of ``2 N G B / rate`` and (every weight once + the keys and values as stored:
+      each prompt once, the completions' own half-way on average) ``/ bandwidth``;
+    - update = ``6 N (P + G B L) / rate`` (forward and backward; checkpointing's recompute not
+      counted: it is not useful work).
+    """
+    n, rate, bw = machine["params"], machine["gflops"] * 1e9, machine["gbps"] * 1e9
+    p, rows = sum(prompt_tokens), completions
+    decode_bytes = 4 * n + machine["kv_bytes_per_token"] * (p + rows * mean_length / 2)
+    decode = mean_length * max(2 * n * rows / rate, decode_bytes / bw)
+    rollout = 2 * n * p / rate + decode
+    update = 6 * n * (p + rows * mean_length) / rate
+    return {"rollout": rollout, "update": update, "step": rollout + update, "decode_step_ms": decode / mean_length * 1e3}
+
+
 def _run_all(args: argparse.Namespace, work: Path) -> dict:
     """Run ``args.parts``; with an earlier ``summary.json`` in ``work``, keep the parts not rerun."""
     previous = work / "summary.json"
@@ -744,6 +802,7 @@ def _run_all(args: argparse.Namespace, work: Path) -> dict:
                "--out", str(work / "update"), "--steps", str(args.update_reps), *_common(args)]
         data["update"] = _run_child(cmd, work / "update.log")
         print("update: " + json.dumps(data["update"]), flush=True)
+    meta["machine"] = _machine(args.threads, model_dir)
     meta.update({
         "warmup": args.warmup, "threads": args.threads, "prompts": args.prompts,
         "completions": args.prompts * args.generations, "max_new_tokens": args.max_new_tokens,
