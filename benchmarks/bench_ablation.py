@@ -9,7 +9,8 @@
    main comparison first), each ``--steps`` steps of the demo's shape (2 prompts x 4 completions,
    128 tokens), scored greedily on ``--heldout`` held-out items every ``--eval-every`` steps.
 
-Sizes are chosen to finish within about 40 minutes on an idle 2-core machine. Every stage is
+Sizes are chosen to finish within about an hour on an idle 2-core machine (110 min measured on a
+loaded one, 2026-12-01). Every stage is
 resumable (the SFT model, the variance report and finished arms are kept in ``--workdir``); the
 tables go into ``benchmarks/RESULTS.md`` (section ``bench_ablation``) after each stage, marked
 partial until the last arm is done, and the curves into ``benchmarks/ablation/``.
