@@ -80,13 +80,20 @@ def worker(args: argparse.Namespace) -> None:
         "device": torch.cuda.get_device_name() if cuda else "cpu"}), flush=True)
 
 
-def update_flops(mean_length: float) -> float:
-    """Useful FLOPs of W's update: ``6 N`` per token, the 4 prompts once (their mean length in
-    tokens, measured on W's data by bench_step: 571) plus 16 completions of ``mean_length``."""
-    h, i, layers = ARCHITECTURE["hidden_size"], ARCHITECTURE["intermediate_size"], ARCHITECTURE["num_hidden_layers"]
-    kv = h // ARCHITECTURE["num_attention_heads"] * ARCHITECTURE["num_key_value_heads"]
-    n = layers * (2 * h * h + 2 * h * kv + 3 * h * i) + 49152 * h  # the LM head counts; the embedding lookup not
-    return 6 * n * (4 * 571 + 16 * mean_length)
+def update_mfu(update_s: float, mean_length: float, peak_tflops: float) -> float:
+    """The update's model FLOPs utilisation: ``bench_step.step_limit``'s update time at the card's
+    peak (``6 N`` per update token, W's 4 prompts once at their mean of 571 tokens, as bench_step
+    prints for W's data, plus 16 completions of ``mean_length``) over the measured time."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from benchmarks.bench_step import step_limit
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**ARCHITECTURE, vocab_size=49152))
+    machine = {"gflops": peak_tflops * 1e3, "gbps": 1.0, "params": sum(p.numel() for p in model.parameters()),
+               "kv_bytes_per_token": 0}
+    return step_limit(machine, [571] * 4, 16, mean_length)["update"] / update_s
 
 
 def _median(values: list[float]) -> float:
@@ -121,7 +128,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for strategy, r in results.items():
         length, update = _median(r["length"]), _median(r["update"])
-        mfu = update_flops(length) / update / (peak * 1e12) if peak else None
+        mfu = update_mfu(update, length, peak) if peak else None
         print(f"| {strategy} | {r['device']} | {_median(r['times']):.2f} | {_median(r['rollout']):.2f} | {update:.2f} | "
               f"{_median(r['tokens_per_s']):,.0f} | {length:.0f} | "
               f"{'-' if r['peak_gib'] is None else format(r['peak_gib'], '.2f')} | "
