@@ -69,19 +69,25 @@ def main() -> None:
     stage_rows.append(["process start and imports (the model conversion is in eval base)", f"{wall - seconds['total']:.0f}",
                        f"{100 * (wall - seconds['total']) / wall:.0f}%"])
     stage_rows.append(["**whole command**", f"**{wall:.0f}**", "100%"])
-    model_rows = [[name] + ["-" if scores.get(key) is None else f"{100 * scores[key]:.1f}" for _, key in COLUMNS]
-                  for name, scores in summary["models"].items()]
+    model_rows = [[name] + [_cell(summary["intervals"][name].get(key)) for _, key in COLUMNS]
+                  for name in summary["models"]]
+    first = summary["intervals"][next(iter(summary["models"]))]
+    heldout_items = first["heldout/exact_match"]["n"]
+    bfcl_items = first["bfcl:simple_python/accuracy"]["n"]
     verdict = "met" if wall <= GOAL_S else "NOT met"
     setting = ("The job of `make demo` on the shipped sizes of `configs/quickstart-cpu.yaml` (SFT "
                "`sft.max_steps` x `sft.batch_size`, ResT `trainer.max_steps` x `trainer.prompts_per_step` x "
-               "`rollout.n`, eval 8 held-out + 8 BFCL simple_python items per model), fresh output directory")
+               f"`rollout.n`, eval {heldout_items} held-out + {bfcl_items} BFCL simple_python items per model, greedy), fresh "
+               "output directory")
     body = "\n\n".join([
         setting + ("" if args.reuse_cache else " and fresh model cache (the GGUF conversion is included)")
         + f". 1-min load average before {load_before:.1f}, after {load_after:.1f}; peak RSS {peak:.2f} GiB.",
         markdown_table(["stage", "s", "share"], stage_rows),
         markdown_table(["model"] + [c for c, _ in COLUMNS], model_rows),
         (f"Goal: the demo within 20 minutes on this 2-core machine: **{verdict}** ({wall / 60:.1f} min). "
-        "A few optimizer steps on a few hundred records, and 8 + 8 scored items per model: the machinery end to end on a real model, not a trained tool user (one item is 12.5 points). "
+        f"A few optimizer steps on a few hundred records, and {heldout_items} + {bfcl_items} scored items per model "
+        f"(one item is {100 / heldout_items:.1f} points; cells: % [95% Wilson interval] (items); parameter F1 counts "
+        "triples, no interval): the machinery end to end on a real model, not a trained tool user. "
         "Figures of this run: `benchmarks/demo/`."),
     ])
     print(body)
@@ -98,6 +104,16 @@ def main() -> None:
     (FIGURES / "report.md").write_text(text)
     record("bench_demo", "`make demo`: the whole method on the embedded model, CPU", body,
            "python benchmarks/bench_demo.py")
+
+
+def _cell(interval: dict | None) -> str:
+    """``% [low, high] (n)`` of one demo.json interval; F1 (low == high) without the brackets."""
+    if not interval or interval.get("value") is None:
+        return "-"
+    value, low, high, n = (interval[k] for k in ("value", "low", "high", "n"))
+    if low == high == value:
+        return f"{100 * value:.1f} ({n})"
+    return f"{100 * value:.1f} [{100 * low:.1f}, {100 * high:.1f}] ({n})"
 
 
 if __name__ == "__main__":

@@ -7,10 +7,13 @@ module serves from ``benchmarks/data/toolrl_240.json``, 4 completions per prompt
 - **update attention**: one packed prompt group forward + backward with gradient checkpointing
   (what the update runs per group), 4 groups of 4 completions x 128 tokens: the dense ``L x L``
   block mask (transformers' ``sdpa``) vs restlit's block-sparse attention (``restlit.attention``).
-- **rollout**: ``HFEngine.generate`` of the 16 completions, same seeds (both paths draw the same
+- **rollout**: ``HFEngine.generate`` of the 16 completions, same seeds (all paths draw the same
   samples, tested in ``tests/test_attention.py``), both on restlit's attention: prompts left-padded
   and the cache repeated per completion (``HFEngine(cascade=False)``, the engine before cascade
-  decoding, with its grouped-query decoding step) vs cascade decoding. Decode ms per
+  decoding, with its grouped-query decoding step, and plain weights) vs cascade decoding, with
+  plain weights and with the linear layers on oneDNN-packed weights (``restlit.packed``, what
+  ``HFEngine`` does by default on a CPU; same samples, log-probs within 1e-4, tested in
+  ``tests/test_packed.py``). Decode ms per
   step is the generation time less the prefill, over the decoding steps; its bound is the bytes a
   step must read (every weight once, plus the keys and values as stored) over the measured memory
   bandwidth.
@@ -87,28 +90,34 @@ def main() -> None:
     tokenizer, policy, prompts = workload_prompts(args.prompts)
     gen = torch.Generator().manual_seed(0)
     completions = [torch.randint(5, 40000, (args.generations, args.max_new_tokens), generator=gen) for _ in prompts]
-    variants = {"before: dense mask / padded cache": "sdpa", "now: block-sparse / cascade": GROUPED_SDPA}
+    # path -> (attention implementation, packed weights in the rollout)
+    variants = {"before: dense mask / padded cache": ("sdpa", False),
+                "block-sparse / cascade": (GROUPED_SDPA, False),
+                "now: block-sparse / cascade, packed weights": (GROUPED_SDPA, True)}
+    implementations = list(dict.fromkeys(impl for impl, _ in variants.values()))
 
     # update: packed group forward + backward, checkpointed, every group of the step
     policy.train()
     policy.gradient_checkpointing_enable()
-    update: dict[str, float] = {name: float("inf") for name in variants}
+    # (packing applies only without gradients: the update is the same on both cascade paths)
+    update: dict[str, float] = {impl: float("inf") for impl in implementations}
     for _ in range(args.repeats):
-        for name, impl in variants.items():
+        for impl in implementations:
             policy.set_attn_implementation(impl)
             start = time.perf_counter()
             for prompt, tokens in zip(prompts, completions, strict=True):
                 hidden = group_hidden(policy, torch.as_tensor(prompt), tokens)
                 hidden.square().mean().backward()
-            update[name] = min(update[name], time.perf_counter() - start)
+            update[impl] = min(update[impl], time.perf_counter() - start)
             policy.zero_grad(set_to_none=True)
     policy.gradient_checkpointing_disable()
 
     # rollout: same seeds, same samples on both paths
     policy.eval()
     policy.set_attn_implementation(GROUPED_SDPA)
-    engines = {name: HFEngine(policy, tokenizer, prompt_batch_size=args.prompts, cascade=impl == GROUPED_SDPA)
-               for name, impl in variants.items()}
+    engines = {name: HFEngine(policy, tokenizer, prompt_batch_size=args.prompts, cascade=impl == GROUPED_SDPA,
+                              packed=packed)
+               for name, (impl, packed) in variants.items()}
     sampling = SamplingConfig(n=args.generations, max_new_tokens=args.max_new_tokens, temperature=1.0, seed=7)
     one = SamplingConfig(n=args.generations, max_new_tokens=1, temperature=1.0, seed=7)
     rollout: dict[str, tuple[float, float, int, int]] = {}
@@ -132,21 +141,25 @@ def main() -> None:
     kv_cascade = kv_per_token * (prompt_tokens + rows * mean_new)
     kv_padded = kv_per_token * rows * (max(len(p) for p in prompts) + mean_new)
     bound_ms = {name: 1e3 * (params + (kv_cascade if impl == GROUPED_SDPA else kv_padded)) / (bandwidth * 1e9)
-                for name, impl in variants.items()}
+                for name, (impl, _) in variants.items()}
 
     table = []
     for name in variants:
         prefill, total, steps, tokens = rollout[name]
         decode_ms = 1e3 * (total - prefill) / max(steps - 1, 1)
-        table.append([name, f"{update[name]:.2f}", f"{prefill:.2f}", f"{total:.2f}", f"{tokens / total:.0f}",
+        impl = variants[name][0]
+        table.append([name, f"{update[impl]:.2f}", f"{prefill:.2f}", f"{total:.2f}", f"{tokens / total:.0f}",
                       f"{decode_ms:.0f}", f"{bound_ms[name]:.0f}", f"{decode_ms / bound_ms[name]:.1f}x"])
-    old, new = (update[name] for name in variants)
-    (_, old_total, *_), (_, new_total, *_) = (rollout[name] for name in variants)
+    old, new = update["sdpa"], update[GROUPED_SDPA]
+    names = list(variants)
+    old_total, unpacked_total, new_total = (rollout[name][1] for name in names)
     headers = ["path", "update: 4 group fwd+bwd s", "prefill s", "rollout s", "tokens/s", "decode ms/step",
                "decode bound ms", "decode / bound"]
     body = (markdown_table(headers, table) + "\n\n"
             f"Machine, measured in this run at {args.threads} threads: fp32 matmul {gflops:.0f} GFLOP/s, memory "
-            f"{bandwidth:.1f} GB/s. Update attention path: {old / new:.2f}x faster; rollout: {old_total / new_total:.2f}x. "
+            f"{bandwidth:.1f} GB/s. Update attention path: {old / new:.2f}x faster; rollout: {old_total / new_total:.2f}x "
+            f"({old_total / unpacked_total:.2f}x from the cascade, {unpacked_total / new_total:.2f}x more from packed "
+            f"weights, `restlit.packed`; packing applies only without gradients, so the update is the same). "
             f"W: {args.prompts} prompts ({prompt_tokens} prompt tokens) x {args.generations} completions x up to "
             f"{args.max_new_tokens} tokens; the decode bound counts the weights ({params / 2**20:.0f} MiB) once per step "
             f"plus the keys and values as each path stores them at the mean length ({mean_new:.0f} new tokens).")

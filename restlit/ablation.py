@@ -91,7 +91,7 @@ def evaluate(model: str, suites: dict[str, int], data_dir: Path, out_dir: Path, 
     with Progress(TextColumn(f"generating ({Path(model).name or model})"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("gen", total=len(ids))
-        texts = run.generate_outputs(conversations, model, batch_size=8, max_new_tokens=max_new_tokens,
+        texts = run.generate_outputs(conversations, model, batch_size=16, max_new_tokens=max_new_tokens,
                                      progress=lambda done, total: bar.update(task, completed=done))
     result = run.score(loaded, dict(zip(ids, texts)))
     if "heldout" in suites:

@@ -10,7 +10,9 @@ is a *cascade*: each prompt is prefilled alone, at its own length (no left paddi
 and values are kept ONCE per layer (:class:`_CascadeLayer`); the completions' own positions go into
 a buffer preallocated for ``max_new_tokens``, and each step attends both parts and combines them
 by log-sum-exp (:func:`restlit.attention.cascade_decode_attention`), so a prompt's cache is read
-once per step, not ``n`` times, and never copied. Other attention implementations (eager, flash
+once per step, not ``n`` times, and never copied. On a CPU the linear layers multiply by
+oneDNN-packed copies of their weights, taken at each ``generate`` (:mod:`restlit.packed`: a
+decoding step's small matrix products otherwise repack every weight at every call). Other attention implementations (eager, flash
 attention) and special cache layers (sliding windows) take the padded path: prompts left-padded
 into one batch, the cache repeated ``n`` times into one buffer allocated for the whole generation
 (:class:`restlit.kvcache.PreallocatedLayer`: transformers' ``DynamicCache`` concatenates, i.e.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -38,6 +41,7 @@ from transformers.cache_utils import DynamicLayer
 from restlit.attention import CASCADE
 from restlit.kvcache import PreallocatedLayer, preallocate
 from restlit.models import GROUPED_SDPA
+from restlit.packed import packed_linears
 from restlit.rollout.base import Completion, SamplingConfig, eos_ids
 
 
@@ -76,11 +80,14 @@ class _CascadeLayer(DynamicLayer):
 class HFEngine:
     """Samples from a transformers causal LM. ``prompt_batch_size`` prompts are decoded together
     (each expanded to ``n`` sequences); lower it to bound memory. ``cascade=False`` forces the
-    padded path even on restlit's attention (the benchmarks compare the two)."""
+    padded path even on restlit's attention; ``packed=False`` multiplies by the weights as they are
+    instead of oneDNN-packed copies (:mod:`restlit.packed`; the benchmarks compare both)."""
 
-    def __init__(self, model: Any, tokenizer: Any, prompt_batch_size: int = 4, cascade: bool = True):
+    def __init__(self, model: Any, tokenizer: Any, prompt_batch_size: int = 4, cascade: bool = True,
+                 packed: bool = True):
         self.model = model
         self.cascade = cascade
+        self.packed = packed
         self.tokenizer = tokenizer
         self.prompt_batch_size = max(1, int(prompt_batch_size))
         self.eos_ids = eos_ids(model, tokenizer)
@@ -101,20 +108,26 @@ class HFEngine:
         base = sampling.seed if sampling.seed is not None else secrets.randbits(62)
         was_training = self.model.training
         self.model.eval()
+        rows = min(len(prompts), self.prompt_batch_size) * sampling.n
         try:
-            out: list[list[Completion]] = []
-            for start in range(0, len(prompts), self.prompt_batch_size):
-                chunk = prompts[start : start + self.prompt_batch_size]
-                generators = []
-                for i in range(len(chunk)):
-                    for j in range(sampling.n):
-                        g = torch.Generator(device=device)
-                        g.manual_seed(((base + start + i) * 1_000_003 + j) % (2**63 - 1))
-                        generators.append(g)
-                out.extend(self._generate_chunk(chunk, start, sampling, generators, device))
-            return out
+            with packed_linears(self.model, rows) if self.packed else nullcontext():
+                return self._generate_all(prompts, sampling, base, device)
         finally:
             self.model.train(was_training)
+
+    def _generate_all(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, base: int,
+                      device: torch.device) -> list[list[Completion]]:
+        out: list[list[Completion]] = []
+        for start in range(0, len(prompts), self.prompt_batch_size):
+            chunk = prompts[start : start + self.prompt_batch_size]
+            generators = []
+            for i in range(len(chunk)):
+                for j in range(sampling.n):
+                    g = torch.Generator(device=device)
+                    g.manual_seed(((base + start + i) * 1_000_003 + j) % (2**63 - 1))
+                    generators.append(g)
+            out.extend(self._generate_chunk(chunk, start, sampling, generators, device))
+        return out
 
     def _generate_chunk(
         self, prompts: Sequence[Sequence[int]], offset: int, sampling: SamplingConfig,
