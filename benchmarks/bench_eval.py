@@ -16,8 +16,8 @@ Goal (issue 7): >= 5,000 items/s.
 Multi-turn (issue 16): the first ``--entries`` entries of ``multi_turn_base`` run greedily by the
 embedded SmolLM2-135M through :class:`restlit.evaluation.session.PrefixCacheGenerator`, once
 keeping the KV cache across the steps and turns of an entry (and into the next entry as far as
-its prompt starts the same way), as ``restlit eval`` runs, and once encoding every step's prompt
-from scratch; rows: seconds per entry, steps, prompt tokens encoded, and whether both gave the
+its prompt starts the same way), as ``restlit eval`` runs (linear weights packed for one row,
+``restlit.packed``), and once encoding every step's prompt from scratch; rows: seconds per entry, steps, prompt tokens encoded, and whether both gave the
 same outputs; times are this process's CPU seconds (and wall seconds). Goal: >= 3x from reuse.
 """
 
@@ -111,7 +111,10 @@ def main() -> None:
 
 
 def multi_turn(entries: int, max_new_tokens: int) -> None:
+    import torch
+
     from restlit.evaluation.session import PrefixCacheGenerator
+    from restlit.packed import packed_linears
 
     tokenizer, policy = run.load_model("smollm2-135m")
     items = multiturn.load_category("multi_turn_base", entries)
@@ -121,8 +124,9 @@ def multi_turn(entries: int, max_new_tokens: int) -> None:
         generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, reuse=reuse)
         t0, c0 = time.perf_counter(), time.process_time()
         outs = []
-        for entry in items:
-            outs.append(multiturn.rollout(entry, generator))
+        with torch.no_grad(), packed_linears(policy, rows=1):  # as run.rollout_outputs runs them
+            for entry in items:
+                outs.append(multiturn.rollout(entry, generator))
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         seconds[reuse], outputs[reuse] = cpu, outs
         steps = sum(len(t) for o in outs for t in o["turns"])
@@ -139,7 +143,8 @@ def multi_turn(entries: int, max_new_tokens: int) -> None:
     print(f"same outputs with and without reuse: {same}")
     record("bench_eval_multiturn", "BFCL multi-turn: time per multi_turn_base entry, embedded model",
            f"The first {len(items)} entries of `multi_turn_base`, SmolLM2-135M (embedded), greedy, "
-           f"`max_new_tokens={max_new_tokens}`, one entry at a time, default torch threads; CPU seconds "
+           f"`max_new_tokens={max_new_tokens}`, one entry at a time, linear weights packed for one row as "
+           f"`restlit eval` runs them, default torch threads; CPU seconds "
            f"of this process (the machine is shared: wall seconds depend on the other jobs). Same outputs "
            f"with and without reuse: {'yes' if same else 'no'}. Goal: >= 3x from reuse.\n\n{table}",
            f"python -m benchmarks.bench_eval --multi-turn --entries {entries} --max-new-tokens {max_new_tokens}")
