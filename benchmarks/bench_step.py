@@ -109,9 +109,13 @@ def _threads(n: int) -> None:
 
 
 def _overrides(args: argparse.Namespace, mode: str, output_dir: str) -> list[str]:
+    """The W config of a restlit child; a mode ``NAME+plain`` is weighting NAME with
+    ``rollout.pack_weights=false`` (the linear weights as they are while generating)."""
+    weighting, _, variant = mode.partition("+")
     return [
         f"data.raw=[{WORKLOAD_DATA}]",
-        f"objective.weights.mode={mode}",
+        f"objective.weights.mode={weighting}",
+        f"rollout.pack_weights={'false' if variant == 'plain' else 'true'}",
         f"trainer.max_steps={args.warmup + args.steps}",
         f"trainer.prompts_per_step={args.prompts}",
         f"rollout.n={args.generations}",
@@ -428,7 +432,7 @@ def _weighting_cost(args: argparse.Namespace, repeats: int = 200) -> dict[str, f
     stats = sum(region_entropy_stats(e, r, m) for r, m, e in groups)
     out = {}
     for mode in args.modes:
-        cfg = load_config(CONFIG, [f"objective.weights.mode={mode}"]).objective.weights
+        cfg = load_config(CONFIG, [f"objective.weights.mode={mode.partition('+')[0]}"]).objective.weights
         start = time.perf_counter()
         for _ in range(repeats):
             for r, m, _e in groups:
@@ -647,7 +651,8 @@ def main() -> None:
     p.add_argument("--trl-python", default=os.environ.get("TRL_PYTHON"),
                    help="python of a venv with trl installed (default: $TRL_PYTHON)")
     p.add_argument("--skip-trl", action="store_true", help="time restlit only")
-    p.add_argument("--modes", nargs="+", default=["entropy", "uniform"], help="restlit weighting modes")
+    p.add_argument("--modes", nargs="+", default=["entropy", "uniform"],
+                   help="restlit weighting modes; NAME+plain: without packed weights (rollout.pack_weights=false)")
     p.add_argument("--rounds", type=int, default=1, help="restlit processes per mode, interleaved")
     p.add_argument("--steps", type=int, default=2, help="timed restlit steps per process")
     p.add_argument("--trl-steps", type=int, default=2, help="timed TRL steps")
@@ -717,6 +722,12 @@ def main() -> None:
     if not args.no_record:
         cmd = "python benchmarks/bench_step.py" + (" --trl-python /tmp/trlvenv/bin/python" if data["trl"] is not None
                                                    else " --skip-trl")
+        if args.modes != ["entropy", "uniform"]:
+            cmd += " --modes " + " ".join(args.modes)
+        if args.trl_steps != 2 and data["trl"] is not None:
+            cmd += f" --trl-steps {args.trl_steps}"
+        if args.parts != ["restlit", "trl", "update"]:
+            cmd += " --parts " + " ".join(args.parts)
         record("bench_step", "Training step: restlit vs TRL GRPOTrainer (CPU)", body, cmd)
     if tmp_ctx is not None:
         tmp_ctx.cleanup()

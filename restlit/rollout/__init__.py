@@ -34,7 +34,7 @@ def build_engine(config: RunConfig, policy: Any, tokenizer: Any, weights: Any = 
         )
     from restlit.rollout.hf import HFEngine
 
-    return HFEngine(policy, tokenizer, r.prompt_batch_size)
+    return HFEngine(policy, tokenizer, r.prompt_batch_size, packed=r.pack_weights)
 
 
 __all__ = ["Completion", "RolloutEngine", "SamplingConfig", "build_engine"]
