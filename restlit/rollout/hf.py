@@ -12,11 +12,13 @@ a buffer preallocated for ``max_new_tokens``, and each step attends both parts a
 by log-sum-exp (:func:`restlit.attention.cascade_decode_attention`), so a prompt's cache is read
 once per step, not ``n`` times, and never copied. On a CPU the linear layers multiply by
 oneDNN-packed copies of their weights, taken at each ``generate`` (:mod:`restlit.packed`: a
-decoding step's small matrix products otherwise repack every weight at every call). Other attention implementations (eager, flash
-attention) and special cache layers (sliding windows) take the padded path: prompts left-padded
-into one batch, the cache repeated ``n`` times into one buffer allocated for the whole generation
-(:class:`restlit.kvcache.PreallocatedLayer`: transformers' ``DynamicCache`` concatenates, i.e.
-copies the whole cache at every step and every layer, and fragments the heap.)
+decoding step's small matrix products otherwise repack every weight at every call).
+
+Other attention implementations (eager, flash attention) and special cache layers (sliding
+windows) take the padded path: prompts left-padded into one batch, the cache repeated ``n`` times
+into one buffer allocated for the whole generation (:class:`restlit.kvcache.PreallocatedLayer`:
+transformers' ``DynamicCache`` concatenates, i.e. copies the whole cache at every step and every
+layer, and fragments the heap.)
 
 Decoding is a plain loop over the model's forward with explicit position ids, temperature and
 nucleus (top-p) sampling, EOS and stop strings per sequence. Sampling is the Gumbel-max trick with
