@@ -111,10 +111,7 @@ def main() -> None:
 
 
 def multi_turn(entries: int, max_new_tokens: int) -> None:
-    import torch
-
     from restlit.evaluation.session import PrefixCacheGenerator
-    from restlit.packed import packed_linears
 
     tokenizer, policy = run.load_model("smollm2-135m")
     items = multiturn.load_category("multi_turn_base", entries)
@@ -124,7 +121,7 @@ def multi_turn(entries: int, max_new_tokens: int) -> None:
         generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, reuse=reuse)
         t0, c0 = time.perf_counter(), time.process_time()
         outs = []
-        with torch.no_grad(), packed_linears(policy, rows=1):  # as run.rollout_outputs runs them
+        with generator.packed():  # as run.rollout_outputs runs them
             for entry in items:
                 outs.append(multiturn.rollout(entry, generator))
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0

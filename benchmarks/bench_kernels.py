@@ -144,15 +144,13 @@ def main() -> None:
                 for name, (impl, _) in variants.items()}
 
     table = []
-    for name in variants:
+    for name, (impl, _) in variants.items():
         prefill, total, steps, tokens = rollout[name]
         decode_ms = 1e3 * (total - prefill) / max(steps - 1, 1)
-        impl = variants[name][0]
         table.append([name, f"{update[impl]:.2f}", f"{prefill:.2f}", f"{total:.2f}", f"{tokens / total:.0f}",
                       f"{decode_ms:.0f}", f"{bound_ms[name]:.0f}", f"{decode_ms / bound_ms[name]:.1f}x"])
     old, new = update["sdpa"], update[GROUPED_SDPA]
-    names = list(variants)
-    old_total, unpacked_total, new_total = (rollout[name][1] for name in names)
+    old_total, unpacked_total, new_total = (rollout[name][1] for name in variants)
     headers = ["path", "update: 4 group fwd+bwd s", "prefill s", "rollout s", "tokens/s", "decode ms/step",
                "decode bound ms", "decode / bound"]
     body = (markdown_table(headers, table) + "\n\n"

@@ -108,14 +108,18 @@ def _threads(n: int) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _overrides(args: argparse.Namespace, mode: str, output_dir: str) -> list[str]:
-    """The W config of a restlit child; a mode ``NAME+plain`` is weighting NAME with
+def _mode_overrides(mode: str) -> list[str]:
+    """A restlit variant's overrides: ``NAME`` is weighting NAME, ``NAME+plain`` the same with
     ``rollout.pack_weights=false`` (the linear weights as they are while generating)."""
     weighting, _, variant = mode.partition("+")
+    return [f"objective.weights.mode={weighting}", f"rollout.pack_weights={'false' if variant == 'plain' else 'true'}"]
+
+
+def _overrides(args: argparse.Namespace, mode: str, output_dir: str) -> list[str]:
+    """The W config of a restlit child of ``mode`` (:func:`_mode_overrides`)."""
     return [
         f"data.raw=[{WORKLOAD_DATA}]",
-        f"objective.weights.mode={weighting}",
-        f"rollout.pack_weights={'false' if variant == 'plain' else 'true'}",
+        *_mode_overrides(mode),
         f"trainer.max_steps={args.warmup + args.steps}",
         f"trainer.prompts_per_step={args.prompts}",
         f"rollout.n={args.generations}",
@@ -432,7 +436,7 @@ def _weighting_cost(args: argparse.Namespace, repeats: int = 200) -> dict[str, f
     stats = sum(region_entropy_stats(e, r, m) for r, m, e in groups)
     out = {}
     for mode in args.modes:
-        cfg = load_config(CONFIG, [f"objective.weights.mode={mode.partition('+')[0]}"]).objective.weights
+        cfg = load_config(CONFIG, _mode_overrides(mode)).objective.weights
         start = time.perf_counter()
         for _ in range(repeats):
             for r, m, _e in groups:

@@ -7,8 +7,9 @@ i.e. every weight of a decoding step, that is an extra pass over memory. oneDNN 
 once (``torch.ops.mkldnn._reorder_linear_weight``, the layout torch.compile's CPU freezing pass
 uses) and multiply by the packed copy afterwards (``torch.ops.mkldnn._linear_pointwise``).
 
-Measured on this project's 2-core AVX2 CPU (2026-12-01), SmolLM2-135M shapes, 30 different weights
-in turn so that none stays in cache, 16 rows: gate/up projection ``1536 x 576`` 0.60 -> 0.36 ms,
+Measured on this project's 2-core AVX2 CPU (2026-12-01) with an ad-hoc timing loop that is not in
+``benchmarks/``, SmolLM2-135M shapes, 30 different weights in turn so that none stays in cache,
+16 rows: gate/up projection ``1536 x 576`` 0.60 -> 0.36 ms,
 ``576 x 576`` 0.22 -> 0.18 ms, the tied LM head ``49152 x 576`` 42 -> 13 ms; the packing hint
 (the expected row count) matters at one row (0.38 -> 0.22 ms with hint 1, 0.30 with hint 16).
 On workload W's rollout a decoding step went from 194 to 164 ms (``python -m

@@ -312,18 +312,14 @@ def rollout_outputs(
     same way (the system prompt's opening and any tools listed first). ``max_context`` caps the
     positions (default: the model's); an entry whose prompt outgrows it stops with
     ``context_overflow``."""
-    import torch
-
     from restlit.evaluation.session import PrefixCacheGenerator
-    from restlit.packed import packed_linears
 
     tokenizer, policy = load_model(model) if isinstance(model, str) else model
     generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, max_context=max_context,
                                      reuse=reuse)
     jobs = [(s, i) for s in suites if s.multi_turn for i in range(len(s.ids))]
     out: dict[str, dict[str, Any]] = {}
-    # one sequence at a time: the weights packed once for one row (restlit.packed), for the whole run
-    with torch.no_grad(), packed_linears(policy, rows=1):
+    with generator.packed():
         for done, (suite, i) in enumerate(jobs, 1):
             out[suite.ids[i]] = suite.rollout(i, generator)
             if progress is not None:
