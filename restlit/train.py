@@ -9,10 +9,8 @@ and tokenizer, ``save_pretrained``, loadable with ``model.path: RUN/final``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pickle
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +20,7 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from restlit import memory
 from restlit.config import RunConfig, load_config, save_config, to_dict
 from restlit.errors import UserError
 from restlit.loggers import build_loggers
@@ -55,24 +54,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
-def release_large_frees() -> None:
-    """Make freed tensors of 4 MiB and more go back to the operating system at once (Linux, glibc).
-
-    glibc serves large allocations with their own mappings, but raises that threshold up to 32 MiB
-    as soon as such a block is freed; from then on the rollout's and the update's activations,
-    logits and gradients come from the heap, which keeps their freed pages and adds them to the next
-    phase's peak. Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``) keeps the peak closer to what
-    is live; ``benchmarks/bench_step.py`` shows no cost in step time.
-    A ``MALLOC_MMAP_THRESHOLD_`` set in the environment wins; elsewhere this does nothing."""
-    if sys.platform != "linux" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 4 * 1024 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc (musl, ...): leave the allocator alone
-        pass
-
-
 def build_tokenizer_and_policy(config: RunConfig) -> tuple[Any, Any]:
     """The tokenizer and the policy that ``config.model`` describes."""
     m = config.model
@@ -86,15 +67,29 @@ def build_tokenizer_and_policy(config: RunConfig) -> tuple[Any, Any]:
     return tokenizer, policy
 
 
+class ReleaseFreedMemory(L.Callback):
+    """:func:`restlit.memory.release` after every backward and every training batch, where a
+    phase's temporaries have just been freed (each rank trims its own process)."""
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        memory.release()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        memory.release()
+
+
 def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoints: bool = True,
                  gradient_clip_val: float | None = None, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """A Lightning Trainer with the config's hardware settings, loggers, progress bar, and (with
     ``checkpoints``) atomic checkpoints every ``trainer.checkpoint_every`` steps plus ``last.ckpt``;
-    ``callbacks`` are added (``restlit ablate`` scores the policy during training with one)."""
+    ``callbacks`` are added (``restlit ablate`` scores the policy during training with one), and
+    freed heap memory goes back to the system after each backward and batch
+    (:class:`ReleaseFreedMemory`)."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
     t = config.trainer
-    callbacks = list(callbacks)
+    callbacks = [*callbacks, ReleaseFreedMemory()]
     if checkpoints:
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="{step}",
                                          every_n_train_steps=max(1, t.checkpoint_every), save_top_k=-1,
@@ -224,7 +219,7 @@ def fit(config: RunConfig, *, resume: bool = False, overwrite: bool = False, rew
     from restlit.data import ToolUseDataModule
     from restlit.module import RestModule
 
-    release_large_frees()
+    memory.release_large_frees()
 
     run_dir = Path(config.output_dir)
     with lock(run_dir) if is_rank_zero() else contextlib.nullcontext():
@@ -257,7 +252,7 @@ def sft(config: RunConfig, *, overwrite: bool = False) -> Path:
     from restlit.data import ToolUseDataModule
     from restlit.sft import SFTModule
 
-    release_large_frees()
+    memory.release_large_frees()
 
     run_dir = Path(config.output_dir) / "sft"
     with lock(run_dir) if is_rank_zero() else contextlib.nullcontext():

@@ -17,12 +17,22 @@ from tests.conftest import REPO
 from tests.training import TINY, even_token_reward, read_metrics, tiny_config
 
 
-def test_tiny_fit_runs_and_logs_finite_metrics(tmp_path):
+def test_tiny_fit_runs_and_logs_finite_metrics(tmp_path, monkeypatch):
+    import inspect
+
+    from restlit import memory
     from restlit.models import load_policy
     from restlit.train import fit
 
+    callers = []
+    release = memory.release
+    monkeypatch.setattr(memory, "release", lambda: callers.append(inspect.stack()[1].function) or release())
     cfg = tiny_config(tmp_path, "trainer.max_steps=3", "trainer.val_every=2", "data.val_limit=2")
     run_dir = fit(cfg, reward_fn=even_token_reward)
+    # freed memory goes back after every rollout, every group's backward and every step
+    assert callers.count("on_train_batch_end") == 3
+    assert callers.count("on_after_backward") == 3 * cfg.trainer.prompts_per_step
+    assert callers.count("generate") >= 3
     rows = read_metrics(run_dir)
     assert [int(r["step"]) for r in rows] == [0, 1, 2]
     assert any(math.isfinite(r.get("val/total", math.nan)) for r in rows)  # greedy held-out scoring

@@ -12,7 +12,8 @@ a buffer preallocated for ``max_new_tokens``, and each step attends both parts a
 by log-sum-exp (:func:`restlit.attention.cascade_decode_attention`), so a prompt's cache is read
 once per step, not ``n`` times, and never copied. On a CPU the linear layers multiply by
 oneDNN-packed copies of their weights, taken at each ``generate`` (:mod:`restlit.packed`: a
-decoding step's small matrix products otherwise repack every weight at every call).
+decoding step's small matrix products otherwise repack every weight at every call). After each
+``generate`` the freed caches and packed weights go back to the system (:mod:`restlit.memory`).
 
 Other attention implementations (eager, flash attention) and special cache layers (sliding
 windows) take the padded path: prompts left-padded into one batch, the cache repeated ``n`` times
@@ -40,6 +41,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from restlit import memory
 from restlit.attention import CASCADE
 from restlit.kvcache import PreallocatedLayer, preallocate
 from restlit.models import GROUPED_SDPA
@@ -116,6 +118,7 @@ class HFEngine:
                 return self._generate_all(prompts, sampling, base, device)
         finally:
             self.model.train(was_training)
+            memory.release()  # the caches and packed weights just freed go back to the system
 
     def _generate_all(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, base: int,
                       device: torch.device) -> list[list[Completion]]:
