@@ -111,15 +111,27 @@ def _threads(n: int) -> None:
 def _mode_overrides(mode: str) -> list[str]:
     """A restlit variant's overrides: ``NAME`` is weighting NAME, ``NAME+plain`` the same with
     ``rollout.pack_weights=false`` (the linear weights as they are while generating).
-    ``NAME+untrimmed`` changes no setting: its child keeps freed heap pages (:func:`_untrimmed`)."""
+    ``NAME+untrimmed`` and ``NAME+mmap1m`` change no setting: the child keeps freed heap pages
+    (:func:`_untrimmed`), or starts with a lower mmap threshold (:func:`_child_env`)."""
     weighting, _, variant = mode.partition("+")
     return [f"objective.weights.mode={weighting}", f"rollout.pack_weights={'false' if variant == 'plain' else 'true'}"]
+
+
+def _variant(mode: str) -> str:
+    """``NAME+VARIANT`` -> ``VARIANT`` (one of :data:`VARIANTS`), ``NAME`` -> ``""``."""
+    return mode.partition("+")[2]
+
+
+def _child_env(mode: str) -> dict[str, str]:
+    """``NAME+mmap1m``: the child starts with glibc's mmap threshold fixed at 1 MiB
+    (``MALLOC_MMAP_THRESHOLD_``, which restlit then leaves alone; :mod:`restlit.memory`)."""
+    return {"MALLOC_MMAP_THRESHOLD_": str(2**20)} if _variant(mode) == "mmap1m" else {}
 
 
 def _untrimmed(mode: str) -> bool:
     """``NAME+untrimmed``: the child replaces :func:`restlit.memory.release` with a no-op, i.e. runs
     as restlit did before it handed freed heap pages back between phases."""
-    return mode.partition("+")[2] == "untrimmed"
+    return _variant(mode) == "untrimmed"
 
 
 def _overrides(args: argparse.Namespace, mode: str, output_dir: str) -> list[str]:
@@ -392,9 +404,9 @@ def _prompt_rows(args: argparse.Namespace) -> tuple[list[dict], str]:
     return rows, str(resolve(config.model.path))
 
 
-def _run_child(cmd: list[str], log: Path) -> dict:
+def _run_child(cmd: list[str], log: Path, extra_env: dict[str, str] | None = None) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(ARGS.threads), MKL_NUM_THREADS=str(ARGS.threads),
-               TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT))
+               TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT), **(extra_env or {}))
     load = os.getloadavg()[0]
     start = time.perf_counter()
     with log.open("w") as f:
@@ -664,20 +676,21 @@ def _report(args: argparse.Namespace, data: dict) -> str:
 
 
 VARIANTS = {"plain": "without packed weights (`rollout.pack_weights: false`)",
-            "untrimmed": "keeping freed heap pages (`restlit.memory.release` off, restlit before it)"}
+            "untrimmed": "keeping freed heap pages (`restlit.memory.release` off, restlit before it)",
+            "mmap1m": "with glibc's mmap threshold at 1 MiB (`MALLOC_MMAP_THRESHOLD_=1048576`)"}
 
 
 def _variants(summary: dict, med, gb) -> str:
     """One sentence per ``NAME+variant`` row against its ``NAME`` row of the same run."""
     lines = []
     for name, s in summary.items():
-        base_name, _, variant = name.partition("+")
+        base_name, variant = name.partition("+")[0], _variant(name)
         base = summary.get(base_name)
         if not variant or base is None or not s["times"] or not base["times"]:
             continue
         def per_step(res: dict, key: str) -> str:
             return " / ".join(f"{x[key]:.0f}" for x in res["steps"] if x.get(key) is not None)
-        lines.append(f"{base_name} against the same run {VARIANTS.get(variant, variant)}: peak RSS {gb(base['peak'])} "
+        lines.append(f"{base_name} against the same run {VARIANTS[variant]}: peak RSS {gb(base['peak'])} "
                      f"vs {gb(s['peak'])} GiB; median step {med(base['times']):.0f} vs {med(s['times']):.0f} s "
                      f"(rollout {per_step(base, 'time/rollout')} vs {per_step(s, 'time/rollout')} s, update "
                      f"{per_step(base, 'time/update')} vs {per_step(s, 'time/update')} s per step).")
@@ -692,7 +705,8 @@ def main() -> None:
     p.add_argument("--skip-trl", action="store_true", help="time restlit only")
     p.add_argument("--modes", nargs="+", default=["entropy", "uniform"],
                    help="restlit weighting modes; NAME+plain: without packed weights (rollout.pack_weights=false); "
-                        "NAME+untrimmed: freed heap pages kept (restlit.memory.release off)")
+                        "NAME+untrimmed: freed heap pages kept (restlit.memory.release off); "
+                        "NAME+mmap1m: MALLOC_MMAP_THRESHOLD_=1048576 in the child's environment")
     p.add_argument("--rounds", type=int, default=1, help="restlit processes per mode, interleaved")
     p.add_argument("--steps", type=int, default=2, help="timed restlit steps per process")
     p.add_argument("--trl-steps", type=int, default=2, help="timed TRL steps")
@@ -718,6 +732,9 @@ def main() -> None:
     p.add_argument("--prompts-file", help=argparse.SUPPRESS)
     args = p.parse_args()
     ARGS = args
+    unknown = [m for m in args.modes if _variant(m) and _variant(m) not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant in {', '.join(unknown)}: NAME+VARIANT takes {', '.join(VARIANTS)}")
     if args.worker == "restlit":
         sys.path.insert(0, str(ROOT))
         worker_restlit(args)
@@ -837,7 +854,7 @@ def _run_all(args: argparse.Namespace, work: Path) -> dict:
                 out = work / f"restlit-{mode}-{rnd}"
                 cmd = [sys.executable, __file__, "--worker", "restlit", "--mode", mode, "--out", str(out),
                        "--steps", str(args.steps), *_common(args)]
-                res = _run_child(cmd, work / f"restlit-{mode}-{rnd}.log")
+                res = _run_child(cmd, work / f"restlit-{mode}-{rnd}.log", _child_env(mode))
                 results[mode].append(res)
                 print(f"restlit {mode} round {rnd}: " + json.dumps({k: v for k, v in res.items() if k != "steps"}),
                       flush=True)

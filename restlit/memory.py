@@ -18,8 +18,10 @@ no value:
   prompt group in ``fit``) and after each training batch (``restlit.train.make_trainer``), the
   rollout engine after each ``generate`` (``restlit.rollout.hf``).
 
-Measured on workload W (``benchmarks/bench_step.py``; RESULTS.md has the run): see the
-"peak RSS" column there.
+Measured on workload W, side by side in one run (``benchmarks/bench_step.py --modes entropy
+entropy+untrimmed``, RESULTS.md): peak RSS 3.44 GiB with :func:`release`, 3.75 GiB without, the
+same step time (98 vs 98 s). What stays is live: the weights, AdamW's two moments and the
+gradients are 2.2 GiB of float32 for SmolLM2-135M, the imported libraries ~0.45 GiB.
 """
 
 from __future__ import annotations
