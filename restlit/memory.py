@@ -9,9 +9,9 @@ no value:
 - :func:`release_large_frees` fixes the threshold at 4 MiB (glibc otherwise raises it, up to
   32 MiB, to the size of every large block it frees): activations, logits, KV caches and packed
   weights of that size are returned at once. A lower threshold faults every such allocation in
-  afresh: at 1 MiB the update of workload W took 63-70 s per step instead of ~54 s (one run each, two
-  steps), for a peak of 2.97 GiB instead of ~3.4, so restlit keeps 4 MiB; a user short of memory
-  can set ``MALLOC_MMAP_THRESHOLD_`` (bytes) in the environment, which wins.
+  afresh: at 1 MiB a step of workload W took 115 s instead of 98 (update 78 vs 61 s) for a peak
+  of 2.93 GiB instead of 3.40, so restlit keeps 4 MiB; a user short of memory can set
+  ``MALLOC_MMAP_THRESHOLD_`` (bytes) in the environment, which wins.
 - :func:`release` hands the heap's free pages back (``malloc_trim(0)``: the free top of each heap
   is returned, the free pages inside it ``madvise``\\d away). They are faulted in again only when
   reused, so a call costs milliseconds. ``fit`` and ``sft`` call it after each backward (one per
@@ -19,9 +19,11 @@ no value:
   rollout engine after each ``generate`` (``restlit.rollout.hf``).
 
 Measured on workload W, side by side in one run (``benchmarks/bench_step.py --modes entropy
-entropy+untrimmed``, RESULTS.md): peak RSS 3.44 GiB with :func:`release`, 3.75 GiB without, the
-same step time (98 vs 98 s). What stays is live: the weights, AdamW's two moments and the
-gradients are 2.2 GiB of float32 for SmolLM2-135M, the imported libraries ~0.45 GiB.
+entropy+untrimmed entropy+mmap1m``, RESULTS.md): peak RSS 3.40 GiB with :func:`release`, 3.78 GiB
+without, 2.93 GiB at the 1 MiB threshold; steps 98, 108 and 115 s (the first two within this
+machine's step-to-step noise: an earlier run gave 98 vs 98 s). What stays is live: the weights,
+AdamW's two moments and the gradients are 2.2 GiB of float32 for SmolLM2-135M, the imported
+libraries ~0.45 GiB.
 """
 
 from __future__ import annotations
