@@ -113,12 +113,13 @@ def _mode_overrides(mode: str) -> list[str]:
     ``rollout.pack_weights=false`` (the linear weights as they are while generating).
     ``NAME+untrimmed`` and ``NAME+mmap1m`` change no setting: the child keeps freed heap pages
     (:func:`_untrimmed`), or starts with a lower mmap threshold (:func:`_child_env`)."""
-    weighting, _, variant = mode.partition("+")
-    return [f"objective.weights.mode={weighting}", f"rollout.pack_weights={'false' if variant == 'plain' else 'true'}"]
+    plain = _variant(mode) == "plain"
+    return [f"objective.weights.mode={mode.partition('+')[0]}", f"rollout.pack_weights={'false' if plain else 'true'}"]
 
 
 def _variant(mode: str) -> str:
-    """``NAME+VARIANT`` -> ``VARIANT`` (one of :data:`VARIANTS`), ``NAME`` -> ``""``."""
+    """``NAME+VARIANT`` (or a row name ``restlit NAME+VARIANT``) -> ``VARIANT`` (one of
+    :data:`VARIANTS`); ``NAME`` -> ``""``."""
     return mode.partition("+")[2]
 
 
@@ -546,7 +547,7 @@ def _report(args: argparse.Namespace, data: dict) -> str:
     goals = []
     # the goal is judged on what restlit ships: NAME+variant rows are diagnostics (see _mode_overrides)
     restlit_peaks = [(s["peak_train"], s["peak"]) for n, s in summary.items()
-                     if n.startswith("restlit") and "+" not in n and s["peak"]]
+                     if n.startswith("restlit") and not _variant(n) and s["peak"]]
     if restlit_peaks:
         train_peak = max(p[0] or 0 for p in restlit_peaks)
         worst = max(p[1] for p in restlit_peaks)
@@ -680,6 +681,11 @@ VARIANTS = {"plain": "without packed weights (`rollout.pack_weights: false`)",
             "mmap1m": "with glibc's mmap threshold at 1 MiB (`MALLOC_MMAP_THRESHOLD_=1048576`)"}
 
 
+def _per_step(res: dict, key: str) -> str:
+    """``37 / 36``: metric ``key`` of each timed step."""
+    return " / ".join(f"{x[key]:.0f}" for x in res["steps"] if x.get(key) is not None)
+
+
 def _variants(summary: dict, med, gb) -> str:
     """One sentence per ``NAME+variant`` row against its ``NAME`` row of the same run."""
     lines = []
@@ -688,12 +694,10 @@ def _variants(summary: dict, med, gb) -> str:
         base = summary.get(base_name)
         if not variant or base is None or not s["times"] or not base["times"]:
             continue
-        def per_step(res: dict, key: str) -> str:
-            return " / ".join(f"{x[key]:.0f}" for x in res["steps"] if x.get(key) is not None)
         lines.append(f"{base_name} against the same run {VARIANTS[variant]}: peak RSS {gb(base['peak'])} "
                      f"vs {gb(s['peak'])} GiB; median step {med(base['times']):.0f} vs {med(s['times']):.0f} s "
-                     f"(rollout {per_step(base, 'time/rollout')} vs {per_step(s, 'time/rollout')} s, update "
-                     f"{per_step(base, 'time/update')} vs {per_step(s, 'time/update')} s per step).")
+                     f"(rollout {_per_step(base, 'time/rollout')} vs {_per_step(s, 'time/rollout')} s, update "
+                     f"{_per_step(base, 'time/update')} vs {_per_step(s, 'time/update')} s per step).")
     return "\n\n" + "\n\n".join(lines) if lines else ""
 
 

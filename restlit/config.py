@@ -90,9 +90,10 @@ class RolloutConfig:
 
     ``pack_weights`` (``hf`` engine on a CPU, float32): generate with the linear layers on
     oneDNN-packed copies of their weights, taken at each rollout (:mod:`restlit.packed`): on workload
-    W a decoding step 164 vs 194 ms and the rollout 33 vs 37 s, for one more copy of the linear
-    weights while generating (peak RSS 3.74 vs 3.53 GiB with SmolLM2-135M). Turn it off when memory
-    is tighter than time."""
+    W a decoding step 164 vs 194 ms (``benchmarks/bench_kernels.py``) and the rollout 33 vs 37 s, for
+    one more copy of the linear weights while generating (peak RSS 3.74 vs 3.53 GiB with
+    SmolLM2-135M; ``benchmarks/bench_step.py --modes entropy entropy+plain``, 2026-12-01 16:52, before
+    :mod:`restlit.memory`). Turn it off when memory is tighter than time."""
 
     engine: Literal["hf", "vllm"] = "hf"
     n: int = 4

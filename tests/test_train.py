@@ -26,7 +26,8 @@ def test_tiny_fit_runs_and_logs_finite_metrics(tmp_path, monkeypatch):
 
     callers = []
     release = memory.release
-    monkeypatch.setattr(memory, "release", lambda: callers.append(inspect.stack()[1].function) or release())
+    monkeypatch.setattr(memory, "release", lambda: callers.append(inspect.currentframe().f_back.f_code.co_name)
+                        or release())
     cfg = tiny_config(tmp_path, "trainer.max_steps=3", "trainer.val_every=2", "data.val_limit=2")
     run_dir = fit(cfg, reward_fn=even_token_reward)
     # freed memory goes back after every rollout, every group's backward and every step
