@@ -3,7 +3,7 @@
 without prefix reuse.
 
     .venv/bin/python -m benchmarks.bench_eval
-    .venv/bin/python -m benchmarks.bench_eval --multi-turn [--entries 3] [--max-new-tokens 64]
+    .venv/bin/python -m benchmarks.bench_eval --multi-turn [--entries 6] [--max-new-tokens 64] [--batch-size 6]
 
 Inputs: all 3,475 items of BFCL's ten single-turn AST categories (bfcl-eval's data), each with
 (a) the canonical reference output built from its possible answers (nearly all pass), (b) the
@@ -14,11 +14,12 @@ Rows: items/s through ``bfcl.score_output`` (parse + AST check), and through the
 Goal (issue 7): >= 5,000 items/s.
 
 Multi-turn (issue 16): the first ``--entries`` entries of ``multi_turn_base`` run greedily by the
-embedded SmolLM2-135M through :class:`restlit.evaluation.session.PrefixCacheGenerator`, once
-keeping the KV cache across the steps and turns of an entry (and into the next entry as far as
-its prompt starts the same way), as ``restlit eval`` runs (linear weights packed for one row,
-``restlit.packed``), and once encoding every step's prompt from scratch; rows: seconds per entry, steps, prompt tokens encoded, and whether both gave the
-same outputs; times are this process's CPU seconds (and wall seconds). Goal: >= 3x from reuse.
+embedded SmolLM2-135M through :class:`restlit.evaluation.session.PrefixCacheGenerator`, in three
+modes: as ``restlit eval`` runs them (each entry's KV cache kept across its steps and turns,
+``--batch-size`` entries decoded together, :func:`restlit.evaluation.multiturn.drive`); keeping
+the cache but one entry at a time; and encoding every step's prompt from scratch, one entry at a
+time. Rows: seconds per entry, steps, prompt tokens encoded, the speed-up over the last mode, and
+whether all modes gave the same outputs. Goal: >= 3x from reuse.
 """
 
 from __future__ import annotations
@@ -110,50 +111,55 @@ def main() -> None:
            "python -m benchmarks.bench_eval")
 
 
-def multi_turn(entries: int, max_new_tokens: int) -> None:
+def multi_turn(entries: int, max_new_tokens: int, batch_size: int) -> None:
     from restlit.evaluation.session import PrefixCacheGenerator
 
     tokenizer, policy = run.load_model("smollm2-135m")
     items = multiturn.load_category("multi_turn_base", entries)
     PrefixCacheGenerator(policy, tokenizer, max_new_tokens=2)(multiturn.initial_messages(items[0]))  # warm-up
-    seconds, outputs, rows = {}, {}, []
-    for reuse in (True, False):
-        generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, reuse=reuse)
+    modes = [(f"kept, {batch_size} entries decoded together (restlit eval --batch-size {batch_size})", True,
+              batch_size),
+             ("kept across steps and turns, one entry at a time", True, 1),
+             ("none (every step encoded from scratch), one entry at a time", False, 1)]
+    seconds, outputs, rows = [], [], []
+    for name, reuse, width in modes:
+        generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, reuse=reuse, rows=width)
         t0, c0 = time.perf_counter(), time.process_time()
-        outs = []
         with generator.packed():  # as run.rollout_outputs runs them
-            for entry in items:
-                outs.append(multiturn.rollout(entry, generator))
+            outs = multiturn.drive([multiturn.entry_steps(e) for e in items], generator.many, width=width)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        seconds[reuse], outputs[reuse] = cpu, outs
+        seconds.append(wall)
+        outputs.append(outs)
         steps = sum(len(t) for o in outs for t in o["turns"])
-        rows.append(["kept across steps and turns" if reuse else "none (every step encoded from scratch)",
-                     len(items), steps, f"{generator.encoded:,}", f"{cpu / len(items):.1f}",
+        rows.append([name, len(items), steps, f"{generator.encoded:,}", f"{cpu / len(items):.1f}",
                      f"{wall / len(items):.1f}"])
-    rows[0].append(f"{seconds[False] / seconds[True]:.1f}x")
-    rows[1].append("1.0x")
-    same = outputs[True] == outputs[False]
+        print(rows[-1], flush=True)
+    for row, wall in zip(rows, seconds):
+        row.append(f"{seconds[-1] / wall:.1f}x")
+    same = all(o == outputs[0] for o in outputs)
     table = markdown_table(["prefix reuse", "entries", "steps", "prompt tokens encoded", "CPU s / entry",
-                            "wall s / entry", "speed-up (CPU)"],
+                            "wall s / entry", "speed-up (wall)"],
                            rows)
     print(table)
-    print(f"same outputs with and without reuse: {same}")
+    print(f"same outputs in all three modes: {same}")
     record("bench_eval_multiturn", "BFCL multi-turn: time per multi_turn_base entry, embedded model",
            f"The first {len(items)} entries of `multi_turn_base`, SmolLM2-135M (embedded), greedy, "
-           f"`max_new_tokens={max_new_tokens}`, one entry at a time, linear weights packed for one row as "
-           f"`restlit eval` runs them, default torch threads; CPU seconds "
-           f"of this process (the machine is shared: wall seconds depend on the other jobs). Same outputs "
-           f"with and without reuse: {'yes' if same else 'no'}. Goal: >= 3x from reuse.\n\n{table}",
-           f"python -m benchmarks.bench_eval --multi-turn --entries {entries} --max-new-tokens {max_new_tokens}")
+           f"`max_new_tokens={max_new_tokens}`, linear weights packed for the rows decoded together as "
+           f"`restlit eval` runs them, default torch threads, the modes one after another in one process; "
+           f"wall seconds on the idle machine (CPU seconds count both threads). Same outputs in all three "
+           f"modes: {'yes' if same else 'no'}. Goal: >= 3x from reuse.\n\n{table}",
+           f"python -m benchmarks.bench_eval --multi-turn --entries {entries} --max-new-tokens {max_new_tokens} "
+           f"--batch-size {batch_size}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--multi-turn", action="store_true", help="time multi-turn entries instead of scoring")
-    parser.add_argument("--entries", type=int, default=3)
+    parser.add_argument("--entries", type=int, default=6)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=6, help="multi-turn entries decoded together")
     args = parser.parse_args()
     if args.multi_turn:
-        multi_turn(args.entries, args.max_new_tokens)
+        multi_turn(args.entries, args.max_new_tokens, args.batch_size)
     else:
         main()

@@ -37,7 +37,7 @@ def eval_command(
         None, "--model", help=f"Model directory or alias to generate with (default: {DEFAULT_MODEL})."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N items of each suite."),
     out: Path = typer.Option(Path("eval"), "--out", "-o", help="Output directory for eval.json."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts generated together."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts generated together (multi-turn: entries decoded together)."),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1, help="Generation length cap per output."),
     prompt: str = typer.Option(
         "native", "--prompt", help="API-Bank system prompt: native (the benchmark's own) or restlit (restlit's renderer)."),
@@ -100,7 +100,7 @@ def _generate(run, suites, model: str, batch_size: int, max_new_tokens: int,
         if multi:
             task = bar.add_task("multi-turn entries", total=sum(len(s.ids) for s in multi))
             outputs.update(run.rollout_outputs(
-                multi, loaded, max_new_tokens=max_new_tokens, max_context=max_context,
+                multi, loaded, max_new_tokens=max_new_tokens, max_context=max_context, batch_size=batch_size,
                 progress=lambda done, total: bar.update(task, completed=done),
             ))
     return outputs

@@ -78,6 +78,11 @@ def packed_layout_from_kwargs(kwargs: dict[str, Any]) -> PackedGroup | None:
 # The keyword argument that carries a cascade cache (restlit.rollout.hf) to the attention calls.
 CASCADE = "restlit_cascade"
 
+# The keyword argument that carries a cache of several single-row caches decoded together
+# (restlit.kvcache.rows_cache, restlit.evaluation.session) to the attention calls: each row
+# attends its own keys and values, at its own length.
+ROWS = "restlit_rows"
+
 
 def cascade_decode_attention(query: torch.Tensor, prompt_keys: torch.Tensor, prompt_values: torch.Tensor,
                              prompt_bias: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,

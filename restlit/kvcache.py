@@ -10,6 +10,12 @@ ones and returns *views* of the filled part, so attention reads exactly the valu
 (``growable=False``: the rollout engine sizes its buffer for the whole generation) or reallocates
 to at least twice the capacity (``growable=True``: a conversation whose length is not known ahead,
 e.g. :class:`restlit.evaluation.session.PrefixCacheGenerator`).
+
+:func:`rows_cache` decodes several such single-row caches together, each at its own length (the
+conversations of several multi-turn entries): a step's new key and value of row ``b`` go into cache
+``b``'s own layer, and each row attends only its own cache (``restlit.models.grouped_sdpa_forward``
+with :data:`restlit.attention.ROWS`), so there is no padding, no mask and no copy of any cache;
+the rows share the weights' read, which is what a decoding step at one row spends its time on.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
-__all__ = ["PreallocatedLayer", "preallocate"]
+__all__ = ["PreallocatedLayer", "RowsLayer", "preallocate", "rows_cache"]
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -85,3 +91,31 @@ def preallocate(cache: Any, capacity: int, *, repeats: int = 1, growable: bool =
         return False
     cache.layers = [PreallocatedLayer(layer, repeats, capacity, growable=growable) for layer in cache.layers]
     return True
+
+
+class RowsLayer(DynamicLayer):
+    """Layer ``i`` of several single-row caches decoded together (:func:`rows_cache`): ``update``
+    writes row ``b``'s new positions into ``rows[b]`` and returns its inputs unchanged; the
+    attention reads each row's keys and values from ``rows[b]`` itself."""
+
+    def __init__(self, rows: list[DynamicLayer]):
+        super().__init__()
+        self.rows = rows
+        self.dtype, self.device = rows[0].dtype, rows[0].device
+        self.is_initialized = True
+        self.keys = self.values = rows[0].keys[:, :, :0]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        for b, layer in enumerate(self.rows):
+            layer.update(key_states[b : b + 1], value_states[b : b + 1])
+        return key_states, value_states
+
+
+def rows_cache(caches: list[Any]) -> Any:
+    """One transformers cache over the single-row ``caches`` (plain or preallocated layers, the
+    same number each) for a decoding step of ``len(caches)`` rows, row ``b`` on ``caches[b]``;
+    pass it as ``past_key_values`` and as :data:`restlit.attention.ROWS`, with each row's
+    position ids (the rows have different lengths)."""
+    cache = DynamicCache()
+    cache.layers = [RowsLayer([c.layers[i] for c in caches]) for i in range(len(caches[0].layers))]
+    return cache

@@ -205,13 +205,16 @@ def grouped_sdpa_forward(module: Any, query: Any, key: Any, value: Any, attentio
     transformers' ``sdpa`` uses ``enable_gqa`` itself. The packed prompt group of the update
     (:func:`restlit.module.group_hidden`) passes its layout and takes the block-sparse path of
     :mod:`restlit.attention` instead of a dense mask; the rollout engine's decoding steps pass
-    their cascade cache (one copy of each prompt's keys, :mod:`restlit.rollout.hf`)."""
+    their cascade cache (one copy of each prompt's keys, :mod:`restlit.rollout.hf`); multi-turn
+    evaluation's steps pass their rows cache (several conversations decoded together, each row
+    against its own cache, :func:`restlit.kvcache.rows_cache`)."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from restlit.attention import (
         CASCADE,
         PACKED_GROUP,
+        ROWS,
         cascade_decode_attention,
         packed_group_attention,
         packed_layout_from_kwargs,
@@ -226,6 +229,12 @@ def grouped_sdpa_forward(module: Any, query: Any, key: Any, value: Any, attentio
         layer = cascade.layers[module.layer_idx]
         return cascade_decode_attention(query, layer.prompt_keys, layer.prompt_values, layer.prompt_bias, key, value,
                                         scaling=scaling).contiguous(), None
+    rows = kwargs.pop(ROWS, None)
+    if rows is not None:  # several single-row caches decoded together: each row on its own cache
+        layers = rows.layers[module.layer_idx].rows
+        return torch.cat([sdpa_attention_forward(module, query[b : b + 1], layer.keys, layer.values, None,
+                                                 dropout=dropout, scaling=scaling, **kwargs)[0]
+                          for b, layer in enumerate(layers)]), None
 
     batch, heads, q_len, dim = query.shape
     groups = heads // key.shape[1]

@@ -263,6 +263,67 @@ def test_prefix_reuse_gives_the_same_outputs_with_less_encoding(entries, tiny):
     assert runs[True][1] * 3 < runs[False][1]
 
 
+def test_drive_runs_entries_width_at_a_time_in_slots_and_keeps_their_order(entries):
+    """A fake ``generate_many``: entry ``multi_turn_base_1`` overflows at its first step, every
+    other step makes no call (one step per turn)."""
+    es = entries["multi_turn_base"][:5]
+    calls, ended = [], []
+
+    def generate_many(conversations, slots):
+        calls.append(list(slots))
+        texts = []
+        for messages in conversations:
+            first_user = next(m["content"] for m in messages if m["role"] == "user")
+            texts.append(mt.ContextOverflow("too long") if first_user == es[1].turns[0][0]["content"] else NO_CALL)
+        return texts
+
+    out = mt.drive([mt.entry_steps(e) for e in es], generate_many, width=2, done=ended.append)
+    assert [o["stop"] for o in out] == [None, "context_overflow", None, None, None]
+    assert [len(o["turns"]) for o in out] == [len(es[0].turns), 1, *[len(e.turns) for e in es[2:]]]
+    assert all(steps == [NO_CALL] for i, o in enumerate(out) if i != 1 for steps in o["turns"])
+    assert max(len(c) for c in calls) == 2 and all(set(c) <= {0, 1} for c in calls)
+    assert sorted(ended) == list(range(5)) and ended[0] == 1  # the overflowing entry ends first
+    # one answer per round per running entry: as many calls as the longest chain of a slot needs
+    assert sum(len(c) for c in calls) == sum(len(o["turns"]) for o in out)
+
+
+def test_entries_decoded_together_equal_one_at_a_time(entries, tiny):
+    """The tiny model's own greedy steps: ``many`` over conversations of different lengths (and so
+    different budgets under a tight context) gives each the text it gets alone, in one forward
+    per step for the rows still running; ``drive`` over 4 entries, 3 at a time, gives the
+    same results as one at a time."""
+    import torch
+
+    from restlit.evaluation.session import PrefixCacheGenerator
+    from restlit.tokens import prompt_ids
+
+    tokenizer, policy = tiny
+    es = entries["multi_turn_base"][:4]
+    conversations = [mt.initial_messages(e) + mt.turn_message(e, 0) for e in es[:3]]
+    longest = max(len(prompt_ids(tokenizer, c)) for c in conversations)
+    batch_rows = []
+    hook = policy.register_forward_pre_hook(lambda module, args, kwargs: batch_rows.append(kwargs["input_ids"].shape[0]),
+                                            with_kwargs=True)
+    try:
+        together = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=6, max_context=longest + 3, rows=3)
+        texts = together.many(conversations)
+    finally:
+        hook.remove()
+    assert max(batch_rows) == 3  # the decoding steps ran the rows together
+    alone = [PrefixCacheGenerator(policy, tokenizer, max_new_tokens=6, max_context=longest + 3)(c)
+             for c in conversations]
+    assert texts == alone
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert len(set(lengths)) > 1  # the rows ended at different steps
+    with torch.no_grad():
+        results = {}
+        for width in (1, 3):
+            generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=6, max_context=1 << 16, rows=width)
+            results[width] = mt.drive([mt.entry_steps(e) for e in es], generator.many, width=width)
+    assert results[1] == results[3]
+    assert [len(r["turns"]) for r in results[3]] == [len(e.turns) for e in es]
+
+
 # ---------------------------------------------------------------------------------------------
 # The CLI
 

@@ -67,7 +67,7 @@ def test_greedy_generation_through_the_growing_cache_matches_no_cache():
     messages = [{"role": "system", "content": "You call tools."}, {"role": "user", "content": "list the files"}]
     generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=12, max_context=1 << 16)
     first = generator(messages)
-    assert all(type(layer) is PreallocatedLayer for layer in generator._cache.layers)
+    assert all(type(layer) is PreallocatedLayer for layer in generator.cache(0).layers)
     # a second call extends the same conversation past the first buffer's capacity
     longer = [*messages, {"role": "assistant", "content": first}, {"role": "user", "content": "and again " * 30}]
     second = generator(longer)
@@ -86,3 +86,38 @@ def test_greedy_generation_through_the_growing_cache_matches_no_cache():
         return tokenizer.decode(out, skip_special_tokens=True)
 
     assert (first, second) == (no_cache(messages), no_cache(longer))
+
+
+def test_rows_of_different_lengths_decode_together_as_each_alone():
+    """One decoding step of three single-row caches (prompts of 5, 9 and 13 tokens) through
+    ``rows_cache`` gives each row the logits it gets alone, and writes each row's new position
+    into its own cache; the rows' contexts matter (a row fed another row's cache differs)."""
+    import copy
+
+    from restlit.attention import ROWS
+    from restlit.config import load_config
+    from restlit.kvcache import rows_cache
+    from restlit.train import build_tokenizer_and_policy
+
+    _, policy = build_tokenizer_and_policy(load_config(REPO / "configs" / "tiny-test.yaml"))
+    policy.eval()
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, policy.config.vocab_size, (1, n), generator=gen) for n in (5, 9, 13)]
+    token = torch.tensor([[7], [11], [13]])
+    with torch.no_grad():
+        caches = []
+        for p in prompts:
+            cache = policy(input_ids=p, use_cache=True).past_key_values
+            preallocate(cache, 32)
+            caches.append(cache)
+        alone = [policy(input_ids=token[b : b + 1], past_key_values=copy.deepcopy(caches[b]),
+                        use_cache=True).logits[0, -1] for b in range(3)]
+        crossed = policy(input_ids=token[:1], past_key_values=copy.deepcopy(caches[2]), use_cache=True,
+                         position_ids=torch.tensor([[5]])).logits[0, -1]
+        cache = rows_cache(caches)
+        together = policy(input_ids=token, position_ids=torch.tensor([[5], [9], [13]]), past_key_values=cache,
+                          use_cache=True, **{ROWS: cache}).logits[:, -1]
+    assert (crossed - alone[0]).abs().max() > 1e-3
+    for b in range(3):
+        torch.testing.assert_close(together[b], alone[b], rtol=1e-5, atol=1e-5)
+    assert [c.layers[0].length for c in caches] == [6, 10, 14]

@@ -30,7 +30,7 @@ import copy
 import importlib
 import inspect
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -376,12 +376,13 @@ class ContextOverflow(Exception):
     """Raised by a generator whose prompt no longer fits the model's context."""
 
 
-def rollout(entry: Entry, generate: Any, *, step_limit: int = STEP_LIMIT) -> dict[str, Any]:
-    """Run the model on one entry as BFCL's inference does; ``generate(messages) -> text`` answers
-    one step (it may raise :class:`ContextOverflow`).
+def entry_steps(entry: Entry, *, step_limit: int = STEP_LIMIT) -> Generator[list[dict[str, str]], str | None,
+                                                                             dict[str, Any]]:
+    """BFCL's inference on one entry, as a generator: it yields the conversation the model answers
+    next and is sent the model's text (None: the conversation no longer fits the model's context).
 
     Per turn: the turn's user message; then steps: the model answers, its calls are decoded and
-    executed in order on this rollout's own fresh instances, and each result is appended as a
+    executed in order on this entry's own fresh instances, and each result is appended as a
     ``tool`` message; the turn ends at the first step with no call (or that does not decode). A
     turn whose model is still calling after ``step_limit`` steps ends the entry (``step limit``),
     as an overflowing prompt does (``context_overflow``). Returns ``{"turns": [[step text, ...],
@@ -396,9 +397,8 @@ def rollout(entry: Entry, generate: Any, *, step_limit: int = STEP_LIMIT) -> dic
         turns.append(steps)
         count = 0
         while True:
-            try:
-                text = generate(messages)
-            except ContextOverflow:
+            text = yield messages
+            if text is None:
                 return {"turns": turns, "stop": "context_overflow"}
             steps.append(text)
             messages.append({"role": "assistant", "content": text})
@@ -410,3 +410,55 @@ def rollout(entry: Entry, generate: Any, *, step_limit: int = STEP_LIMIT) -> dic
             if count > step_limit:
                 return {"turns": turns, "stop": "step limit"}
     return {"turns": turns, "stop": None}
+
+
+def drive(runs: Sequence[Generator], generate_many: Any, *, width: int = 1,
+          done: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Run several entries' :func:`entry_steps` together, ``width`` at a time, and return their
+    results in order. Each round, every running entry's next step comes from ONE call
+    ``generate_many(conversations, slots) -> [text | ContextOverflow, ...]``; slot ``k`` holds one
+    entry at a time (``0 <= k < width``), and an entry that ends hands its slot to the next one.
+    ``done(index)`` is called as each entry ends."""
+    results: list[dict[str, Any]] = [{}] * len(runs)
+    waiting = iter(enumerate(runs))
+    running: dict[int, tuple[int, Generator, Any]] = {}
+
+    def finish(index: int, value: dict[str, Any]) -> None:
+        results[index] = value
+        if done is not None:
+            done(index)
+
+    def fill(slot: int) -> None:
+        for index, run in waiting:
+            try:
+                running[slot] = (index, run, next(run))
+                return
+            except StopIteration as stop:  # an entry without turns
+                finish(index, stop.value)
+
+    for slot in range(max(1, width)):
+        fill(slot)
+    while running:
+        slots = sorted(running)
+        texts = generate_many([running[k][2] for k in slots], slots)
+        for slot, text in zip(slots, texts):
+            index, run, _ = running.pop(slot)
+            try:
+                running[slot] = (index, run, run.send(None if isinstance(text, ContextOverflow) else text))
+            except StopIteration as stop:
+                finish(index, stop.value)
+                fill(slot)
+    return results
+
+
+def rollout(entry: Entry, generate: Any, *, step_limit: int = STEP_LIMIT) -> dict[str, Any]:
+    """:func:`entry_steps` on one entry, each step answered by ``generate(messages) -> text`` (it
+    may raise :class:`ContextOverflow`)."""
+
+    def one(conversations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
+        try:
+            return [generate(conversations[0])]
+        except ContextOverflow as overflow:
+            return [overflow]
+
+    return drive([entry_steps(entry, step_limit=step_limit)], one)[0]

@@ -11,7 +11,7 @@ multi-turn entry's is ``{"turns": [[step text, ...], ...], "stop": None | reason
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,9 @@ class EvalError(UserError):
 class Suite:
     """One scored category: its items' ids, how to prompt and how to score them.
 
-    ``messages(i)`` are item ``i``'s chat messages (single-turn suites); ``rollout(i, generate)``
-    runs the model on entry ``i`` (multi-turn suites, ``multi_turn`` True); ``score(i, output)``
+    ``messages(i)`` are item ``i``'s chat messages (single-turn suites); ``steps(i)`` is entry
+    ``i``'s inference loop (multi-turn suites, ``multi_turn`` True;
+    :func:`restlit.evaluation.multiturn.entry_steps`); ``score(i, output)``
     returns the per-item record ``{"passed", "reason", ...}``; ``metrics()`` the suite's extra
     metrics over the items scored so far.
     """
@@ -67,11 +68,11 @@ class Suite:
     messages: Callable[[int], list[dict[str, str]]] | None
     score: Callable[[int, Any], dict[str, Any]]
     metrics: Callable[[], dict[str, Any]] = field(default=dict)
-    rollout: Callable[[int, Any], dict[str, Any]] | None = None
+    steps: Callable[[int], Generator] | None = None
 
     @property
     def multi_turn(self) -> bool:
-        return self.rollout is not None
+        return self.steps is not None
 
 
 def _expand(part: str, family: str) -> tuple[list[str], str]:
@@ -140,7 +141,7 @@ def _multi_turn_suite(category: str, limit: int | None) -> Suite:
                 "stop": output.get("stop"), "trajectory": result["trajectory"]}
 
     return Suite(f"bfcl:{category}", [e.id for e in entries], None, score,
-                 rollout=lambda i, generate: multiturn.rollout(entries[i], generate))
+                 steps=lambda i: multiturn.entry_steps(entries[i]))
 
 
 def _apibank_suite(level: str, limit: int | None, prompt: str) -> Suite:
@@ -303,28 +304,34 @@ def rollout_outputs(
     max_new_tokens: int = 512,
     max_context: int | None = None,
     reuse: bool = True,
+    batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run ``model`` greedily on every entry of the multi-turn ``suites`` (id -> ``{"turns",
-    "stop"}``), one entry at a time through
-    :class:`restlit.evaluation.session.PrefixCacheGenerator`: with ``reuse`` the KV cache is kept
-    across an entry's steps and turns, and into the next entry as far as its prompt starts the
-    same way (the system prompt's opening and any tools listed first). ``max_context`` caps the
-    positions (default: the model's); an entry whose prompt outgrows it stops with
-    ``context_overflow``."""
+    "stop"}``), ``batch_size`` entries at a time (their steps decoded together,
+    :func:`restlit.evaluation.multiturn.drive`) through
+    :class:`restlit.evaluation.session.PrefixCacheGenerator`: with ``reuse`` each entry's KV cache
+    is kept across its steps and turns, and into the next entry of its slot as far as that
+    entry's prompt starts the same way (the system prompt's opening and any tools listed first).
+    ``max_context`` caps the positions (default: the model's); an entry whose prompt outgrows it
+    stops with ``context_overflow``."""
     from restlit.evaluation.session import PrefixCacheGenerator
 
     tokenizer, policy = load_model(model) if isinstance(model, str) else model
     generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, max_context=max_context,
-                                     reuse=reuse)
+                                     reuse=reuse, rows=batch_size)
     jobs = [(s, i) for s in suites if s.multi_turn for i in range(len(s.ids))]
-    out: dict[str, dict[str, Any]] = {}
+    finished = 0
+
+    def done(index: int) -> None:
+        nonlocal finished
+        finished += 1
+        if progress is not None:
+            progress(finished, len(jobs))
+
     with generator.packed():
-        for done, (suite, i) in enumerate(jobs, 1):
-            out[suite.ids[i]] = suite.rollout(i, generator)
-            if progress is not None:
-                progress(done, len(jobs))
-    return out
+        results = multiturn.drive([s.steps(i) for s, i in jobs], generator.many, width=batch_size, done=done)
+    return {s.ids[i]: result for (s, i), result in zip(jobs, results)}
 
 
 def _interval(passed: int, items: int) -> dict[str, float | int]:

@@ -13,21 +13,31 @@ benchmark compares both). The cache lives in :class:`restlit.kvcache.Preallocate
 that grow by doubling: transformers' own cache copies itself at every decoded token, which at a
 4,400-token prompt cost a third of each step.
 
+Several conversations decode together (:meth:`PrefixCacheGenerator.many`, what ``restlit eval``
+runs for multi-turn suites, ``--batch-size`` entries at a time): each keeps its own cache in a
+*slot*, encodes its new tokens alone, and the decoding steps run all slots' rows in one forward,
+each row attending its own cache (:func:`restlit.kvcache.rows_cache`), so one read of the weights
+serves every row. A row leaves the step once it ends; the last one left decodes alone.
+
 A prompt that leaves no room in the model's context raises
-:class:`restlit.evaluation.multiturn.ContextOverflow`; generation stops at an EOS id, or at the
-context's end, or after ``max_new_tokens``.
+:class:`restlit.evaluation.multiturn.ContextOverflow` (:meth:`PrefixCacheGenerator.many` returns
+the exception in that conversation's place instead); generation stops at an EOS id, or at the context's end, or
+after ``max_new_tokens``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from restlit.attention import ROWS
 from restlit.evaluation.multiturn import ContextOverflow
-from restlit.kvcache import preallocate
+from restlit.kvcache import PreallocatedLayer, preallocate, rows_cache
+from restlit.models import GROUPED_SDPA
 from restlit.packed import packed_linears
 from restlit.rollout.base import eos_ids
 from restlit.tokens import prompt_ids
@@ -44,71 +54,139 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+@dataclass
+class _Row:
+    """One conversation of a :meth:`PrefixCacheGenerator.many` call while it decodes."""
+
+    index: int
+    slot: Hashable
+    cache: Any
+    fed: list[int]  # the ids the cache holds
+    budget: int
+    token: int  # the next token, not yet fed
+    generated: list[int] = field(default_factory=list)
+    done: bool = False
+
+
 class PrefixCacheGenerator:
-    """``generator(messages) -> text``: greedy completions of chat messages by ``model``.
+    """``generator(messages) -> text``: greedy completions of chat messages by ``model``;
+    ``generator.many(conversations, slots)`` answers several conversations together.
 
     ``max_context``: positions the model may use (default: the config's
-    ``max_position_embeddings``); ``reuse``: keep the KV cache between calls (call :meth:`reset`
-    between unrelated conversations; it is also safe not to, the common prefix is then the shared
-    system prompt at most). ``encoded`` counts the prompt tokens actually run through the model.
+    ``max_position_embeddings``); ``reuse``: keep each slot's KV cache between calls (call
+    :meth:`reset` between unrelated conversations; it is also safe not to, the common prefix is
+    then the shared system prompt at most); ``rows``: the conversations decoded together at most
+    (the packing hint of :meth:`packed`). ``encoded`` counts the prompt tokens actually run
+    through the model. Decoding several rows in one forward needs restlit's attention (what
+    :mod:`restlit.models` loads); on another attention implementation the rows decode one by one.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_new_tokens: int = 512, max_context: int | None = None,
-                 reuse: bool = True):
+                 reuse: bool = True, rows: int = 1):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.max_context = max_context or getattr(model.config, "max_position_embeddings", None)
         self.reuse = reuse
+        self.rows = max(1, int(rows))
+        self.batched = getattr(model.config, "_attn_implementation", None) == GROUPED_SDPA
         self.eos = set(eos_ids(model, tokenizer))
         self.encoded = 0
         self.reset()
 
     @contextmanager
     def packed(self) -> Iterator[None]:
-        """Calls within the block run on the model's linear weights packed once for the one row
+        """Calls within the block run on the model's linear weights packed once for the ``rows``
         this generator decodes (:mod:`restlit.packed`; packing at every call would repeat ~0.3 s
         per step): wrap a whole run of conversations in it."""
-        with torch.no_grad(), packed_linears(self.model, rows=1):
+        with torch.no_grad(), packed_linears(self.model, rows=self.rows):
             yield
 
-    def reset(self) -> None:
-        """Forget the cache (a new conversation)."""
-        self._cache: Any = None
-        self._ids: list[int] = []
+    def reset(self, slot: Hashable | None = None) -> None:
+        """Forget one slot's cache (a new conversation there), or every slot's."""
+        if slot is None:
+            self._slots: dict[Hashable, tuple[Any, list[int]]] = {}
+        else:
+            self._slots.pop(slot, None)
+
+    def cache(self, slot: Hashable = 0) -> Any:
+        """The cache a slot keeps (None when it keeps none)."""
+        return self._slots.get(slot, (None, []))[0]
+
+    def __call__(self, messages: Sequence[Mapping[str, str]]) -> str:
+        (text,) = self.many([messages])
+        if isinstance(text, ContextOverflow):
+            raise text
+        return text
 
     @torch.no_grad()
-    def __call__(self, messages: Sequence[Mapping[str, str]]) -> str:
-        ids = prompt_ids(self.tokenizer, messages)
-        budget = self.max_new_tokens
-        if self.max_context is not None:
-            if len(ids) >= self.max_context:
-                self.reset()
-                raise ContextOverflow(f"prompt of {len(ids)} tokens for a context of {self.max_context}")
-            budget = min(budget, self.max_context - len(ids))
+    def many(self, conversations: Sequence[Sequence[Mapping[str, str]]],
+             slots: Sequence[Hashable] | None = None) -> list[str | ContextOverflow]:
+        """The next answer of each conversation (slots ``0 .. n-1`` unless given; each slot keeps
+        its conversation's cache for its next call), or a :class:`ContextOverflow` in place of a
+        conversation whose prompt no longer fits (its slot is forgotten)."""
+        slots = list(range(len(conversations))) if slots is None else list(slots)
+        out: list[str | ContextOverflow] = [ContextOverflow("not generated")] * len(conversations)
+        rows: list[_Row] = []
+        for index, (slot, messages) in enumerate(zip(slots, conversations)):
+            ids = prompt_ids(self.tokenizer, messages)
+            budget = self.max_new_tokens
+            if self.max_context is not None:
+                if len(ids) >= self.max_context:
+                    self.reset(slot)
+                    out[index] = ContextOverflow(f"prompt of {len(ids)} tokens for a context of {self.max_context}")
+                    continue
+                budget = min(budget, self.max_context - len(ids))
+            cache, logits = self._extend(slot, ids, budget)
+            token = int(logits.argmax())
+            rows.append(_Row(index, slot, cache, list(ids), budget, token, [token],
+                             token in self.eos or budget <= 1))
+        self._decode(rows)
+        for row in rows:
+            if self.reuse:
+                self._slots[row.slot] = (row.cache, row.fed)
+            out[row.index] = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+        return out
+
+    def _extend(self, slot: Hashable, ids: list[int], budget: int) -> tuple[Any, torch.Tensor]:
+        """Bring the slot's cache to ``ids``: crop it to the longest common prefix and encode the
+        rest (everything, for a slot without a cache). Returns the cache and the next-token logits."""
+        cache, cached = self._slots.pop(slot, (None, []))
         keep = 0
-        if self.reuse and self._cache is not None:
+        if self.reuse and cache is not None:
             # at least one prompt token is run, for the next-token logits
-            keep = min(common_prefix(self._ids, ids), len(ids) - 1)
+            keep = min(common_prefix(cached, ids), len(ids) - 1)
         if keep == 0:
-            self._cache = None
-        elif len(self._ids) > keep:
-            self._cache.crop(keep - len(self._ids))  # a negative count: drop that many positions
-        device = next(self.model.parameters()).device
+            cache = None
+        elif len(cached) > keep:
+            cache.crop(keep - len(cached))  # a negative count: drop that many positions
         self.encoded += len(ids) - keep
-        out = self.model(input_ids=torch.tensor([ids[keep:]], device=device), past_key_values=self._cache,
+        out = self.model(input_ids=torch.tensor([ids[keep:]], device=self._device), past_key_values=cache,
                          use_cache=True, logits_to_keep=1)
-        if self._cache is None:  # a fresh prefill: move it into buffers that are written in place
+        if cache is None:  # a fresh prefill: move it into buffers that are written in place
             preallocate(out.past_key_values, len(ids) + budget, growable=True)
-        fed = list(ids)
-        generated: list[int] = []
-        while True:
-            token = int(out.logits[0, -1].argmax())
-            generated.append(token)
-            if token in self.eos or len(generated) >= budget:
-                break
-            out = self.model(input_ids=torch.tensor([[token]], device=device), past_key_values=out.past_key_values,
-                             use_cache=True)
-            fed.append(token)
-        self._cache, self._ids = (out.past_key_values, fed) if self.reuse else (None, [])
-        return self.tokenizer.decode(generated, skip_special_tokens=True)
+        return out.past_key_values, out.logits[0, -1]
+
+    def _decode(self, rows: list[_Row]) -> None:
+        """Greedy steps until every row has ended: the rows still running go through one forward
+        (each on its own cache), or alone when only one is left or the model cannot batch them."""
+        together = self.batched and all(type(layer) is PreallocatedLayer for row in rows for layer in row.cache.layers)
+        while active := [row for row in rows if not row.done]:
+            if len(active) == 1 or not together:
+                logits = [self.model(input_ids=torch.tensor([[row.token]], device=self._device),
+                                     past_key_values=row.cache, use_cache=True).logits[0, -1] for row in active]
+            else:
+                cache = rows_cache([row.cache for row in active])
+                out = self.model(input_ids=torch.tensor([[row.token] for row in active], device=self._device),
+                                 position_ids=torch.tensor([[len(row.fed)] for row in active], device=self._device),
+                                 past_key_values=cache, use_cache=True, **{ROWS: cache})
+                logits = list(out.logits[:, -1])
+            for row, logit in zip(active, logits):
+                row.fed.append(row.token)
+                row.token = int(logit.argmax())
+                row.generated.append(row.token)
+                row.done = row.token in self.eos or len(row.generated) >= row.budget
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
