@@ -3,7 +3,7 @@
 without prefix reuse.
 
     .venv/bin/python -m benchmarks.bench_eval
-    .venv/bin/python -m benchmarks.bench_eval --multi-turn [--entries 6] [--max-new-tokens 64] [--batch-size 6]
+    .venv/bin/python -m benchmarks.bench_eval --multi-turn [--entries 6] [--max-new-tokens 64] [--batch-size 6] [--vllm]
 
 Inputs: all 3,475 items of BFCL's ten single-turn AST categories (bfcl-eval's data), each with
 (a) the canonical reference output built from its possible answers (nearly all pass), (b) the
@@ -18,8 +18,10 @@ embedded SmolLM2-135M through :class:`restlit.evaluation.session.PrefixCacheGene
 modes: as ``restlit eval`` runs them (each entry's KV cache kept across its steps and turns,
 ``--batch-size`` entries decoded together, :func:`restlit.evaluation.multiturn.drive`); keeping
 the cache but one entry at a time; and encoding every step's prompt from scratch, one entry at a
-time. Rows: seconds per entry, steps, prompt tokens encoded, the speed-up over the last mode, and
-whether all modes gave the same outputs. Goal: >= 3x from reuse.
+time; with ``--vllm`` also on the vLLM engine (``restlit eval --engine vllm``: each round's
+conversations in one ``generate``, vLLM's prefix cache doing the reuse; the engine's start is not
+timed). Rows: seconds per entry, steps, prompt tokens encoded, the speed-up over the last mode,
+and whether all modes gave the same outputs. Goal: >= 3x from reuse.
 """
 
 from __future__ import annotations
@@ -111,8 +113,8 @@ def main() -> None:
            "python -m benchmarks.bench_eval")
 
 
-def multi_turn(entries: int, max_new_tokens: int, batch_size: int) -> None:
-    from restlit.evaluation.session import PrefixCacheGenerator
+def multi_turn(entries: int, max_new_tokens: int, batch_size: int, vllm: bool) -> None:
+    from restlit.evaluation.session import EngineGenerator, PrefixCacheGenerator
 
     tokenizer, policy = run.load_model("smollm2-135m")
     items = multiturn.load_category("multi_turn_base", entries)
@@ -121,35 +123,49 @@ def multi_turn(entries: int, max_new_tokens: int, batch_size: int) -> None:
               batch_size),
              ("kept across steps and turns, one entry at a time", True, 1),
              ("none (every step encoded from scratch), one entry at a time", False, 1)]
+    if vllm:
+        modes.insert(1, (f"vLLM's prefix cache, {batch_size} entries per round (restlit eval --engine vllm)", "vllm",
+                         batch_size))
     seconds, outputs, rows = [], [], []
     for name, reuse, width in modes:
-        generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, reuse=reuse, rows=width)
+        engine = None
+        if reuse == "vllm":  # the engine's start is not timed
+            engine = run.eval_engine("vllm", tokenizer, policy, batch_size=width)
+            positions = policy.config.max_position_embeddings
+            generator = EngineGenerator(engine, tokenizer, max_new_tokens=max_new_tokens, max_context=positions)
+        else:
+            generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, reuse=reuse,
+                                             rows=width)
         t0, c0 = time.perf_counter(), time.process_time()
         with generator.packed():  # as run.rollout_outputs runs them
             outs = multiturn.drive([multiturn.entry_steps(e) for e in items], generator.many, width=width)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if engine is not None:
+            engine.close()
         seconds.append(wall)
         outputs.append(outs)
         steps = sum(len(t) for o in outs for t in o["turns"])
-        rows.append([name, len(items), steps, f"{generator.encoded:,}", f"{cpu / len(items):.1f}",
+        encoded = f"{generator.encoded:,}" if isinstance(generator, PrefixCacheGenerator) else "(vLLM's)"
+        rows.append([name, len(items), steps, encoded, f"{cpu / len(items):.1f}",
                      f"{wall / len(items):.1f}"])
         print(rows[-1], flush=True)
     for row, wall in zip(rows, seconds):
         row.append(f"{seconds[-1] / wall:.1f}x")
     same = all(o == outputs[0] for o in outputs)
+    modes_word = f"{len(modes)}"
     table = markdown_table(["prefix reuse", "entries", "steps", "prompt tokens encoded", "CPU s / entry",
                             "wall s / entry", "speed-up (wall)"],
                            rows)
     print(table)
-    print(f"same outputs in all three modes: {same}")
+    print(f"same outputs in all {modes_word} modes: {same}")
     record("bench_eval_multiturn", "BFCL multi-turn: time per multi_turn_base entry, embedded model",
            f"The first {len(items)} entries of `multi_turn_base`, SmolLM2-135M (embedded), greedy, "
            f"`max_new_tokens={max_new_tokens}`, linear weights packed for the rows decoded together as "
            f"`restlit eval` runs them, default torch threads, the modes one after another in one process; "
-           f"wall seconds on the idle machine (CPU seconds count both threads). Same outputs in all three "
+           f"wall seconds on the idle machine (CPU seconds count both threads). Same outputs in all {modes_word} "
            f"modes: {'yes' if same else 'no'}. Goal: >= 3x from reuse.\n\n{table}",
            f"python -m benchmarks.bench_eval --multi-turn --entries {entries} --max-new-tokens {max_new_tokens} "
-           f"--batch-size {batch_size}")
+           f"--batch-size {batch_size}" + (" --vllm" if vllm else ""))
 
 
 if __name__ == "__main__":
@@ -158,8 +174,9 @@ if __name__ == "__main__":
     parser.add_argument("--entries", type=int, default=6)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=6, help="multi-turn entries decoded together")
+    parser.add_argument("--vllm", action="store_true", help="multi-turn: add a row on the vLLM engine")
     args = parser.parse_args()
     if args.multi_turn:
-        multi_turn(args.entries, args.max_new_tokens, args.batch_size)
+        multi_turn(args.entries, args.max_new_tokens, args.batch_size, args.vllm)
     else:
         main()

@@ -44,6 +44,9 @@ def eval_command(
     max_context: int | None = typer.Option(
         None, "--max-context", min=1,
         help="Multi-turn: context positions (default: the model's); an entry outgrowing it fails (context_overflow)."),
+    engine: str = typer.Option(
+        "hf", "--engine",
+        help="Generate with hf (transformers; multi-turn keeps each entry's KV cache) or vllm (vLLM, its prefix cache)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an eval.json already in OUT."),
 ) -> None:
     """Score tool calls: BFCL (AST and executed multi-turn), API-Bank, or a prepared validation split."""
@@ -59,7 +62,9 @@ def eval_command(
         if predictions is not None:
             outputs = run.load_predictions(predictions)
         else:
-            outputs = _generate(run, suites, model or DEFAULT_MODEL, batch_size, max_new_tokens, max_context)
+            if engine not in run.ENGINES:
+                fail(f"--engine: {engine!r} is not one of {', '.join(run.ENGINES)}")
+            outputs = _generate(run, suites, model or DEFAULT_MODEL, batch_size, max_new_tokens, max_context, engine)
     except run.EvalError as exc:
         fail(str(exc))
     result = run.score(suites, outputs)
@@ -68,14 +73,14 @@ def eval_command(
               "model": None if predictions is not None else (model or DEFAULT_MODEL),
               "max_new_tokens": None if predictions is not None else max_new_tokens,
               "prompt": prompt if any(n.startswith("apibank:") for n in names) else None,
-              "max_context": max_context}
+              "max_context": max_context, "engine": None if predictions is not None else engine}
     path = run.write_report(result, out, config)
     known = {i for s in suites for i in s.ids}
     _print_summary(result, path, unused=sum(1 for k in outputs if k not in known))
 
 
 def _generate(run, suites, model: str, batch_size: int, max_new_tokens: int,
-              max_context: int | None) -> dict:
+              max_context: int | None, engine: str) -> dict:
     """Greedy outputs for every item of ``suites``, keyed by id, with a progress bar: one text per
     single-turn item, the steps of every turn for a multi-turn entry."""
     from rich.console import Console
@@ -93,7 +98,7 @@ def _generate(run, suites, model: str, batch_size: int, max_new_tokens: int,
         if ids:
             task = bar.add_task("generating", total=len(ids))
             texts = run.generate_outputs(
-                conversations, loaded, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                conversations, loaded, batch_size=batch_size, max_new_tokens=max_new_tokens, engine=engine,
                 progress=lambda done, total: bar.update(task, completed=done),
             )
             outputs.update(zip(ids, texts))
@@ -101,7 +106,7 @@ def _generate(run, suites, model: str, batch_size: int, max_new_tokens: int,
             task = bar.add_task("multi-turn entries", total=sum(len(s.ids) for s in multi))
             outputs.update(run.rollout_outputs(
                 multi, loaded, max_new_tokens=max_new_tokens, max_context=max_context, batch_size=batch_size,
-                progress=lambda done, total: bar.update(task, completed=done),
+                engine=engine, progress=lambda done, total: bar.update(task, completed=done),
             ))
     return outputs
 

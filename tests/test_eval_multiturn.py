@@ -324,6 +324,38 @@ def test_entries_decoded_together_equal_one_at_a_time(entries, tiny):
     assert [len(r["turns"]) for r in results[3]] == [len(e.turns) for e in es]
 
 
+@pytest.mark.slow
+def test_multi_turn_on_the_vllm_engine_matches_the_hf_generator(entries):
+    """``--engine vllm``: the rounds' conversations go to vLLM (prefix caching on) and the tiny
+    model's greedy steps are the HF generator's; a context smaller than the first prompt is a
+    context overflow, as on the HF path; single-turn outputs agree too."""
+    from tests.test_rollout import HEADS, need_vllm
+
+    need_vllm()
+    from restlit.config import load_config
+    from restlit.train import build_tokenizer_and_policy
+
+    positions = ["model.architecture.max_position_embeddings=8192"]
+    tokenizer, policy = build_tokenizer_and_policy(load_config(TINY, [*HEADS, *positions]))
+    policy.eval()
+    with pytest.raises(run.EvalError, match="exceeds the model's 8192 positions"):
+        run.eval_engine("vllm", tokenizer, policy, batch_size=2, max_context=8193)
+    suite = run.load_suite("bfcl:multi_turn_base", limit=3)
+    results = {kind: run.rollout_outputs([suite], (tokenizer, policy), max_new_tokens=5, max_context=8192,
+                                         batch_size=2, engine=kind) for kind in ("hf", "vllm")}
+    assert results["vllm"] == results["hf"]
+    assert [len(results["vllm"][i]["turns"]) for i in suite.ids] == [len(e.turns) for e in entries["multi_turn_base"][:3]]
+    tight = run.rollout_outputs([suite], (tokenizer, policy), max_new_tokens=5, max_context=1000, batch_size=2,
+                                engine="vllm")
+    assert all(r == {"turns": [[]], "stop": "context_overflow"} for r in tight.values())
+    # single-turn suites generate on the same engine
+    simple = run.load_suite("bfcl:simple_python", limit=3)
+    conversations = [simple.messages(i) for i in range(3)]
+    texts = {kind: run.generate_outputs(conversations, (tokenizer, policy), batch_size=2, max_new_tokens=5,
+                                        engine=kind) for kind in ("hf", "vllm")}
+    assert texts["vllm"] == texts["hf"] and all(texts["hf"])
+
+
 # ---------------------------------------------------------------------------------------------
 # The CLI
 
@@ -361,6 +393,12 @@ def test_predictions_for_multi_turn_end_to_end(tmp_path, entries):
                  "--overwrite")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "out" / "eval.json").read_text())["summary"]["overall"]["items"] == 2
+
+
+def test_an_unknown_engine_is_one_line(tmp_path):
+    res = invoke("--suite", "bfcl:multi_turn_base", "--engine", "tgi", "--limit", 1, "-o", tmp_path / "e")
+    assert res.exit_code == 2 and "--engine: 'tgi' is not one of hf, vllm" in res.output
+    assert not (tmp_path / "e").exists()
 
 
 def test_bad_multi_turn_predictions_are_one_line(tmp_path):

@@ -261,39 +261,75 @@ def load_model(model: str) -> tuple[Any, Any]:
     return tokenizer, policy.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
+ENGINES = ("hf", "vllm")
+
+
+def eval_engine(kind: str, tokenizer: Any, policy: Any, *, batch_size: int, max_context: int | None = None) -> Any:
+    """The rollout engine greedy evaluation generates with: ``hf`` (:class:`restlit.rollout.hf.HFEngine`,
+    ``batch_size`` prompts decoded together) or ``vllm`` (:class:`restlit.rollout.vllm.VLLMEngine`
+    with automatic prefix caching, ``max_model_len`` = ``max_context`` or the model's positions).
+    EvalError for another name, or when vLLM is missing or cannot run this model."""
+    if kind == "hf":
+        from restlit.rollout.hf import HFEngine
+
+        return HFEngine(policy, tokenizer, prompt_batch_size=batch_size)
+    if kind != "vllm":
+        raise EvalError(f"--engine: {kind!r} is not one of {', '.join(ENGINES)}")
+    try:
+        from restlit.rollout.vllm import VLLMEngine, VLLMUnsupported
+
+        return VLLMEngine(policy, tokenizer, max_model_len=_positions(policy, max_context), enable_prefix_caching=True)
+    except ImportError as exc:
+        raise EvalError(str(exc)) from None
+    except VLLMUnsupported as exc:
+        raise EvalError(str(exc).replace("rollout.engine: vllm", "--engine vllm")) from None
+
+
+def _positions(policy: Any, max_context: int | None) -> int:
+    """The context the vLLM engine is built for: ``max_context``, else the model's positions;
+    EvalError past the model's positions (vLLM refuses them)."""
+    positions = getattr(policy.config, "max_position_embeddings", None) or 4096
+    if max_context and max_context > positions:
+        raise EvalError(f"--max-context {max_context} exceeds the model's {positions} positions, "
+                        "which the vllm engine cannot go past")
+    return max_context or positions
+
+
 def generate_outputs(
     conversations: Sequence[list[dict[str, str]]],
     model: str | tuple[Any, Any],
     *,
     batch_size: int = 8,
     max_new_tokens: int = 512,
+    engine: str = "hf",
     progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """Greedy completions of ``conversations`` (chat messages) by ``model`` (a directory, the
-    alias ``smollm2-135m``, or a loaded ``(tokenizer, policy)``), through
-    :class:`restlit.rollout.hf.HFEngine`.
+    alias ``smollm2-135m``, or a loaded ``(tokenizer, policy)``), through :func:`eval_engine`.
 
     Prompts are rendered with the tokenizer's chat template and generated ``batch_size`` at a
     time, shortest first (less padding); the outputs come back in input order. ``progress(done,
     total)`` is called after each batch. EvalError when the model cannot be found.
     """
     from restlit.rollout.base import SamplingConfig
-    from restlit.rollout.hf import HFEngine
     from restlit.tokens import prompt_ids
 
     tokenizer, policy = load_model(model) if isinstance(model, str) else model
-    engine = HFEngine(policy, tokenizer, prompt_batch_size=batch_size)
+    generator = eval_engine(engine, tokenizer, policy, batch_size=batch_size)
     sampling = SamplingConfig(n=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
     prompts = [prompt_ids(tokenizer, m) for m in conversations]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        groups = engine.generate([prompts[i] for i in chunk], sampling)
-        for i, group in zip(chunk, groups):
-            outputs[i] = group[0].text
-        if progress is not None:
-            progress(min(start + batch_size, len(order)), len(order))
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            groups = generator.generate([prompts[i] for i in chunk], sampling)
+            for i, group in zip(chunk, groups):
+                outputs[i] = group[0].text
+            if progress is not None:
+                progress(min(start + batch_size, len(order)), len(order))
+    finally:
+        generator.close()
     return outputs
 
 
@@ -305,21 +341,29 @@ def rollout_outputs(
     max_context: int | None = None,
     reuse: bool = True,
     batch_size: int = 1,
+    engine: str = "hf",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run ``model`` greedily on every entry of the multi-turn ``suites`` (id -> ``{"turns",
     "stop"}``), ``batch_size`` entries at a time (their steps decoded together,
-    :func:`restlit.evaluation.multiturn.drive`) through
+    :func:`restlit.evaluation.multiturn.drive`). On the ``hf`` engine through
     :class:`restlit.evaluation.session.PrefixCacheGenerator`: with ``reuse`` each entry's KV cache
     is kept across its steps and turns, and into the next entry of its slot as far as that
     entry's prompt starts the same way (the system prompt's opening and any tools listed first).
-    ``max_context`` caps the positions (default: the model's); an entry whose prompt outgrows it
-    stops with ``context_overflow``."""
-    from restlit.evaluation.session import PrefixCacheGenerator
+    On ``vllm`` through :class:`restlit.evaluation.session.EngineGenerator` (vLLM's prefix cache
+    does the reuse). ``max_context`` caps the positions (default: the model's); an entry whose
+    prompt outgrows it stops with ``context_overflow``."""
+    from restlit.evaluation.session import EngineGenerator, PrefixCacheGenerator
 
     tokenizer, policy = load_model(model) if isinstance(model, str) else model
-    generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, max_context=max_context,
-                                     reuse=reuse, rows=batch_size)
+    closing = None
+    if engine == "hf":
+        generator: Any = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens,
+                                              max_context=max_context, reuse=reuse, rows=batch_size)
+    else:
+        closing = eval_engine(engine, tokenizer, policy, batch_size=batch_size, max_context=max_context)
+        generator = EngineGenerator(closing, tokenizer, max_new_tokens=max_new_tokens,
+                                    max_context=_positions(policy, max_context))
     jobs = [(s, i) for s in suites if s.multi_turn for i in range(len(s.ids))]
     finished = 0
 
@@ -329,8 +373,12 @@ def rollout_outputs(
         if progress is not None:
             progress(finished, len(jobs))
 
-    with generator.packed():
-        results = multiturn.drive([s.steps(i) for s, i in jobs], generator.many, width=batch_size, done=done)
+    try:
+        with generator.packed():
+            results = multiturn.drive([s.steps(i) for s, i in jobs], generator.many, width=batch_size, done=done)
+    finally:
+        if closing is not None:
+            closing.close()
     return {s.ids[i]: result for (s, i), result in zip(jobs, results)}
 
 

@@ -19,6 +19,10 @@ runs for multi-turn suites, ``--batch-size`` entries at a time): each keeps its 
 each row attending its own cache (:func:`restlit.kvcache.rows_cache`), so one read of the weights
 serves every row. A row leaves the step once it ends; the last one left decodes alone.
 
+On the vLLM engine (``restlit eval --engine vllm``) :class:`EngineGenerator` sends every running
+conversation of a round to the engine in one ``generate`` call; vLLM's automatic prefix caching
+keeps the blocks of each conversation's earlier steps, so the same reuse comes from the engine.
+
 A prompt that leaves no room in the model's context raises
 :class:`restlit.evaluation.multiturn.ContextOverflow` (:meth:`PrefixCacheGenerator.many` returns
 the exception in that conversation's place instead); generation stops at an EOS id, or at the context's end, or
@@ -39,10 +43,10 @@ from restlit.evaluation.multiturn import ContextOverflow
 from restlit.kvcache import PreallocatedLayer, preallocate, rows_cache
 from restlit.models import GROUPED_SDPA
 from restlit.packed import packed_linears
-from restlit.rollout.base import eos_ids
+from restlit.rollout.base import SamplingConfig, eos_ids
 from restlit.tokens import prompt_ids
 
-__all__ = ["PrefixCacheGenerator", "common_prefix"]
+__all__ = ["EngineGenerator", "PrefixCacheGenerator", "common_prefix"]
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -190,3 +194,40 @@ class PrefixCacheGenerator:
     @property
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+class EngineGenerator:
+    """:class:`PrefixCacheGenerator`'s interface over a rollout engine (``restlit.rollout``; the
+    vLLM engine for ``restlit eval --engine vllm``): each round's conversations go to the engine
+    in one greedy ``generate`` call (one per distinct length budget), and the engine keeps what it
+    keeps (vLLM: its prefix cache). ``max_context`` is the engine's ``max_model_len``; slots
+    only name the conversations."""
+
+    def __init__(self, engine: Any, tokenizer: Any, *, max_new_tokens: int, max_context: int):
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.max_context = max_context
+
+    @contextmanager
+    def packed(self) -> Iterator[None]:
+        """Nothing to pack: the engine runs its own kernels."""
+        yield
+
+    def many(self, conversations: Sequence[Sequence[Mapping[str, str]]],
+             slots: Sequence[Hashable] | None = None) -> list[str | ContextOverflow]:
+        """The next answer of each conversation, or a :class:`ContextOverflow` in its place."""
+        out: list[str | ContextOverflow] = [ContextOverflow("not generated")] * len(conversations)
+        budgets: dict[int, list[tuple[int, list[int]]]] = {}
+        for index, messages in enumerate(conversations):
+            ids = prompt_ids(self.tokenizer, messages)
+            if len(ids) >= self.max_context:
+                out[index] = ContextOverflow(f"prompt of {len(ids)} tokens for a context of {self.max_context}")
+                continue
+            budgets.setdefault(min(self.max_new_tokens, self.max_context - len(ids)), []).append((index, ids))
+        for budget, rows in budgets.items():
+            sampling = SamplingConfig(n=1, max_new_tokens=budget, temperature=0.0, seed=0)
+            groups = self.engine.generate([ids for _, ids in rows], sampling)
+            for (index, _), group in zip(rows, groups):
+                out[index] = group[0].text
+        return out
