@@ -114,7 +114,7 @@ def main() -> None:
 
 
 def multi_turn(entries: int, max_new_tokens: int, batch_size: int, vllm: bool) -> None:
-    from restlit.evaluation.session import EngineGenerator, PrefixCacheGenerator
+    from restlit.evaluation.session import PrefixCacheGenerator
 
     tokenizer, policy = run.load_model("smollm2-135m")
     items = multiturn.load_category("multi_turn_base", entries)
@@ -126,22 +126,17 @@ def multi_turn(entries: int, max_new_tokens: int, batch_size: int, vllm: bool) -
     if vllm:
         modes.insert(1, (f"vLLM's prefix cache, {batch_size} entries per round (restlit eval --engine vllm)", "vllm",
                          batch_size))
-    seconds, outputs, rows = [], [], []
+    seconds, outputs, rows, starts = [], [], [], []
     for name, reuse, width in modes:
-        engine = None
-        if reuse == "vllm":  # the engine's start is not timed
-            engine = run.eval_engine("vllm", tokenizer, policy, batch_size=width)
-            positions = policy.config.max_position_embeddings
-            generator = EngineGenerator(engine, tokenizer, max_new_tokens=max_new_tokens, max_context=positions)
-        else:
-            generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, reuse=reuse,
-                                             rows=width)
-        t0, c0 = time.perf_counter(), time.process_time()
-        with generator.packed():  # as run.rollout_outputs runs them
+        engine = "vllm" if reuse == "vllm" else "hf"
+        started = time.perf_counter()
+        with run.multi_turn_generator(tokenizer, policy, engine=engine, max_new_tokens=max_new_tokens,
+                                      reuse=reuse is True, batch_size=width) as generator:  # as restlit eval runs
+            if engine == "vllm":  # the engine's start (build, compile, load) is not in the row's time
+                starts.append(f"The vLLM engine started in {time.perf_counter() - started:.0f} s. ")
+            t0, c0 = time.perf_counter(), time.process_time()
             outs = multiturn.drive([multiturn.entry_steps(e) for e in items], generator.many, width=width)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if engine is not None:
-            engine.close()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         seconds.append(wall)
         outputs.append(outs)
         steps = sum(len(t) for o in outs for t in o["turns"])
@@ -152,18 +147,18 @@ def multi_turn(entries: int, max_new_tokens: int, batch_size: int, vllm: bool) -
     for row, wall in zip(rows, seconds):
         row.append(f"{seconds[-1] / wall:.1f}x")
     same = all(o == outputs[0] for o in outputs)
-    modes_word = f"{len(modes)}"
     table = markdown_table(["prefix reuse", "entries", "steps", "prompt tokens encoded", "CPU s / entry",
                             "wall s / entry", "speed-up (wall)"],
                            rows)
     print(table)
-    print(f"same outputs in all {modes_word} modes: {same}")
+    print(f"same outputs in all {len(modes)} modes: {same}")
     record("bench_eval_multiturn", "BFCL multi-turn: time per multi_turn_base entry, embedded model",
            f"The first {len(items)} entries of `multi_turn_base`, SmolLM2-135M (embedded), greedy, "
            f"`max_new_tokens={max_new_tokens}`, linear weights packed for the rows decoded together as "
            f"`restlit eval` runs them, default torch threads, the modes one after another in one process; "
-           f"wall seconds on the idle machine (CPU seconds count both threads). Same outputs in all {modes_word} "
-           f"modes: {'yes' if same else 'no'}. Goal: >= 3x from reuse.\n\n{table}",
+           f"wall seconds on the idle machine (CPU seconds count both threads). Same outputs in all {len(modes)} "
+           f"modes: {'yes' if same else 'no'}. {''.join(starts)}"
+           f"Goal: >= 3x from reuse.\n\n{table}",
            f"python -m benchmarks.bench_eval --multi-turn --entries {entries} --max-new-tokens {max_new_tokens} "
            f"--batch-size {batch_size}" + (" --vllm" if vllm else ""))
 

@@ -62,8 +62,7 @@ def eval_command(
         if predictions is not None:
             outputs = run.load_predictions(predictions)
         else:
-            if engine not in run.ENGINES:
-                fail(f"--engine: {engine!r} is not one of {', '.join(run.ENGINES)}")
+            run.check_engine(engine)
             outputs = _generate(run, suites, model or DEFAULT_MODEL, batch_size, max_new_tokens, max_context, engine)
     except run.EvalError as exc:
         fail(str(exc))

@@ -9,7 +9,7 @@ no value:
 - :func:`release_large_frees` fixes the threshold at 4 MiB (glibc otherwise raises it, up to
   32 MiB, to the size of every large block it frees): activations, logits, KV caches and packed
   weights of that size are returned at once. A lower threshold faults every such allocation in
-  afresh: at 1 MiB a step of workload W took 115 s instead of 98 (update 78 vs 61 s) for a peak
+  afresh: at 1 MiB a step of workload W took 115 s instead of 98 (update 78 vs 61 s, mean of two steps) for a peak
   of 2.93 GiB instead of 3.40, so restlit keeps 4 MiB; a user short of memory can set
   ``MALLOC_MMAP_THRESHOLD_`` (bytes) in the environment, which wins.
 - :func:`release` hands the heap's free pages back (``malloc_trim(0)``: the free top of each heap

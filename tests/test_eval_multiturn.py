@@ -291,7 +291,8 @@ def test_entries_decoded_together_equal_one_at_a_time(entries, tiny):
     """The tiny model's own greedy steps: ``many`` over conversations of different lengths (and so
     different budgets under a tight context) gives each the text it gets alone, in one forward
     per step for the rows still running; ``drive`` over 4 entries, 3 at a time, gives the
-    same results as one at a time."""
+    same results as one at a time. (The random tiny model barely reads its 4k-token contexts, so
+    a row fed another row's cache is caught by ``tests/test_kvcache.py``, not here.)"""
     import torch
 
     from restlit.evaluation.session import PrefixCacheGenerator

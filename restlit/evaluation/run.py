@@ -11,7 +11,8 @@ multi-turn entry's is ``{"turns": [[step text, ...], ...], "stop": None | reason
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,17 +265,22 @@ def load_model(model: str) -> tuple[Any, Any]:
 ENGINES = ("hf", "vllm")
 
 
+def check_engine(kind: str) -> None:
+    """EvalError unless ``kind`` is one of :data:`ENGINES` (checked before a model is loaded)."""
+    if kind not in ENGINES:
+        raise EvalError(f"--engine: {kind!r} is not one of {', '.join(ENGINES)}")
+
+
 def eval_engine(kind: str, tokenizer: Any, policy: Any, *, batch_size: int, max_context: int | None = None) -> Any:
     """The rollout engine greedy evaluation generates with: ``hf`` (:class:`restlit.rollout.hf.HFEngine`,
     ``batch_size`` prompts decoded together) or ``vllm`` (:class:`restlit.rollout.vllm.VLLMEngine`
     with automatic prefix caching, ``max_model_len`` = ``max_context`` or the model's positions).
     EvalError for another name, or when vLLM is missing or cannot run this model."""
+    check_engine(kind)
     if kind == "hf":
         from restlit.rollout.hf import HFEngine
 
         return HFEngine(policy, tokenizer, prompt_batch_size=batch_size)
-    if kind != "vllm":
-        raise EvalError(f"--engine: {kind!r} is not one of {', '.join(ENGINES)}")
     try:
         from restlit.rollout.vllm import VLLMEngine, VLLMUnsupported
 
@@ -333,6 +339,30 @@ def generate_outputs(
     return outputs
 
 
+@contextmanager
+def multi_turn_generator(tokenizer: Any, policy: Any, *, engine: str = "hf", max_new_tokens: int = 512,
+                         max_context: int | None = None, reuse: bool = True, batch_size: int = 1) -> Iterator[Any]:
+    """The generator multi-turn entries are answered by, for the length of the block: on ``hf`` a
+    :class:`restlit.evaluation.session.PrefixCacheGenerator` (``reuse``: keep each slot's KV
+    cache; its weights packed for ``batch_size`` rows), on ``vllm`` an
+    :class:`restlit.evaluation.session.EngineGenerator` over :func:`eval_engine`'s engine (vLLM's
+    prefix cache does the reuse), closed after the block."""
+    from restlit.evaluation.session import EngineGenerator, PrefixCacheGenerator
+
+    if engine == "hf":
+        generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, max_context=max_context,
+                                         reuse=reuse, rows=batch_size)
+        with generator.packed():
+            yield generator
+        return
+    vllm = eval_engine(engine, tokenizer, policy, batch_size=batch_size, max_context=max_context)
+    try:
+        yield EngineGenerator(vllm, tokenizer, max_new_tokens=max_new_tokens,
+                              max_context=_positions(policy, max_context))
+    finally:
+        vllm.close()
+
+
 def rollout_outputs(
     suites: Sequence[Suite],
     model: str | tuple[Any, Any],
@@ -346,24 +376,12 @@ def rollout_outputs(
 ) -> dict[str, dict[str, Any]]:
     """Run ``model`` greedily on every entry of the multi-turn ``suites`` (id -> ``{"turns",
     "stop"}``), ``batch_size`` entries at a time (their steps decoded together,
-    :func:`restlit.evaluation.multiturn.drive`). On the ``hf`` engine through
-    :class:`restlit.evaluation.session.PrefixCacheGenerator`: with ``reuse`` each entry's KV cache
-    is kept across its steps and turns, and into the next entry of its slot as far as that
-    entry's prompt starts the same way (the system prompt's opening and any tools listed first).
-    On ``vllm`` through :class:`restlit.evaluation.session.EngineGenerator` (vLLM's prefix cache
-    does the reuse). ``max_context`` caps the positions (default: the model's); an entry whose
-    prompt outgrows it stops with ``context_overflow``."""
-    from restlit.evaluation.session import EngineGenerator, PrefixCacheGenerator
-
+    :func:`restlit.evaluation.multiturn.drive`), through :func:`multi_turn_generator`: on ``hf``
+    with ``reuse`` each entry's KV cache is kept across its steps and turns, and into the next
+    entry of its slot as far as that entry's prompt starts the same way (the system prompt's
+    opening and any tools listed first). ``max_context`` caps the positions (default: the
+    model's); an entry whose prompt outgrows it stops with ``context_overflow``."""
     tokenizer, policy = load_model(model) if isinstance(model, str) else model
-    closing = None
-    if engine == "hf":
-        generator: Any = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens,
-                                              max_context=max_context, reuse=reuse, rows=batch_size)
-    else:
-        closing = eval_engine(engine, tokenizer, policy, batch_size=batch_size, max_context=max_context)
-        generator = EngineGenerator(closing, tokenizer, max_new_tokens=max_new_tokens,
-                                    max_context=_positions(policy, max_context))
     jobs = [(s, i) for s in suites if s.multi_turn for i in range(len(s.ids))]
     finished = 0
 
@@ -373,12 +391,9 @@ def rollout_outputs(
         if progress is not None:
             progress(finished, len(jobs))
 
-    try:
-        with generator.packed():
-            results = multiturn.drive([s.steps(i) for s, i in jobs], generator.many, width=batch_size, done=done)
-    finally:
-        if closing is not None:
-            closing.close()
+    with multi_turn_generator(tokenizer, policy, engine=engine, max_new_tokens=max_new_tokens,
+                              max_context=max_context, reuse=reuse, batch_size=batch_size) as generator:
+        results = multiturn.drive([s.steps(i) for s, i in jobs], generator.many, width=batch_size, done=done)
     return {s.ids[i]: result for (s, i), result in zip(jobs, results)}
 
 

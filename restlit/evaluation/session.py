@@ -58,6 +58,16 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def _budget(ids: Sequence[int], max_new_tokens: int, max_context: int | None) -> int:
+    """New tokens a prompt of ``ids`` may get: ``max_new_tokens``, cut at the context's end;
+    raises :class:`ContextOverflow` when the prompt leaves no room."""
+    if max_context is None:
+        return max_new_tokens
+    if len(ids) >= max_context:
+        raise ContextOverflow(f"prompt of {len(ids)} tokens for a context of {max_context}")
+    return min(max_new_tokens, max_context - len(ids))
+
+
 @dataclass
 class _Row:
     """One conversation of a :meth:`PrefixCacheGenerator.many` call while it decodes."""
@@ -134,13 +144,12 @@ class PrefixCacheGenerator:
         rows: list[_Row] = []
         for index, (slot, messages) in enumerate(zip(slots, conversations)):
             ids = prompt_ids(self.tokenizer, messages)
-            budget = self.max_new_tokens
-            if self.max_context is not None:
-                if len(ids) >= self.max_context:
-                    self.reset(slot)
-                    out[index] = ContextOverflow(f"prompt of {len(ids)} tokens for a context of {self.max_context}")
-                    continue
-                budget = min(budget, self.max_context - len(ids))
+            try:
+                budget = _budget(ids, self.max_new_tokens, self.max_context)
+            except ContextOverflow as overflow:
+                self.reset(slot)
+                out[index] = overflow
+                continue
             cache, logits = self._extend(slot, ids, budget)
             token = int(logits.argmax())
             rows.append(_Row(index, slot, cache, list(ids), budget, token, [token],
@@ -209,11 +218,6 @@ class EngineGenerator:
         self.max_new_tokens = max_new_tokens
         self.max_context = max_context
 
-    @contextmanager
-    def packed(self) -> Iterator[None]:
-        """Nothing to pack: the engine runs its own kernels."""
-        yield
-
     def many(self, conversations: Sequence[Sequence[Mapping[str, str]]],
              slots: Sequence[Hashable] | None = None) -> list[str | ContextOverflow]:
         """The next answer of each conversation, or a :class:`ContextOverflow` in its place."""
@@ -221,10 +225,10 @@ class EngineGenerator:
         budgets: dict[int, list[tuple[int, list[int]]]] = {}
         for index, messages in enumerate(conversations):
             ids = prompt_ids(self.tokenizer, messages)
-            if len(ids) >= self.max_context:
-                out[index] = ContextOverflow(f"prompt of {len(ids)} tokens for a context of {self.max_context}")
-                continue
-            budgets.setdefault(min(self.max_new_tokens, self.max_context - len(ids)), []).append((index, ids))
+            try:
+                budgets.setdefault(_budget(ids, self.max_new_tokens, self.max_context), []).append((index, ids))
+            except ContextOverflow as overflow:
+                out[index] = overflow
         for budget, rows in budgets.items():
             sampling = SamplingConfig(n=1, max_new_tokens=budget, temperature=0.0, seed=0)
             groups = self.engine.generate([ids for _, ids in rows], sampling)
