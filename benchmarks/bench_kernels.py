@@ -21,11 +21,21 @@ module serves from ``benchmarks/data/toolrl_240.json``, 4 completions per prompt
   read + write, best of 5), at the same thread count.
 
     python -m benchmarks.bench_kernels [--threads 2] [--repeats 2]
+
+``--decode-attention`` times only the attention of one decoding row against its own cache
+(SmolLM2-135M's 9 query heads on 3 key/value heads of 64, float32, cache lengths 1k-4.4k, the
+cache a view into a larger preallocated buffer as ``restlit.kvcache`` keeps it): torch's
+``scaled_dot_product_attention`` with ``enable_gqa`` (what transformers' ``sdpa`` runs) vs the 3
+query heads of each key/value head folded into the query axis
+(``restlit.models.grouped_sdpa_forward``), as GB/s of keys and values read.
+
+    python -m benchmarks.bench_kernels --decode-attention
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -68,6 +78,44 @@ def workload_prompts(count: int) -> tuple[object, object, list[list[int]]]:
     return tokenizer, policy, [list(item.prompt_ids) for item in batch]
 
 
+def decode_attention(threads: int) -> None:
+    """The ``--decode-attention`` table (see the module docstring)."""
+    import torch
+    import torch.nn.functional as F
+
+    from benchmarks._results import markdown_table, record
+
+    torch.set_num_threads(threads)
+    rows = []
+    for length in (1000, 2000, 3000, 4400):
+        buffer_k, buffer_v = torch.randn(2, 1, 3, 8192, 64).unbind(0)
+        keys, values = buffer_k[:, :, :length], buffer_v[:, :, :length]
+        query = torch.randn(1, 9, 1, 64)
+        folded = query.reshape(1, 3, 3, 64)
+        paths = {"enable_gqa": functools.partial(F.scaled_dot_product_attention, query, keys, values, scale=0.125,
+                                                 enable_gqa=True),
+                 "folded": functools.partial(F.scaled_dot_product_attention, folded, keys, values, scale=0.125)}
+        torch.testing.assert_close(paths["folded"]().reshape(1, 9, 1, 64), paths["enable_gqa"](), rtol=1e-5, atol=1e-5)
+        ms = {}
+        for name, fn in paths.items():
+            for _ in range(20):
+                fn()
+            t0 = time.perf_counter()
+            for _ in range(300):
+                fn()
+            ms[name] = (time.perf_counter() - t0) / 300 * 1e3
+        read = 2 * keys.numel() * 4 / 1e9
+        rows.append([length, *(f"{ms[n]:.3f} ms ({read / ms[n] * 1e3:.1f} GB/s)" for n in paths),
+                     f"{ms['enable_gqa'] / ms['folded']:.2f}x"])
+        print(rows[-1], flush=True)
+    table = markdown_table(["cache positions", "enable_gqa (transformers' sdpa)", "folded (restlit)", "speed-up"], rows)
+    print(table)
+    record("bench_kernels_decode_attention", "Decode attention of one row on its own cache: enable_gqa vs folded",
+           f"SmolLM2-135M's shapes (9 query heads, 3 key/value heads of 64), float32, {threads} threads, the cache a "
+           f"view into an 8,192-position buffer; mean of 300 calls after 20 warm-up calls; GB/s of keys and values "
+           f"read.\n\n{table}", f"python -m benchmarks.bench_kernels --decode-attention --threads {threads}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -75,7 +123,11 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--decode-attention", action="store_true", help="time only the decode attention kernels")
     args = parser.parse_args()
+    if args.decode_attention:
+        decode_attention(args.threads)
+        return
 
     import torch
 

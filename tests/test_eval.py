@@ -237,6 +237,34 @@ def test_generation_is_greedy_and_keeps_input_order(tiny_model):
     assert again == outs[::-1]
 
 
+def test_continuous_batching_gives_each_conversation_its_answer_alone(tiny_model):
+    """``PrefixCacheGenerator.answers`` (its ``serve``) at width 2 over five conversations whose
+    budgets (cut at a tight context) end them at different steps, so a finished row hands its
+    place to the next conversation while the other still decodes: every answer is the one the
+    conversation gets alone, and a prompt that does not fit gets its ContextOverflow."""
+    from restlit.evaluation.multiturn import ContextOverflow
+    from restlit.evaluation.session import PrefixCacheGenerator
+    from restlit.tokens import prompt_ids
+
+    tokenizer, policy = run.load_model(str(tiny_model))
+    conversations = [[{"role": "user", "content": "call " * k + "a tool"}] for k in (1, 12, 3, 9, 0, 60)]
+    lengths = [len(prompt_ids(tokenizer, c)) for c in conversations]
+    context = max(lengths[:5]) + 3  # budgets from 3 (the longest) to 10 (max_new_tokens)
+    assert lengths[5] >= context
+
+    def generator(rows):
+        return PrefixCacheGenerator(policy, tokenizer, max_new_tokens=10, max_context=context, reuse=False, rows=rows)
+
+    ended = []
+    answers = generator(2).answers(conversations, done=ended.append)
+    assert sorted(ended) == list(range(6))
+    assert ended != list(range(6))  # rows ended at different steps
+    assert isinstance(answers[5], ContextOverflow)
+    alone = generator(1)
+    assert answers[:5] == [alone(c) for c in conversations[:5]]
+    assert len(set(answers[:5])) > 1  # the answers depend on the prompts
+
+
 def test_eval_with_a_model_end_to_end(tiny_model, tmp_path):
     res = invoke("--suite", "bfcl:simple_python,irrelevance", "--model", tiny_model, "--limit", 2,
                  "--batch-size", 2, "--max-new-tokens", 5, "-o", tmp_path)

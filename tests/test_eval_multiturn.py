@@ -264,8 +264,13 @@ def test_prefix_reuse_gives_the_same_outputs_with_less_encoding(entries, tiny):
 
 
 def test_drive_runs_entries_width_at_a_time_in_slots_and_keeps_their_order(entries):
-    """A fake ``generate_many``: entry ``multi_turn_base_1`` overflows at its first step, every
-    other step makes no call (one step per turn)."""
+    """In rounds (``serve_in_rounds``, the vLLM engine's way, over a fake ``many``): entry
+    ``multi_turn_base_1`` overflows at its first step, every other step makes no call (one step
+    per turn)."""
+    import functools
+
+    from restlit.evaluation.session import serve_in_rounds
+
     es = entries["multi_turn_base"][:5]
     calls, ended = [], []
 
@@ -277,7 +282,8 @@ def test_drive_runs_entries_width_at_a_time_in_slots_and_keeps_their_order(entri
             texts.append(mt.ContextOverflow("too long") if first_user == es[1].turns[0][0]["content"] else NO_CALL)
         return texts
 
-    out = mt.drive([mt.entry_steps(e) for e in es], generate_many, width=2, done=ended.append)
+    out = mt.drive([mt.entry_steps(e) for e in es], functools.partial(serve_in_rounds, generate_many), width=2,
+                   done=ended.append)
     assert [o["stop"] for o in out] == [None, "context_overflow", None, None, None]
     assert [len(o["turns"]) for o in out] == [len(es[0].turns), 1, *[len(e.turns) for e in es[2:]]]
     assert all(steps == [NO_CALL] for i, o in enumerate(out) if i != 1 for steps in o["turns"])
@@ -320,7 +326,7 @@ def test_entries_decoded_together_equal_one_at_a_time(entries, tiny):
         results = {}
         for width in (1, 3):
             generator = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=6, max_context=1 << 16, rows=width)
-            results[width] = mt.drive([mt.entry_steps(e) for e in es], generator.many, width=width)
+            results[width] = mt.drive([mt.entry_steps(e) for e in es], generator.serve, width=width)
     assert results[1] == results[3]
     assert [len(r["turns"]) for r in results[3]] == [len(e.turns) for e in es]
 

@@ -81,8 +81,8 @@ def _gqa_model(smollm2_tokenizer, heads: int, kv_heads: int):
 @pytest.mark.parametrize("heads,kv_heads", [(6, 2), (6, 3), (4, 4)])
 def test_grouped_attention_equals_transformers_sdpa(smollm2_tokenizer, heads, kv_heads):
     """The folded GQA attention gives the logits and gradients of transformers' sdpa attention
-    (which repeats the key/value heads), on a left-padded batch, a decoding step on a cache, and
-    the packed group forward with its block mask."""
+    (which repeats the key/value heads), on a left-padded batch, a decoding step on a cache (with
+    a mask, and one row without), and the packed group forward with its block mask."""
     import torch
 
     from restlit.module import group_hidden
@@ -104,16 +104,19 @@ def test_grouped_attention_equals_transformers_sdpa(smollm2_tokenizer, heads, kv
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
         step = model(input_ids=ids[:, :1], attention_mask=torch.cat([mask, torch.ones_like(mask[:, :1])], 1),
                      position_ids=positions[:, -1:] + 1, past_key_values=out.past_key_values, use_cache=True)
+        with torch.no_grad():  # one row's decoding step without a mask (the multi-turn generator's)
+            alone = model(input_ids=ids[1:2, :4], use_cache=True)
+            unmasked = model(input_ids=ids[1:2, 4:5], past_key_values=alone.past_key_values, use_cache=True).logits
         packed = group_hidden(model, ids[1], ids[:, :5])
         (out.logits[mask.bool()].sum() + packed.square().sum()).backward()
         grads = [p.grad.clone() for p in model.parameters()]
-        return out.logits[mask.bool()].detach(), step.logits.detach(), packed.detach(), grads
+        return out.logits[mask.bool()].detach(), step.logits.detach(), packed.detach(), unmasked, grads
 
     stock = run("sdpa")
     grouped = run(models.GROUPED_SDPA)
-    for a, b in zip(stock[:3], grouped[:3]):
+    for a, b in zip(stock[:4], grouped[:4]):
         assert torch.allclose(a, b, atol=1e-10)
-    for a, b in zip(stock[3], grouped[3]):
+    for a, b in zip(stock[4], grouped[4]):
         assert torch.allclose(a, b, atol=1e-9)
 
     # the engine's preallocated cache samples exactly what transformers' generate does

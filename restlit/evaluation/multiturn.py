@@ -412,42 +412,42 @@ def entry_steps(entry: Entry, *, step_limit: int = STEP_LIMIT) -> Generator[list
     return {"turns": turns, "stop": None}
 
 
-def drive(runs: Sequence[Generator], generate_many: Any, *, width: int = 1,
+def drive(runs: Sequence[Generator], serve: Any, *, width: int = 1,
           done: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Run several entries' :func:`entry_steps` together, ``width`` at a time, and return their
-    results in order. Each round, every running entry's next step comes from ONE call
-    ``generate_many(conversations, slots) -> [text | ContextOverflow, ...]``; slot ``k`` holds one
-    entry at a time (``0 <= k < width``), and an entry that ends hands its slot to the next one.
-    ``done(index)`` is called as each entry ends."""
+    results in order. ``serve(width, feed)`` is a generator's
+    :meth:`restlit.evaluation.session.PrefixCacheGenerator.serve`: slot ``k`` (``0 <= k <
+    width``) holds one entry at a time, ``feed(k, answer)`` sends the answer of its step to the
+    entry and returns the entry's next step, and an entry that ends hands its slot to the next
+    one. ``done(index)`` is called as each entry ends."""
     results: list[dict[str, Any]] = [{}] * len(runs)
     waiting = iter(enumerate(runs))
-    running: dict[int, tuple[int, Generator, Any]] = {}
+    running: dict[int, tuple[int, Generator]] = {}
 
     def finish(index: int, value: dict[str, Any]) -> None:
         results[index] = value
         if done is not None:
             done(index)
 
-    def fill(slot: int) -> None:
-        for index, run in waiting:
+    def feed(slot: int, answer: Any) -> Any:
+        if slot in running:
+            index, run = running.pop(slot)
             try:
-                running[slot] = (index, run, next(run))
-                return
-            except StopIteration as stop:  # an entry without turns
-                finish(index, stop.value)
-
-    for slot in range(max(1, width)):
-        fill(slot)
-    while running:
-        slots = sorted(running)
-        texts = generate_many([running[k][2] for k in slots], slots)
-        for slot, text in zip(slots, texts):
-            index, run, _ = running.pop(slot)
-            try:
-                running[slot] = (index, run, run.send(None if isinstance(text, ContextOverflow) else text))
+                messages = run.send(None if isinstance(answer, ContextOverflow) else answer)
+                running[slot] = (index, run)
+                return messages
             except StopIteration as stop:
                 finish(index, stop.value)
-                fill(slot)
+        for index, run in waiting:
+            try:
+                messages = next(run)
+                running[slot] = (index, run)
+                return messages
+            except StopIteration as stop:  # an entry without turns
+                finish(index, stop.value)
+        return None
+
+    serve(width, feed)
     return results
 
 
@@ -455,10 +455,13 @@ def rollout(entry: Entry, generate: Any, *, step_limit: int = STEP_LIMIT) -> dic
     """:func:`entry_steps` on one entry, each step answered by ``generate(messages) -> text`` (it
     may raise :class:`ContextOverflow`)."""
 
-    def one(conversations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
-        try:
-            return [generate(conversations[0])]
-        except ContextOverflow as overflow:
-            return [overflow]
+    def one(width: int, feed: Any) -> None:
+        messages = feed(0, None)
+        while messages is not None:
+            try:
+                answer = generate(messages)
+            except ContextOverflow as overflow:
+                answer = overflow
+            messages = feed(0, answer)
 
     return drive([entry_steps(entry, step_limit=step_limit)], one)[0]

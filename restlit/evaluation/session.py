@@ -13,14 +13,18 @@ benchmark compares both). The cache lives in :class:`restlit.kvcache.Preallocate
 that grow by doubling: transformers' own cache copies itself at every decoded token, which at a
 4,400-token prompt cost a third of each step.
 
-Several conversations decode together (:meth:`PrefixCacheGenerator.many`, what ``restlit eval``
-runs for multi-turn suites, ``--batch-size`` entries at a time): each keeps its own cache in a
+Several conversations decode together (``restlit eval --batch-size`` of them): each keeps its own cache in a
 *slot*, encodes its new tokens alone, and the decoding steps run all slots' rows in one forward,
 each row attending its own cache (:func:`restlit.kvcache.rows_cache`), so one read of the weights
 serves every row. A row leaves the step once it ends; the last one left decodes alone.
+:meth:`PrefixCacheGenerator.many` answers a given set of conversations so;
+:meth:`PrefixCacheGenerator.serve` (what ``restlit eval`` runs) keeps them going: when a row ends, its
+conversation's next prompt (the entry's next step, or the next entry, or the next single-turn
+item: :meth:`PrefixCacheGenerator.answers`) is encoded into its slot at once and joins the next
+step, so no step waits for the slowest row of a round (continuous batching).
 
-On the vLLM engine (``restlit eval --engine vllm``) :class:`EngineGenerator` sends every running
-conversation of a round to the engine in one ``generate`` call; vLLM's automatic prefix caching
+On the vLLM engine (``restlit eval --engine vllm``) :class:`EngineGenerator` serves in rounds: every
+running conversation of a round goes to the engine in one ``generate`` call; vLLM's automatic prefix caching
 keeps the blocks of each conversation's earlier steps, so the same reuse comes from the engine.
 
 A prompt that leaves no room in the model's context raises
@@ -31,7 +35,7 @@ after ``max_new_tokens``.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +50,11 @@ from restlit.packed import packed_linears
 from restlit.rollout.base import SamplingConfig, eos_ids
 from restlit.tokens import prompt_ids
 
-__all__ = ["EngineGenerator", "PrefixCacheGenerator", "common_prefix"]
+__all__ = ["EngineGenerator", "Feed", "PrefixCacheGenerator", "common_prefix", "serve_in_rounds"]
+
+# ``feed(slot, answer)``: a slot's next conversation after ``answer`` (None: the slot's first), or
+# None when the slot has no more work; what :meth:`PrefixCacheGenerator.serve` asks for.
+Feed = Callable[[int, "str | ContextOverflow | None"], "Sequence[Mapping[str, str]] | None"]
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -84,7 +92,8 @@ class _Row:
 
 class PrefixCacheGenerator:
     """``generator(messages) -> text``: greedy completions of chat messages by ``model``;
-    ``generator.many(conversations, slots)`` answers several conversations together.
+    ``generator.many(conversations, slots)`` answers several conversations together and
+    ``generator.serve(width, feed)`` keeps ``width`` of them decoding (continuous batching).
 
     ``max_context``: positions the model may use (default: the config's
     ``max_position_embeddings``); ``reuse``: keep each slot's KV cache between calls (call
@@ -143,23 +152,90 @@ class PrefixCacheGenerator:
         out: list[str | ContextOverflow] = [ContextOverflow("not generated")] * len(conversations)
         rows: list[_Row] = []
         for index, (slot, messages) in enumerate(zip(slots, conversations)):
-            ids = prompt_ids(self.tokenizer, messages)
-            try:
-                budget = _budget(ids, self.max_new_tokens, self.max_context)
-            except ContextOverflow as overflow:
-                self.reset(slot)
-                out[index] = overflow
-                continue
-            cache, logits = self._extend(slot, ids, budget)
-            token = int(logits.argmax())
-            rows.append(_Row(index, slot, cache, list(ids), budget, token, [token],
-                             token in self.eos or budget <= 1))
-        self._decode(rows)
+            row = self._start(index, slot, messages)
+            if isinstance(row, ContextOverflow):
+                out[index] = row
+            else:
+                rows.append(row)
+        while active := [row for row in rows if not row.done]:
+            self._step(active)
         for row in rows:
-            if self.reuse:
-                self._slots[row.slot] = (row.cache, row.fed)
-            out[row.index] = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+            out[row.index] = self._finish(row)
         return out
+
+    @torch.no_grad()
+    def serve(self, width: int, feed: Feed) -> None:
+        """Continuous batching over slots ``0 .. width-1``: ``feed(slot, None)`` gives a slot's
+        first conversation and, after each answer, ``feed(slot, answer)`` (a text, or the
+        :class:`ContextOverflow` of a prompt that did not fit) its next one, or None to leave the
+        slot idle. The running rows decode in one forward per step; a row that ends is answered at
+        once and its slot's next conversation encoded (with ``reuse``, from the slot's cache), so
+        no step waits for the slowest row of a round."""
+        active: list[_Row] = []
+
+        def begin(slot: int, answer: str | ContextOverflow | None) -> None:
+            while (messages := feed(slot, answer)) is not None:
+                row = self._start(slot, slot, messages)
+                if isinstance(row, ContextOverflow):
+                    answer = row
+                elif row.done:
+                    answer = self._finish(row)
+                else:
+                    active.append(row)
+                    return
+            self.reset(slot)  # idle for good: its cache is of no more use
+
+        for slot in range(max(1, int(width))):
+            begin(slot, None)
+        while active:
+            self._step(active)
+            ended = [row for row in active if row.done]
+            active[:] = [row for row in active if not row.done]
+            for row in ended:
+                begin(row.slot, self._finish(row))
+
+    def answers(self, conversations: Sequence[Sequence[Mapping[str, str]]], width: int | None = None,
+                done: Callable[[int], None] | None = None) -> list[str | ContextOverflow]:
+        """The answers of independent conversations, in input order, ``width`` (default ``rows``)
+        decoding together through :meth:`serve`: a finished conversation's place goes to the next
+        at once. A prompt that does not fit gets a :class:`ContextOverflow`; ``done(index)`` is
+        called as each conversation ends."""
+        out: list[str | ContextOverflow] = [ContextOverflow("not generated")] * len(conversations)
+        pending = iter(enumerate(conversations))
+        current: dict[int, int] = {}
+
+        def feed(slot: int, answer: str | ContextOverflow | None) -> Sequence[Mapping[str, str]] | None:
+            if answer is not None:
+                index = current.pop(slot)
+                out[index] = answer
+                if done is not None:
+                    done(index)
+            index, messages = next(pending, (None, None))
+            if index is not None:
+                current[slot] = index
+            return messages
+
+        self.serve(width or self.rows, feed)
+        return out
+
+    def _start(self, index: int, slot: Hashable, messages: Sequence[Mapping[str, str]]) -> _Row | ContextOverflow:
+        """A conversation's row: its prompt encoded into the slot's cache and its first token, or
+        the :class:`ContextOverflow` of a prompt that leaves no room (the slot is forgotten)."""
+        ids = prompt_ids(self.tokenizer, messages)
+        try:
+            budget = _budget(ids, self.max_new_tokens, self.max_context)
+        except ContextOverflow as overflow:
+            self.reset(slot)
+            return overflow
+        cache, logits = self._extend(slot, ids, budget)
+        token = int(logits.argmax())
+        return _Row(index, slot, cache, list(ids), budget, token, [token], token in self.eos or budget <= 1)
+
+    def _finish(self, row: _Row) -> str:
+        """An ended row's text; with ``reuse`` its slot keeps the cache for the next call."""
+        if self.reuse:
+            self._slots[row.slot] = (row.cache, row.fed)
+        return self.tokenizer.decode(row.generated, skip_special_tokens=True)
 
     def _extend(self, slot: Hashable, ids: list[int], budget: int) -> tuple[Any, torch.Tensor]:
         """Bring the slot's cache to ``ids``: crop it to the longest common prefix and encode the
@@ -180,25 +256,25 @@ class PrefixCacheGenerator:
             preallocate(out.past_key_values, len(ids) + budget, growable=True)
         return out.past_key_values, out.logits[0, -1]
 
-    def _decode(self, rows: list[_Row]) -> None:
-        """Greedy steps until every row has ended: the rows still running go through one forward
-        (each on its own cache), or alone when only one is left or the model cannot batch them."""
-        together = self.batched and all(type(layer) is PreallocatedLayer for row in rows for layer in row.cache.layers)
-        while active := [row for row in rows if not row.done]:
-            if len(active) == 1 or not together:
-                logits = [self.model(input_ids=torch.tensor([[row.token]], device=self._device),
-                                     past_key_values=row.cache, use_cache=True).logits[0, -1] for row in active]
-            else:
-                cache = rows_cache([row.cache for row in active])
-                out = self.model(input_ids=torch.tensor([[row.token] for row in active], device=self._device),
-                                 position_ids=torch.tensor([[len(row.fed)] for row in active], device=self._device),
-                                 past_key_values=cache, use_cache=True, **{ROWS: cache})
-                logits = list(out.logits[:, -1])
-            for row, logit in zip(active, logits):
-                row.fed.append(row.token)
-                row.token = int(logit.argmax())
-                row.generated.append(row.token)
-                row.done = row.token in self.eos or len(row.generated) >= row.budget
+    def _step(self, active: list[_Row]) -> None:
+        """One greedy step of the running rows: one forward for all of them (each on its own
+        cache), or one per row when only one is left or the model cannot batch them."""
+        together = (len(active) > 1 and self.batched
+                    and all(type(layer) is PreallocatedLayer for row in active for layer in row.cache.layers))
+        if not together:
+            logits = [self.model(input_ids=torch.tensor([[row.token]], device=self._device),
+                                 past_key_values=row.cache, use_cache=True).logits[0, -1] for row in active]
+        else:
+            cache = rows_cache([row.cache for row in active])
+            out = self.model(input_ids=torch.tensor([[row.token] for row in active], device=self._device),
+                             position_ids=torch.tensor([[len(row.fed)] for row in active], device=self._device),
+                             past_key_values=cache, use_cache=True, **{ROWS: cache})
+            logits = list(out.logits[:, -1])
+        for row, logit in zip(active, logits):
+            row.fed.append(row.token)
+            row.token = int(logit.argmax())
+            row.generated.append(row.token)
+            row.done = row.token in self.eos or len(row.generated) >= row.budget
 
     @property
     def _device(self) -> torch.device:
@@ -235,3 +311,19 @@ class EngineGenerator:
             for (index, _), group in zip(rows, groups):
                 out[index] = group[0].text
         return out
+
+    def serve(self, width: int, feed: Feed) -> None:
+        """:meth:`PrefixCacheGenerator.serve`'s protocol in rounds (:func:`serve_in_rounds`)."""
+        serve_in_rounds(self.many, width, feed)
+
+
+def serve_in_rounds(many: Callable[..., list[str | ContextOverflow]], width: int, feed: Feed) -> None:
+    """The ``serve(width, feed)`` protocol in rounds: each round, every busy slot's conversation
+    goes to ``many(conversations, slots)`` in one call, then each slot is fed its answer. What
+    :class:`EngineGenerator` does; on :class:`PrefixCacheGenerator` it is the baseline that
+    :meth:`PrefixCacheGenerator.serve`'s continuous batching improves on (``benchmarks/bench_eval.py``)."""
+    pending = {slot: m for slot in range(max(1, int(width))) if (m := feed(slot, None)) is not None}
+    while pending:
+        slots = sorted(pending)
+        texts = many([pending[slot] for slot in slots], slots)
+        pending = {slot: m for slot, text in zip(slots, texts) if (m := feed(slot, text)) is not None}
