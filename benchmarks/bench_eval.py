@@ -176,34 +176,19 @@ def single_turn(model: str, suites: list[str], data: str | None, items: int, max
                 batch_size: int) -> None:
     """Greedy generation of the first ``items`` items of each suite by ``model``: continuous
     batching (:meth:`PrefixCacheGenerator.answers`, what ``restlit eval`` and the demo run on the
-    HF engine) against the rollout engine's batches (:class:`restlit.rollout.hf.HFEngine`,
-    ``batch_size`` prompts shortest first, each batch decoding until its longest output ends),
-    alternated ABAB in one process."""
-    from restlit.rollout.base import SamplingConfig
-    from restlit.tokens import prompt_ids
-
+    HF engine) against the rollout engine's batches (``continuous=False``:
+    :class:`restlit.rollout.hf.HFEngine`, ``batch_size`` prompts shortest first, each batch
+    decoding until its longest output ends), alternated ABAB in one process."""
     tokenizer, policy = run.load_model(model)
     loaded = [run.load_suite(name, data=Path(data) if data else None, limit=items) for name in suites]
     conversations = [s.messages(i) for s in loaded for i in range(len(s.ids))]
-    prompts = [prompt_ids(tokenizer, m) for m in conversations]
 
-    def in_batches() -> list[str]:
-        engine = run.eval_engine("hf", tokenizer, policy, batch_size=batch_size)
-        sampling = SamplingConfig(n=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        out = [""] * len(prompts)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            for i, group in zip(chunk, engine.generate([prompts[i] for i in chunk], sampling)):
-                out[i] = group[0].text
-        return out
-
-    def continuous() -> list[str]:
+    def generate(continuous: bool) -> list[str]:
         return run.generate_outputs(conversations, (tokenizer, policy), batch_size=batch_size,
-                                    max_new_tokens=max_new_tokens)
+                                    max_new_tokens=max_new_tokens, continuous=continuous)
 
-    modes = {"continuous batching (restlit eval)": continuous,
-             f"batches of {batch_size}, each until its longest output": in_batches}
+    modes = {"continuous batching (restlit eval)": functools.partial(generate, True),
+             f"batches of {batch_size}, each until its longest output": functools.partial(generate, False)}
     seconds: dict[str, list[float]] = {name: [] for name in modes}
     outputs: dict[str, list[str]] = {}
     for _ in range(2):

@@ -190,8 +190,8 @@ GROUPED_SDPA = "restlit_grouped_sdpa"
 def grouped_sdpa_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
                          dropout: float = 0.0, scaling: float | None = None, is_causal: bool | None = None,
                          **kwargs: Any) -> tuple[Any, None]:
-    """Scaled dot-product attention for a grouped-query-attention (GQA) decoding step with a mask,
-    without copying the keys and values once per query head.
+    """Scaled dot-product attention for a grouped-query-attention (GQA) decoding step without
+    copying the keys and values once per query head.
 
     transformers' ``sdpa`` path repeats each key/value head ``r = heads / kv_heads`` times whenever
     a mask is given (left-padded rollouts): at every decoding step and every layer that copies the
@@ -211,7 +211,6 @@ def grouped_sdpa_forward(module: Any, query: Any, key: Any, value: Any, attentio
     evaluation's steps pass their rows cache (several conversations decoded together, each row
     against its own cache, :func:`restlit.kvcache.rows_cache`)."""
     import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from restlit.attention import (
         CASCADE,
@@ -234,19 +233,27 @@ def grouped_sdpa_forward(module: Any, query: Any, key: Any, value: Any, attentio
     rows = kwargs.pop(ROWS, None)
     if rows is not None:  # several single-row caches decoded together: each row on its own cache
         layers = rows.layers[module.layer_idx].rows
-        return torch.cat([grouped_sdpa_forward(module, query[b : b + 1], layer.keys, layer.values, None,
-                                               dropout=dropout, scaling=scaling, **kwargs)[0]
-                          for b, layer in enumerate(layers)]), None
+        return torch.cat([_folded_sdpa(module, query[b : b + 1], layer.keys, layer.values, None, dropout, scaling,
+                                       is_causal, kwargs) for b, layer in enumerate(layers)]), None
+    return _folded_sdpa(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs), None
+
+
+def _folded_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float,
+                 scaling: float | None, is_causal: bool | None, kwargs: dict[str, Any]) -> Any:
+    """:func:`grouped_sdpa_forward`'s plain path, ``[B, q_len, heads, D]``: a one-position query
+    of a grouped model with its heads folded, anything else through transformers' ``sdpa``."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     batch, heads, q_len, dim = query.shape
     groups = heads // key.shape[1]
     if q_len > 1 or groups == 1 or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, is_causal=is_causal, **kwargs)
+                                      scaling=scaling, is_causal=is_causal, **kwargs)[0]
     folded = query.reshape(batch, key.shape[1], groups, dim)
     out = torch.nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=attention_mask,
                                                            dropout_p=dropout, scale=scaling)
-    return out.reshape(batch, heads, q_len, dim).transpose(1, 2).contiguous(), None
+    return out.reshape(batch, heads, q_len, dim).transpose(1, 2).contiguous()
 
 
 def _grouped_attention(model: Any) -> Any:

@@ -322,6 +322,7 @@ def generate_outputs(
     max_new_tokens: int = 512,
     engine: str = "hf",
     progress: Callable[[int, int], None] | None = None,
+    continuous: bool = True,
 ) -> list[str]:
     """Greedy completions of ``conversations`` (chat messages) by ``model`` (a directory, the
     alias ``smollm2-135m``, or a loaded ``(tokenizer, policy)``); the outputs come back in input
@@ -332,8 +333,9 @@ def generate_outputs(
     conversations decode together and a finished one's place goes to the next at once
     (:meth:`restlit.evaluation.session.PrefixCacheGenerator.answers`; on the demo's 64 items
     per model 24% less time than batches that wait for their longest output); a prompt with no
-    room left in the model's context gets an empty output (a failed item). Otherwise the prompts
-    go to :func:`eval_engine`'s engine ``batch_size`` at a time, shortest first (less padding).
+    room left in the model's context gets an empty output (a failed item). Otherwise (or with
+    ``continuous=False``, the benchmark's baseline) the prompts go to :func:`eval_engine`'s
+    engine ``batch_size`` at a time, shortest first (less padding).
     """
     from restlit.evaluation.multiturn import ContextOverflow
     from restlit.evaluation.session import PrefixCacheGenerator
@@ -342,7 +344,7 @@ def generate_outputs(
 
     tokenizer, policy = load_model(model) if isinstance(model, str) else model
     check_engine(engine)
-    if engine == "hf":
+    if engine == "hf" and continuous:
         rows = PrefixCacheGenerator(policy, tokenizer, max_new_tokens=max_new_tokens, reuse=False, rows=batch_size)
         if rows.batched:
             with rows.packed():

@@ -78,7 +78,7 @@ def _budget(ids: Sequence[int], max_new_tokens: int, max_context: int | None) ->
 
 @dataclass
 class _Row:
-    """One conversation of a :meth:`PrefixCacheGenerator.many` call while it decodes."""
+    """One conversation of a :meth:`PrefixCacheGenerator.many` or ``serve`` call while it decodes."""
 
     index: int
     slot: Hashable
