@@ -41,14 +41,17 @@ class ModelConfig:
     weights, which is how the tests get a tiny model; ``architecture`` overrides config fields,
     e.g. ``{hidden_size: 32, num_hidden_layers: 1}``. ``tokenizer`` defaults to ``path``.
     ``gradient_checkpointing`` recomputes each layer in the backward instead of keeping its
-    activations: about a third more update compute for a fraction of the activation memory."""
+    activations: ``true`` (full) costs about a third more update compute for a fraction of the
+    activation memory; ``selective`` keeps the matrix products' and attention's outputs and
+    recomputes only the elementwise operations: between full and off in time and in memory
+    (:mod:`restlit.checkpointing`)."""
 
     path: str = "smollm2-135m"
     tokenizer: str | None = None
     init: Literal["pretrained", "random"] = "pretrained"
     architecture: dict[str, Any] = field(default_factory=dict)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | Literal["selective"] = False
     seed: int = 0
 
 
@@ -226,13 +229,16 @@ class LoggingConfig:
 
 @dataclass
 class SFTConfig:
-    """``restlit sft``: supervised warm start on the prepared targets (loss on target tokens)."""
+    """``restlit sft``: supervised warm start on the prepared targets (loss on target tokens).
+    ``gradient_checkpointing`` overrides ``model.gradient_checkpointing`` for the warm start
+    (``null``: the model's), whose batches and memory differ from ``fit``'s."""
 
     epochs: int = 1
     max_steps: int = 0
     batch_size: int = 4
     lr: float = 5e-5
     max_seq_tokens: int = 3072
+    gradient_checkpointing: bool | Literal["selective"] | None = None
 
 
 @dataclass

@@ -397,7 +397,7 @@ class RestModule(L.LightningModule):
                 sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())  # shares of one global mean
             # A non-finite loss shows up here too; the norm is taken after the gradient all-reduce,
             # so every rank reaches the same decision.
-            grad_norm = self._clip_gradients(cfg.optim.grad_clip)
+            grad_norm = optim.clip_gradients(self.trainer.strategy.model, self.policy, cfg.optim.grad_clip)
             if not math.isfinite(grad_norm):
                 optimizer.zero_grad(set_to_none=True)
                 if epoch > 0:  # earlier epochs changed the weights
@@ -440,16 +440,6 @@ class RestModule(L.LightningModule):
             temperature=self.config.rollout.temperature if self.config.rollout.temperature > 0 else 1.0,
             chunk_size=self.config.objective.logprob_chunk_size,
         )
-
-    def _clip_gradients(self, max_norm: float) -> float:
-        """Clip by global norm and return the norm before clipping (strategy-aware under FSDP1)."""
-        model = self.trainer.strategy.model
-        if hasattr(model, "clip_grad_norm_"):  # FullyShardedDataParallel shards the norm computation
-            norm = model.clip_grad_norm_(max_norm if max_norm > 0 else float("inf"))
-        else:
-            params = [p for p in self.policy.parameters() if p.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
-        return float(norm)
 
 
 def _no_closure() -> None:

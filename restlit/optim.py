@@ -1,5 +1,6 @@
-"""The optimizer and the LR schedule of ``fit`` and ``sft``: AdamW without weight decay on norms
-and biases, then a linear warm-up into a constant, linear or cosine schedule.
+"""The optimizer, the LR schedule and the gradient clipping of ``fit`` and ``sft``: AdamW without
+weight decay on norms and biases, then a linear warm-up into a constant, linear or cosine schedule;
+clipping by the global norm (both modules optimise manually, so Lightning's clipping is not used).
 
 The schedule is a function of the training step (one scheduler step per training step, however many
 PPO epochs a step runs), so a run of ``total_steps`` steps ends with the LR at its final value::
@@ -56,3 +57,15 @@ def configure(model: torch.nn.Module, config: OptimConfig, total_steps: int, *, 
     factor = (lambda step: lr_factor(step, config, total)) if schedule else (lambda step: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def clip_gradients(model: torch.nn.Module, policy: torch.nn.Module, max_norm: float) -> float:
+    """Clip ``policy``'s gradients by their global norm (``max_norm <= 0``: no clipping) and return
+    the norm before clipping. ``model`` is the strategy's wrapped model: under FSDP1 its own
+    ``clip_grad_norm_`` computes the norm over the shards."""
+    limit = max_norm if max_norm > 0 else float("inf")
+    if hasattr(model, "clip_grad_norm_"):  # FullyShardedDataParallel
+        return float(model.clip_grad_norm_(limit))
+    params = [p for p in policy.parameters() if p.grad is not None]
+    return float(torch.nn.utils.clip_grad_norm_(params, limit))
+

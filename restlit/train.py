@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from restlit import memory
+from restlit import checkpointing, memory
 from restlit.config import RunConfig, load_config, save_config, to_dict
 from restlit.errors import UserError
 from restlit.loggers import build_loggers
@@ -54,16 +54,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
-def build_tokenizer_and_policy(config: RunConfig) -> tuple[Any, Any]:
-    """The tokenizer and the policy that ``config.model`` describes."""
+def build_tokenizer_and_policy(config: RunConfig, gradient_checkpointing: checkpointing.Mode | None = None
+                               ) -> tuple[Any, Any]:
+    """The tokenizer and the policy that ``config.model`` describes; ``gradient_checkpointing`` overrides
+    ``model.gradient_checkpointing`` (:mod:`restlit.checkpointing`)."""
     m = config.model
     tokenizer = load_tokenizer(m.tokenizer or m.path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     policy = load_policy(m.path, init=m.init, architecture=m.architecture, dtype=m.dtype, tokenizer=tokenizer,
                          seed=m.seed)
-    if m.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    mode = m.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
+    if mode is not False:
+        checkpointing.enable(policy, mode)
     return tokenizer, policy
 
 
@@ -80,7 +83,7 @@ class ReleaseFreedMemory(L.Callback):
 
 
 def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoints: bool = True,
-                 gradient_clip_val: float | None = None, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+                 callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """A Lightning Trainer with the config's hardware settings, loggers, progress bar, and (with
     ``checkpoints``) atomic checkpoints every ``trainer.checkpoint_every`` steps plus ``last.ckpt``;
     ``callbacks`` are added (``restlit ablate`` scores the policy during training with one), and
@@ -104,7 +107,7 @@ def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoint
         use_distributed_sampler=False, num_sanity_val_steps=0,
         val_check_interval=t.val_every or None, limit_val_batches=1.0 if t.val_every else 0,
         plugins=[AtomicCheckpointIO()] if checkpoints else None, default_root_dir=run_dir,
-        enable_model_summary=False, gradient_clip_val=gradient_clip_val,
+        enable_model_summary=False,
     )
 
 
@@ -252,20 +255,24 @@ def sft(config: RunConfig, *, overwrite: bool = False) -> Path:
     from restlit.data import ToolUseDataModule
     from restlit.sft import SFTModule
 
+    if config.sft.max_seq_tokens <= config.data.max_prompt_tokens:
+        # a prompt as long as the cut leaves no target token: no loss, no backward, and under DDP
+        # that rank would skip the gradient all-reduce the others wait in
+        raise UserError(f"sft.max_seq_tokens ({config.sft.max_seq_tokens}) must exceed data.max_prompt_tokens "
+                        f"({config.data.max_prompt_tokens}): every sample needs a target token")
     memory.release_large_frees()
 
     run_dir = Path(config.output_dir) / "sft"
     with lock(run_dir) if is_rank_zero() else contextlib.nullcontext():
         _, old = _claim(config, run_dir, resume=False, overwrite=overwrite)
         L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-        tokenizer, policy = build_tokenizer_and_policy(config)
+        tokenizer, policy = build_tokenizer_and_policy(config, config.sft.gradient_checkpointing)
         module = SFTModule(config, policy, tokenizer)
         data = ToolUseDataModule(config.data, tokenizer, config.sft.batch_size)
         data.prepare_data()
         data.setup("fit")
         steps = config.sft.max_steps or max(1, config.sft.epochs * len(data.train_items) // config.sft.batch_size)
-        trainer = make_trainer(config, run_dir, max_steps=steps, checkpoints=False,
-                               gradient_clip_val=config.optim.grad_clip or None)
+        trainer = make_trainer(config, run_dir, max_steps=steps, checkpoints=False)
         if trainer.is_global_zero and is_rank_zero():
             _start(run_dir, config, 0, old)
         trainer.fit(module, datamodule=data)

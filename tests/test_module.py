@@ -40,24 +40,44 @@ def test_group_hidden_equals_separate_forwards(tiny_parts):
             assert torch.allclose(logp[i, :n].double(), ref, atol=1e-5)
             assert (logp[i, n:] == 0).all()
 
-def test_gradient_checkpointing_gives_the_same_gradient(tmp_path):
+def _checkpointed_backward(mode):
+    """The policy's parameter gradient of a group's log-likelihood under ``mode``, and the number of
+    matrix products (``aten.mm``) that the backward ran."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
     from restlit.module import group_hidden
     from restlit.objective import logprobs_and_entropy_from_hidden
     from restlit.train import build_tokenizer_and_policy
 
-    grads = []
-    for checkpointing in (False, True):
-        cfg = load_config(TINY, [f"model.gradient_checkpointing={str(checkpointing).lower()}"])
-        tok, model = build_tokenizer_and_policy(cfg)
-        model.train()
-        torch.manual_seed(1)
-        prompt, tokens = torch.randint(0, len(tok), (11,)), torch.randint(0, len(tok), (3, 6))
-        hidden = group_hidden(model, prompt, tokens)
-        logp, _ = logprobs_and_entropy_from_hidden(hidden, model.get_output_embeddings().weight, tokens)
+    class CountMM(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            CountMM.calls += func is torch.ops.aten.mm.default
+            return func(*args, **(kwargs or {}))
+
+    cfg = load_config(TINY, ["model.gradient_checkpointing=false"])
+    tok, model = build_tokenizer_and_policy(cfg, gradient_checkpointing=mode)
+    model.train()
+    torch.manual_seed(1)
+    prompt, tokens = torch.randint(0, len(tok), (11,)), torch.randint(0, len(tok), (3, 6))
+    hidden = group_hidden(model, prompt, tokens)
+    logp, _ = logprobs_and_entropy_from_hidden(hidden, model.get_output_embeddings().weight, tokens)
+    assert model.is_gradient_checkpointing == (mode is not False)
+    with CountMM():
         logp.sum().backward()
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
-        assert model.is_gradient_checkpointing == checkpointing
-    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    return torch.cat([p.grad.flatten() for p in model.parameters()]), CountMM.calls
+
+
+def test_gradient_checkpointing_gives_the_same_gradient():
+    """Off, full and selective checkpointing give one gradient. Full reruns every layer's matrix
+    products in the backward; selective keeps their outputs, so its backward runs exactly the
+    products that the backward without checkpointing runs."""
+    (off, mm_off), (full, mm_full), (selective, mm_selective) = (
+        _checkpointed_backward(mode) for mode in (False, True, "selective"))
+    assert torch.allclose(off, full, atol=1e-6) and torch.allclose(off, selective, atol=1e-6)
+    assert mm_full > mm_off and mm_selective == mm_off
+
 
 def test_degenerate_steps_are_skipped_with_a_reason(tmp_path):
     from restlit.train import fit

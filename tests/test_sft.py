@@ -33,3 +33,59 @@ def test_sft_reduces_the_target_loss(tmp_path):
     assert target_nll(after) < target_nll(before) - 1.0
     val = [row["val/sft_loss"] for row in read_metrics(run_dir) if "val/sft_loss" in row]
     assert len(val) == 2 and all(math.isfinite(v) for v in val) and val[1] < val[0]  # held-out loss, every 4 steps
+    norms = [row["sft/grad_norm"] for row in read_metrics(run_dir) if "sft/grad_norm" in row]
+    assert len(norms) == 8 and all(math.isfinite(v) and v > 0 for v in norms)
+
+
+def test_sft_has_its_own_checkpointing_mode(tmp_path, monkeypatch):
+    """``sft.gradient_checkpointing`` overrides the model's for the warm start; unset, the model's holds."""
+    from restlit import checkpointing
+    from restlit.train import sft
+
+    modes = []
+    monkeypatch.setattr(checkpointing, "enable", lambda policy, mode: modes.append(mode))
+    sft(tiny_config(tmp_path / "a", "sft.max_steps=1", "model.gradient_checkpointing=true",
+                    "sft.gradient_checkpointing=selective"))
+    sft(tiny_config(tmp_path / "b", "sft.max_steps=1", "model.gradient_checkpointing=true"))
+    assert modes == ["selective", True]
+
+
+def test_one_backward_per_sample_gives_the_batch_gradient(tmp_path):
+    """``batch_loss(backward=...)`` runs each sample's share through its own backward; the gradient
+    and the loss are those of one backward of the whole batch's mean."""
+    from restlit.data import ToolUseDataModule
+    from restlit.sft import SFTModule
+    from restlit.train import build_tokenizer_and_policy
+
+    cfg = tiny_config(tmp_path)
+    tok, policy = build_tokenizer_and_policy(cfg)
+    data = ToolUseDataModule(cfg.data, tok)
+    data.prepare_data()
+    data.setup()
+    module = SFTModule(cfg, policy.train(), tok)
+    batch = data.train_items[:3]
+    assert len({module.sample_ids(it)[1] for it in batch}) > 1  # unequal shares
+
+    def gradient(**kwargs):
+        policy.zero_grad(set_to_none=True)
+        loss, n = module.batch_loss(batch, **kwargs)
+        if loss.requires_grad:
+            loss.backward()
+        return float(loss), n, torch.cat([p.grad.flatten() for p in policy.parameters()])
+
+    whole, per_sample = gradient(), gradient(backward=torch.Tensor.backward)
+    assert whole[1] == per_sample[1] == sum(module.sample_ids(it)[1] for it in batch)
+    assert math.isclose(whole[0], per_sample[0], rel_tol=1e-6)
+    assert torch.allclose(whole[2], per_sample[2], atol=1e-7, rtol=1e-5)
+
+
+def test_sft_refuses_a_cut_that_can_leave_no_target(tmp_path):
+    """A prompt as long as ``sft.max_seq_tokens`` would have no target token, hence no backward."""
+    import pytest
+
+    from restlit.errors import UserError
+    from restlit.train import sft
+
+    with pytest.raises(UserError, match=r"sft.max_seq_tokens \(512\) must exceed data.max_prompt_tokens \(512\)"):
+        sft(tiny_config(tmp_path, "sft.max_seq_tokens=512", "data.max_prompt_tokens=512"))
+    assert not (tmp_path / "run").exists()
