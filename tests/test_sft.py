@@ -1,9 +1,11 @@
-"""``restlit.sft``: the supervised warm start lowers the target loss and logs the held-out loss."""
+"""``restlit.sft``: the supervised warm start lowers the target loss and logs the held-out loss; one
+backward per sample gives the batch gradient and runs under DDP; its own checkpointing mode."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from tests.training import read_metrics, tiny_config
@@ -81,11 +83,45 @@ def test_one_backward_per_sample_gives_the_batch_gradient(tmp_path):
 
 def test_sft_refuses_a_cut_that_can_leave_no_target(tmp_path):
     """A prompt as long as ``sft.max_seq_tokens`` would have no target token, hence no backward."""
-    import pytest
-
     from restlit.errors import UserError
     from restlit.train import sft
 
     with pytest.raises(UserError, match=r"sft.max_seq_tokens \(512\) must exceed data.max_prompt_tokens \(512\)"):
         sft(tiny_config(tmp_path, "sft.max_seq_tokens=512", "data.max_prompt_tokens=512"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_sft_under_ddp_keeps_the_ranks_in_step(tmp_path):
+    """Two gloo ranks, one backward per sample each: the run ends (a rank that skipped an all-reduce
+    would hang it until the timeout), logs every step and exports weights that moved."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from restlit.models import load_policy
+    from restlit.train import build_tokenizer_and_policy
+    from tests.conftest import REPO
+
+    script = tmp_path / "sft_script.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from restlit.config import load_config
+        from restlit.train import sft
+        from tests.training import TINY
+
+        sft(load_config(TINY, sys.argv[1:]))
+    """))
+    overrides = [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", "sft.max_steps=2",
+                 "sft.batch_size=2", "sft.lr=1e-2", "trainer.devices=2", "trainer.strategy=ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, str(script), *overrides], capture_output=True, text=True, cwd=REPO,
+                         env=env, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    norms = [row["sft/grad_norm"] for row in read_metrics(tmp_path / "run" / "sft") if "sft/grad_norm" in row]
+    assert len(norms) == 2 and all(math.isfinite(v) and v > 0 for v in norms)
+    _, start = build_tokenizer_and_policy(tiny_config(tmp_path))
+    after = load_policy(str(tmp_path / "run" / "sft" / "final"))
+    moved = [not torch.equal(a, b) for a, b in zip(start.state_dict().values(), after.state_dict().values())]
+    assert any(moved)
