@@ -12,8 +12,9 @@ The gradients are the same in all three, and selective checkpointing's backward 
 matrix products of the backward without checkpointing (``tests/test_module.py``). Measured with the
 demo's SFT batches (``python -m benchmarks.bench_sft``, benchmarks/RESULTS.md; SmolLM2-135M, 2
 cores, fastest of 2 interleaved rounds): a step took 9.8 s full, 8.8 s selective (1.12x) and 9.0 s
-off, at peaks of 3.17, 3.66 and 4.15 GiB; an earlier run of the same gave 1.05x and 1.03x. By the
-profile the recomputed forward's products are ~15% of a step.
+off, at peaks of 3.17, 3.66 and 4.15 GiB; an earlier run of the same gave 1.05x and 1.03x. What
+selective saves is bounded by the recomputed forward: a quarter of a step's matrix-product FLOPs
+(2N of 8N per token) and one of its three attention kernels.
 
 Selective checkpointing is torch's ``create_selective_checkpoint_contexts`` with a policy over
 aten operations, given to transformers' non-reentrant checkpoint as its ``context_fn``.
@@ -25,6 +26,7 @@ import functools
 from typing import Any, Literal
 
 import torch
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 Mode = bool | Literal["selective"]
 
@@ -42,8 +44,7 @@ SAVED_OPS = _saved_ops()
 
 
 def _policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
-    from torch.utils.checkpoint import CheckpointPolicy
-
+    """Called for every aten operation of a checkpointed layer's forward and recomputation."""
     return CheckpointPolicy.MUST_SAVE if op in SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
 
 
@@ -54,7 +55,5 @@ def enable(policy: Any, mode: Mode) -> None:
         return
     kwargs: dict[str, Any] = {"use_reentrant": False}
     if mode == "selective":
-        from torch.utils.checkpoint import create_selective_checkpoint_contexts
-
         kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, _policy)
     policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

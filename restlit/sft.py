@@ -49,7 +49,10 @@ class SFTModule(L.LightningModule):
 
     def sample_logp(self, item: PromptItem) -> torch.Tensor:
         """Log-probs of the target tokens of one sample given its prompt, ``[n_target]``."""
-        ids, n_target = self.sample_ids(item)
+        return self._target_logp(*self.sample_ids(item))
+
+    def _target_logp(self, ids: list[int], n_target: int) -> torch.Tensor:
+        """:meth:`sample_logp` from the sample's :meth:`sample_ids`."""
         if n_target == 0:
             return torch.zeros(0, device=self.device)
         n_prompt = len(ids) - n_target
@@ -71,10 +74,11 @@ class SFTModule(L.LightningModule):
         ``backward``, each sample's share of the loss goes through ``backward`` as soon as it is
         computed (its graph freed before the next sample's forward) and the returned loss is
         detached."""
-        n = sum(self.sample_ids(item)[1] for item in batch)
+        samples = [self.sample_ids(item) for item in batch]
+        n = sum(n_target for _, n_target in samples)
         total = torch.zeros((), device=self.device)
-        for item in batch:
-            share = -self.sample_logp(item).sum() / max(n, 1)
+        for ids, n_target in samples:
+            share = -self._target_logp(ids, n_target).sum() / max(n, 1)
             if backward is not None and share.requires_grad:
                 backward(share)
                 share = share.detach()

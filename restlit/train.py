@@ -64,9 +64,7 @@ def build_tokenizer_and_policy(config: RunConfig, gradient_checkpointing: checkp
         tokenizer.pad_token = tokenizer.eos_token
     policy = load_policy(m.path, init=m.init, architecture=m.architecture, dtype=m.dtype, tokenizer=tokenizer,
                          seed=m.seed)
-    mode = m.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
-    if mode is not False:
-        checkpointing.enable(policy, mode)
+    checkpointing.enable(policy, m.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing)
     return tokenizer, policy
 
 
