@@ -80,6 +80,22 @@ class ReleaseFreedMemory(L.Callback):
         memory.release()
 
 
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """Lightning's ``precision`` for ``trainer.precision``; ``auto`` picks ``bf16-mixed`` (float32
+    weights, optimizer and reductions; matrix products in bfloat16 under autocast) where the hardware
+    multiplies bfloat16 fast, ``32-true`` elsewhere: a CPU with AMX tiles (measured on an Intel
+    Xeon, 2026-12-02: a ``1024 x 576 x 1536`` product 2.4 TFLOP/s in bfloat16 vs 0.36 in float32; on
+    CPUs without it bfloat16 is several times slower than float32), a CUDA GPU that supports
+    bfloat16. Other values pass through."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    if accelerator in ("cpu", "auto"):
+        return "bf16-mixed" if torch.cpu._is_amx_tile_supported() else "32-true"
+    return "32-true"
+
+
 def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoints: bool = True,
                  callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """A Lightning Trainer with the config's hardware settings, loggers, progress bar, and (with
@@ -98,7 +114,8 @@ def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoint
     if config.logging.progress_bar:
         callbacks.append(RichProgressBar())
     return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=resolve_precision(t.precision, t.accelerator),
         max_steps=max_steps, max_epochs=-1, log_every_n_steps=t.log_every_n_steps,
         logger=build_loggers(config, run_dir) or False, callbacks=callbacks,
         enable_checkpointing=checkpoints, enable_progress_bar=config.logging.progress_bar,

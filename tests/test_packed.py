@@ -42,6 +42,28 @@ def test_packing_does_not_apply_with_gradients_and_is_undone_on_error(tiny_parts
     assert not any("forward" in m.__dict__ for m in _linears(model))
 
 
+def test_packing_under_cpu_autocast_packs_bfloat16_copies(tiny_parts):
+    """Under ``trainer.precision: bf16-mixed`` the rollout runs inside Lightning's CPU autocast, whose
+    linear layers take bfloat16 inputs (a packed float32 layer refused them, so ``fit`` crashed):
+    the block packs bfloat16 copies and gives autocast's results up to bfloat16 rounding; the
+    float32 weights stay as they were."""
+    tok, model = tiny_parts
+    ids = torch.tensor([tok("The weather in Paris is nice today, isn't it?")["input_ids"]])
+    weights = [m.weight.detach().clone() for m in _linears(model)]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = model(input_ids=ids).logits
+        with packed_linears(model, rows=1) as packed:
+            assert packed == len(_linears(model)) > 0
+            assert {m.forward.dtype for m in _linears(model)} == {torch.bfloat16}
+            inside = model(input_ids=ids).logits
+    assert inside.dtype == plain.dtype
+    torch.testing.assert_close(inside.float(), plain.float(), rtol=1e-2, atol=1e-2)
+    assert not any("forward" in m.__dict__ for m in _linears(model))
+    assert all(torch.equal(m.weight, w) and m.weight.dtype == torch.float32 for m, w in zip(_linears(model), weights))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16), packed_linears(model, rows=1) as packed:
+        assert packed == 0  # another autocast dtype: left to autocast
+
+
 def test_packed_layers_refuse_a_gradient_forward(tiny_parts):
     _, model = tiny_parts
     layer = _linears(model)[0]

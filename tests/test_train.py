@@ -48,6 +48,36 @@ def test_tiny_fit_runs_and_logs_finite_metrics(tmp_path, monkeypatch):
     reloaded = load_policy(str(run_dir / "final"))
     assert reloaded.config.num_hidden_layers == 2
 
+def test_tiny_fit_runs_under_cpu_mixed_precision(tmp_path):
+    """``trainer.precision: bf16-mixed`` on a CPU (fast where the CPU multiplies bfloat16 in
+    hardware): the rollout, the update and the export run under Lightning's autocast, the weights
+    stay float32 and move."""
+    from restlit.models import load_policy
+    from restlit.train import build_tokenizer_and_policy, fit
+
+    cfg = tiny_config(tmp_path, "trainer.max_steps=2", "trainer.precision=bf16-mixed")
+    start = build_tokenizer_and_policy(cfg)[1].state_dict()
+    run_dir = fit(cfg, reward_fn=even_token_reward)
+    rows = read_metrics(run_dir)
+    assert [int(r["step"]) for r in rows] == [0, 1]
+    assert all(math.isfinite(r["train/loss"]) and math.isfinite(r["train/grad_norm"]) for r in rows)
+    final = load_policy(str(run_dir / "final")).state_dict()
+    assert all(v.dtype == torch.float32 for v in final.values())
+    assert any(not torch.equal(final[k], start[k]) for k in start)
+
+
+def test_auto_precision_is_mixed_only_where_bfloat16_is_fast(monkeypatch):
+    from restlit.train import resolve_precision
+
+    for amx, expected in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert resolve_precision("auto", "cpu") == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_precision("auto", "auto") == "32-true"  # no GPU, a CPU without AMX
+    assert resolve_precision("auto", "gpu") == "32-true"   # no GPU to run bfloat16 on
+    assert resolve_precision("16-mixed", "cpu") == "16-mixed" and resolve_precision("32-true", "gpu") == "32-true"
+
+
 @pytest.mark.slow
 def test_mean_reward_rises_when_the_update_works(tmp_path):
     """On the toy reward the tiny model learns within a few dozen steps; with lr 1e-12 (practically 0,
