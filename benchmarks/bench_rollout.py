@@ -49,6 +49,7 @@ ENGINE_SETTINGS = ["rollout.kv_cache_gb=1.0", "rollout.enforce_eager=true"]
 def _overrides(args: argparse.Namespace, engine: str, output_dir: str) -> list[str]:
     return [
         f"data.raw=[{WORKLOAD_DATA}]",
+        "trainer.precision=32-true",  # the workload is float32; the demo config's auto may pick bf16-mixed
         "objective.weights.mode=entropy",
         "model.gradient_checkpointing=false",
         f"trainer.max_steps={args.warmup + args.steps}",

@@ -139,6 +139,7 @@ def _overrides(args: argparse.Namespace, mode: str, output_dir: str) -> list[str
     """The W config of a restlit child of ``mode`` (:func:`_mode_overrides`)."""
     return [
         f"data.raw=[{WORKLOAD_DATA}]",
+        "trainer.precision=32-true",  # the workload is float32; the demo config's auto may pick bf16-mixed
         *_mode_overrides(mode),
         f"trainer.max_steps={args.warmup + args.steps}",
         f"trainer.prompts_per_step={args.prompts}",

@@ -83,10 +83,10 @@ class ReleaseFreedMemory(L.Callback):
 def resolve_precision(precision: str, accelerator: str) -> str:
     """Lightning's ``precision`` for ``trainer.precision``; ``auto`` picks ``bf16-mixed`` (float32
     weights, optimizer and reductions; matrix products in bfloat16 under autocast) where the hardware
-    multiplies bfloat16 fast, ``32-true`` elsewhere: a CPU with AMX tiles (measured on an Intel
-    Xeon, 2026-12-02: a ``1024 x 576 x 1536`` product 2.4 TFLOP/s in bfloat16 vs 0.36 in float32; on
-    CPUs without it bfloat16 is several times slower than float32), a CUDA GPU that supports
-    bfloat16. Other values pass through."""
+    multiplies bfloat16 fast, ``32-true`` elsewhere: a CPU with AMX tiles (on an Intel Xeon, 2026-12-02,
+    an ad-hoc loop not in ``benchmarks/`` gave a ``1024 x 576 x 1536`` product 2.4 TFLOP/s in
+    bfloat16 vs 0.36 in float32; on CPUs without AMX bfloat16 is several times slower than float32),
+    a CUDA GPU that supports bfloat16. Other values pass through."""
     if precision != "auto":
         return precision
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):

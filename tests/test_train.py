@@ -48,6 +48,7 @@ def test_tiny_fit_runs_and_logs_finite_metrics(tmp_path, monkeypatch):
     reloaded = load_policy(str(run_dir / "final"))
     assert reloaded.config.num_hidden_layers == 2
 
+
 def test_tiny_fit_runs_under_cpu_mixed_precision(tmp_path):
     """``trainer.precision: bf16-mixed`` on a CPU (fast where the CPU multiplies bfloat16 in
     hardware): the rollout, the update and the export run under Lightning's autocast, the weights
