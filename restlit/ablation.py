@@ -36,7 +36,8 @@ An unfinished arm with a checkpoint resumes from it. The table gives per arm the
 held-out exact match, format validity, tool-name accuracy and parameter F1 (mean over seeds with a
 Student-t 95% interval; with one seed, the Wilson interval over the items), and the paired
 difference of exact match to the baseline on the same items (mean over seeds per item; t interval
-and exact sign-test p-value, :mod:`restlit.stats`).
+and exact sign-test p-value, :mod:`restlit.stats`); every other suite's accuracy with its paired
+differences to the baseline and to the start model, whose row gives each suite's score.
 """
 
 from __future__ import annotations
@@ -440,7 +441,8 @@ def markdown(summary: dict[str, Any]) -> str:
     headers = ["arm", "final held-out EM %", "best EM %", "format valid %", "tool name %", "param F1 %",
                f"EM vs {base} (points) [95%], p", "EM vs start (points) [95%], p"]
     extra = [s for s in summary["suites"] if s != "heldout"]
-    headers += [f"{s} %" for s in extra] + [f"{s} vs {base}, p" for s in extra] + ["last train reward"]
+    headers += [f"{s} %" for s in extra] + [f"{s} vs {base}, p" for s in extra] + [f"{s} vs start, p" for s in extra]
+    headers.append("last train reward")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for arm, row in summary["arms"].items():
         cells = [arm]
@@ -453,18 +455,21 @@ def markdown(summary: dict[str, Any]) -> str:
             cells += ["-"] * 7
         cells += [_pct(row[f"{s}/accuracy"]) for s in extra]
         cells += [_paired(row.get(f"{s}/paired_vs_{base}")) for s in extra]
+        cells += [_paired(row.get(f"{s}/paired_vs_start")) for s in extra]
         rewards = list(row["train_reward"].values())
         cells.append(f"{rewards[-1]:.2f}" if rewards else "-")
         lines.append("| " + " | ".join(cells) + " |")
     over = {row["heldout/exact_match"]["over"] for row in summary["arms"].values()
             if row.get("heldout/exact_match")}
-    if summary["start"] and "heldout" in summary["start"]:
-        h = summary["start"]["heldout"]
-        lines.append("| start (before RL) | " + " | ".join(
-            "-" if h.get(k) is None else f"{100 * h[k]:.1f}" for k in ("exact_match",)) + " | - | "
-            + " | ".join("-" if h.get(k) is None else f"{100 * h[k]:.1f}"
-                         for k in ("format_validity", "tool_name_accuracy", "param_f1"))
-            + " | - | - |" + " - |" * (2 * len(extra) + 1))
+    if summary["start"]:
+        def score(suite: str, key: str) -> str:
+            value = summary["start"].get(suite, {}).get(key)
+            return "-" if value is None else f"{100 * value:.1f}"
+
+        held = [score("heldout", "exact_match"), "-", *(score("heldout", k) for k in
+                                                      ("format_validity", "tool_name_accuracy", "param_f1")), "-", "-"]
+        cells = ["start (before RL)", *held, *(score(s, "accuracy") for s in extra), *["-"] * (2 * len(extra) + 1)]
+        lines.append("| " + " | ".join(cells) + " |")
     note = ("Intervals: 95%, " + ("Wilson over the items (one seed)" if over == {"items"} else
             "Student-t over seeds") + f"; paired differences: per item, {base} subtracted, t interval and exact "
             "sign-test p-value (wins+/losses- count the items that differ); vs start: the arm's final model against "

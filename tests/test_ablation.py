@@ -176,3 +176,34 @@ def test_curriculum_none_freezes_progress(tmp_path):
         cur.observe(torch.ones(2, 7, dtype=torch.float64))
         assert cur.progress_at(s) == 0.0
     assert cur.progress == 0.0 and cur.steps == 4  # four steps observed, none advanced the curriculum
+
+
+def test_table_shows_every_suites_start_score_and_change_from_the_start(tmp_path):
+    """A suite besides heldout (e.g. BFCL) gets the start model's score in the start row and each arm's
+    paired change against the start: the question "did RL lower BFCL?" is answered by the table."""
+    plan = make_plan(TINY, ["ablation.suites=[heldout,bfcl:simple_python]"], arms=ARMS[:1], seeds=1, out=tmp_path)
+
+    def record(step, heldout, bfcl):
+        held = {"accuracy": heldout, "exact_match": heldout, "format_validity": heldout,
+                "tool_name_accuracy": heldout, "param_tp": heldout, "param_pred": [1.0] * 4, "param_gold": [1.0] * 4}
+        return {"step": step,
+                "summary": {"heldout": {"exact_match": sum(heldout) / 4, "format_validity": sum(heldout) / 4,
+                                        "tool_name_accuracy": sum(heldout) / 4, "param_f1": sum(heldout) / 4},
+                            "bfcl:simple_python": {"accuracy": sum(bfcl) / 4}},
+                "items": {"heldout": held, "bfcl:simple_python": {"accuracy": bfcl}}}
+
+    d = plan.run_dir("grpo", 0)
+    d.mkdir(parents=True)
+    final = record(2, [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0])
+    (d / "result.json").write_text(json.dumps({"evals": [final], "train": [{"step": 1, "reward": 0.5}]}))
+    (tmp_path / "start").mkdir()
+    (tmp_path / "start" / "evals.jsonl").write_text(json.dumps(record(0, [0.0] * 4, [1.0, 1.0, 0.0, 1.0])) + "\n")
+    table = markdown(summarize(plan))
+    header, _, grpo, start = table.split("\n\n")[0].split("\n")
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    grpo_cells = dict(zip(cols, (c.strip() for c in grpo.strip("|").split("|"))))
+    start_cells = dict(zip(cols, (c.strip() for c in start.strip("|").split("|"))))
+    assert len(start_cells) == len(cols) == len(grpo_cells)
+    assert start_cells["bfcl:simple_python %"] == "75.0"
+    assert grpo_cells["bfcl:simple_python vs start, p"].startswith("-50.0") and "(0+/2-)" in grpo_cells[
+        "bfcl:simple_python vs start, p"]
