@@ -8,7 +8,8 @@ ResT 53.1 in float32). This benchmark asks whether that is ResT, RL in general, 
    ``--seeds`` seeds each, the demo's 8 steps; every final model and the start scored greedily on the
    held-out split and the first ``--items`` BFCL simple_python items (128 new tokens, as the demo);
 2. per model, BFCL's verdicts counted by kind (pass, malformed call, missing parameter, other), over all
-   items and over the demo's first 32, and each run paired item by item against the start.
+   items and over the demo's first 32 (malformed calls also by how many hold a key without quotes),
+   and each run paired item by item against the start.
 
 Needs ``make demo`` first (its SFT model and prepared data). Resumable: finished arms are kept in
 ``--workdir``. About 50 minutes on the 2-core machine at the defaults.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -43,6 +45,14 @@ def verdict_kind(item: dict) -> str:
 
 
 KINDS = ("pass", "malformed call", "missing parameter", "other")
+# a key written without its quotes after the first parameter: `{"a": 1, b: -3}`
+_UNQUOTED_KEY = re.compile(r",\s*[A-Za-z_]\w*\s*:")
+
+
+def unquoted_key(item: dict) -> bool:
+    """A malformed call whose parameters hold a key without quotes."""
+    return verdict_kind(item) == "malformed call" and bool(
+        _UNQUOTED_KEY.search(item["output"].split('"parameters"', 1)[-1]))
 
 
 def bfcl_items(eval_json: Path) -> list[dict]:
@@ -84,9 +94,10 @@ def main() -> None:
         for subset in (slice(None), slice(DEMO_ITEMS)):
             part = items[subset]
             counts = {k: sum(verdict_kind(it) == k for it in part) for k in KINDS}
-            row.append(f"{counts['pass']}/{len(part)}")
+            row += [f"{counts['pass']}/{len(part)}",
+                    f"{counts['malformed call']} ({sum(unquoted_key(it) for it in part)})"]
             if subset == slice(None):
-                row += [counts["malformed call"], counts["missing parameter"], counts["other"]]
+                row += [counts["missing parameter"], counts["other"]]
             if name != "start (SFT)":
                 d = paired_difference([float(it["passed"]) for it in part], [float(it["passed"]) for it in start[subset]])
                 x = d.difference
@@ -97,8 +108,9 @@ def main() -> None:
         rows.append(row)
     n = len(start)
     held = sum(it["suite"] == "heldout" for it in json.loads((plan.out / "start" / "eval.json").read_text())["items"])
-    headers = ["model", f"passed of {n}", "malformed call", "missing parameter", "other", f"vs start, {n} items",
-               f"passed of the demo's {DEMO_ITEMS}", f"vs start, the demo's {DEMO_ITEMS}"]
+    headers = ["model", f"passed of {n}", "malformed call (unquoted key)", "missing parameter", "other",
+               f"vs start, {n} items", f"passed of the demo's {DEMO_ITEMS}", "malformed call (unquoted key)",
+               f"vs start, the demo's {DEMO_ITEMS}"]
     body = (f"From `{args.start}` on `{args.data}`; {args.seeds} seed(s) per arm, 8 steps x 2 prompts x 4 completions "
             f"each (the demo's fit); BFCL simple_python: the first {n} items, greedy, 128 new tokens; held-out: "
             f"the first {held} items of the validation split.\n\n### `restlit ablate` table\n\n{markdown(summary)}\n"
