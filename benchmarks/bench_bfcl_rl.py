@@ -37,9 +37,9 @@ def verdict_kind(item: dict) -> str:
     reason = item["reason"]
     if item["passed"]:
         return "pass"
-    if "malformed" in reason:
+    if reason.startswith("malformed tool call"):
         return "malformed call"
-    if "missing" in reason and "parameter" in reason:
+    if reason.startswith(("missing required parameter", "missing parameter")):
         return "missing parameter"
     return "other"
 
@@ -55,8 +55,12 @@ def unquoted_key(item: dict) -> bool:
         _UNQUOTED_KEY.search(item["output"].split('"parameters"', 1)[-1]))
 
 
+def eval_items(eval_json: Path) -> list[dict]:
+    return json.loads(eval_json.read_text())["items"]
+
+
 def bfcl_items(eval_json: Path) -> list[dict]:
-    return [it for it in json.loads(eval_json.read_text())["items"] if it["suite"] == SUITE]
+    return [it for it in eval_items(eval_json) if it["suite"] == SUITE]
 
 
 def main() -> None:
@@ -70,24 +74,27 @@ def main() -> None:
     args = p.parse_args()
     sys.path.insert(0, str(REPO))
     from benchmarks._results import markdown_table, record
-    from restlit.ablation import make_plan, markdown, run_ablation, summarize
+    from restlit.ablation import make_plan, markdown, paired_cell, run_ablation, summarize
+    from restlit.config import load_config
     from restlit.stats import paired_difference
 
     if not (Path(args.start) / "config.json").is_file() or not Path(args.data).is_dir():
         sys.exit(f"bench_bfcl_rl: {args.start} or {args.data} is missing: run `make demo` first")
-    overrides = [f"model.path={args.start}", f"data.prepared={args.data}", "data.raw=[]",
-                 f"ablation.suites=[heldout,{SUITE}]", f"ablation.eval_limit={args.items}", "ablation.eval_every=8",
-                 "ablation.eval_tokens=128", "logging.progress_bar=false"]
     config = REPO / "configs" / "quickstart-cpu.yaml"
+    steps = load_config(config).trainer.max_steps  # the demo's fit; scored once, at its end
+    overrides = [f"model.path={args.start}", f"data.prepared={args.data}", "data.raw=[]",
+                 f"ablation.suites=[heldout,{SUITE}]", f"ablation.eval_limit={args.items}", f"ablation.eval_every={steps}",
+                 "ablation.eval_tokens=128", "logging.progress_bar=false"]
     plan = make_plan(config, overrides, arms=ARMS, seeds=args.seeds, out=args.workdir)
     run_ablation(plan)
     summary = summarize(plan)
 
-    start = bfcl_items(plan.out / "start" / "eval.json")
+    start_items = eval_items(plan.out / "start" / "eval.json")
+    start = [it for it in start_items if it["suite"] == SUITE]
     models = {"start (SFT)": start}
     for arm in plan.arms:
         for seed in range(plan.seeds):
-            models[f"{arm} seed {seed}"] = bfcl_items(plan.run_dir(arm, seed) / "eval" / "step8" / "eval.json")
+            models[f"{arm} seed {seed}"] = bfcl_items(plan.run_dir(arm, seed) / "eval" / f"step{steps}" / "eval.json")
     rows = []
     for name, items in models.items():
         row: list[object] = [name]
@@ -98,21 +105,17 @@ def main() -> None:
                     f"{counts['malformed call']} ({sum(unquoted_key(it) for it in part)})"]
             if subset == slice(None):
                 row += [counts["missing parameter"], counts["other"]]
-            if name != "start (SFT)":
-                d = paired_difference([float(it["passed"]) for it in part], [float(it["passed"]) for it in start[subset]])
-                x = d.difference
-                row.append(f"{100 * x.value:+.1f} [{100 * x.low:+.1f}, {100 * x.high:+.1f}], "
-                           f"p = {d.p_value:.2f} ({d.wins}+/{d.losses}-)")
-            else:
-                row.append("-")
+            row.append("-" if items is start else paired_cell(paired_difference(
+                [float(it["passed"]) for it in part], [float(it["passed"]) for it in start[subset]]).to_dict()))
         rows.append(row)
     n = len(start)
-    held = sum(it["suite"] == "heldout" for it in json.loads((plan.out / "start" / "eval.json").read_text())["items"])
+    held = sum(it["suite"] == "heldout" for it in start_items)
     headers = ["model", f"passed of {n}", "malformed call (unquoted key)", "missing parameter", "other",
                f"vs start, {n} items", f"passed of the demo's {DEMO_ITEMS}", "malformed call (unquoted key)",
                f"vs start, the demo's {DEMO_ITEMS}"]
-    body = (f"From `{args.start}` on `{args.data}`; {args.seeds} seed(s) per arm, 8 steps x 2 prompts x 4 completions "
-            f"each (the demo's fit); BFCL simple_python: the first {n} items, greedy, 128 new tokens; held-out: "
+    t = plan.base
+    body = (f"From `{args.start}` on `{args.data}`; {args.seeds} seed(s) per arm, {steps} steps x "
+            f"{t.trainer.prompts_per_step} prompts x {t.rollout.n} completions each (the demo's fit); BFCL simple_python: the first {n} items, greedy, 128 new tokens; held-out: "
             f"the first {held} items of the validation split.\n\n### `restlit ablate` table\n\n{markdown(summary)}\n"
             f"### BFCL simple_python verdicts by kind, and each run against the start, item by item\n\n"
             f"{markdown_table(headers, rows)}\n\nvs start: points [95% t interval], exact sign-test p "

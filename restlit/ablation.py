@@ -449,13 +449,13 @@ def markdown(summary: dict[str, Any]) -> str:
         if "heldout" in summary["suites"]:
             cells += [_pct(row["heldout/exact_match"]), _pct(row["heldout/best_exact_match"]),
                       _pct(row["heldout/format_validity"]), _pct(row["heldout/tool_name_accuracy"]),
-                      _pct(row["heldout/param_f1"]), _paired(row.get(f"heldout/paired_vs_{base}")),
-                      _paired(row.get("heldout/paired_vs_start"))]
+                      _pct(row["heldout/param_f1"]), paired_cell(row.get(f"heldout/paired_vs_{base}")),
+                      paired_cell(row.get("heldout/paired_vs_start"))]
         else:
             cells += ["-"] * 7
         cells += [_pct(row[f"{s}/accuracy"]) for s in extra]
-        cells += [_paired(row.get(f"{s}/paired_vs_{base}")) for s in extra]
-        cells += [_paired(row.get(f"{s}/paired_vs_start")) for s in extra]
+        cells += [paired_cell(row.get(f"{s}/paired_vs_{base}")) for s in extra]
+        cells += [paired_cell(row.get(f"{s}/paired_vs_start")) for s in extra]
         rewards = list(row["train_reward"].values())
         cells.append(f"{rewards[-1]:.2f}" if rewards else "-")
         lines.append("| " + " | ".join(cells) + " |")
@@ -480,7 +480,7 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
-def _paired(d: dict[str, Any] | None) -> str:
+def paired_cell(d: dict[str, Any] | None) -> str:
     if d is None:
         return "-"
     x = d["difference"]
