@@ -13,7 +13,10 @@ module serves from ``benchmarks/data/toolrl_240.json``, 4 completions per prompt
   decoding, with its grouped-query decoding step, and plain weights) vs cascade decoding, with
   plain weights and with the linear layers on oneDNN-packed weights (``restlit.packed``, what
   ``HFEngine`` does by default on a CPU; same samples, log-probs within 1e-4, tested in
-  ``tests/test_packed.py``). Decode ms per
+  ``tests/test_packed.py``), and with the decoding step written out as a loop over the layers on
+  fused, packed projections (``restlit.decoding.FusedDecoder``, what ``HFEngine`` now runs for a
+  Llama-family model in float32; same samples, tested in ``tests/test_decoding.py``); a torch
+  profile of that path's decoding steps says where a step goes. Decode ms per
   step is the generation time less the prefill, over the decoding steps; its bound is the bytes a
   step must read (every weight once, plus the keys and values as stored) over the measured memory
   bandwidth.
@@ -116,6 +119,36 @@ def decode_attention(threads: int) -> None:
            f"read.\n\n{table}", f"python -m benchmarks.bench_kernels --decode-attention --threads {threads}")
 
 
+def decode_profile(engine, prompts, sampling, steps: int = 24) -> str:
+    """Where a decoding step of ``engine`` goes: torch's profiler over a generation of ``steps``
+    tokens less one of a single token (the prefill and first sample), self time per operator; each
+    generation runs once unprofiled first, so neither pays a first call's costs."""
+    import dataclasses
+
+    from torch.profiler import ProfilerActivity, profile
+
+    def self_ms(new_tokens: int) -> tuple[dict[str, float], float]:
+        run = dataclasses.replace(sampling, max_new_tokens=new_tokens)
+        engine.generate(prompts, run)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            groups = engine.generate(prompts, run)
+            wall = time.perf_counter() - start
+        assert max(len(c.token_ids) for g in groups for c in g) == new_tokens  # no early stop: steps as counted
+        return {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()}, wall * 1e3
+
+    short, short_wall = self_ms(1)
+    long, long_wall = self_ms(steps)
+    per_step = {k: (v - short.get(k, 0.0)) / (steps - 1) for k, v in long.items()}
+    total = sum(v for v in per_step.values() if v > 0)
+    top = sorted(per_step.items(), key=lambda kv: -kv[1])[:8]
+    parts = ", ".join(f"`{k}` {v:.1f}" for k, v in top)
+    return (f"Where a decoding step of the fused path goes (torch profiler, a generation of {steps} tokens less one "
+            f"of 1 token, so the prefill cancels, each after an unprofiled run; ms per step, with the profiler's own "
+            f"overhead): wall {(long_wall - short_wall) / (steps - 1):.0f}, operators' self time {total:.0f}, of which "
+            f"{parts}.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -142,11 +175,12 @@ def main() -> None:
     tokenizer, policy, prompts = workload_prompts(args.prompts)
     gen = torch.Generator().manual_seed(0)
     completions = [torch.randint(5, 40000, (args.generations, args.max_new_tokens), generator=gen) for _ in prompts]
-    # path -> (attention implementation, packed weights in the rollout)
-    variants = {"before: dense mask / padded cache": ("sdpa", False),
-                "block-sparse / cascade": (GROUPED_SDPA, False),
-                "now: block-sparse / cascade, packed weights": (GROUPED_SDPA, True)}
-    implementations = list(dict.fromkeys(impl for impl, _ in variants.values()))
+    # path -> (attention implementation, packed weights in the rollout, fused decoding step)
+    variants = {"before: dense mask / padded cache": ("sdpa", False, False),
+                "block-sparse / cascade": (GROUPED_SDPA, False, False),
+                "block-sparse / cascade, packed weights": (GROUPED_SDPA, True, False),
+                "now: block-sparse / cascade, fused step on packed weights": (GROUPED_SDPA, True, True)}
+    implementations = list(dict.fromkeys(impl for impl, _, _ in variants.values()))
 
     # update: packed group forward + backward, checkpointed, every group of the step
     policy.train()
@@ -168,8 +202,8 @@ def main() -> None:
     policy.eval()
     policy.set_attn_implementation(GROUPED_SDPA)
     engines = {name: HFEngine(policy, tokenizer, prompt_batch_size=args.prompts, cascade=impl == GROUPED_SDPA,
-                              packed=packed)
-               for name, (impl, packed) in variants.items()}
+                              packed=packed, fused=fused)
+               for name, (impl, packed, fused) in variants.items()}
     sampling = SamplingConfig(n=args.generations, max_new_tokens=args.max_new_tokens, temperature=1.0, seed=7)
     one = SamplingConfig(n=args.generations, max_new_tokens=1, temperature=1.0, seed=7)
     rollout: dict[str, tuple[float, float, int, int]] = {}
@@ -193,26 +227,29 @@ def main() -> None:
     kv_cascade = kv_per_token * (prompt_tokens + rows * mean_new)
     kv_padded = kv_per_token * rows * (max(len(p) for p in prompts) + mean_new)
     bound_ms = {name: 1e3 * (params + (kv_cascade if impl == GROUPED_SDPA else kv_padded)) / (bandwidth * 1e9)
-                for name, (impl, _) in variants.items()}
+                for name, (impl, _, _) in variants.items()}
+    profile = decode_profile(engines[list(variants)[-1]], prompts, sampling)
 
     table = []
-    for name, (impl, _) in variants.items():
+    for name, (impl, _, _) in variants.items():
         prefill, total, steps, tokens = rollout[name]
         decode_ms = 1e3 * (total - prefill) / max(steps - 1, 1)
         table.append([name, f"{update[impl]:.2f}", f"{prefill:.2f}", f"{total:.2f}", f"{tokens / total:.0f}",
                       f"{decode_ms:.0f}", f"{bound_ms[name]:.0f}", f"{decode_ms / bound_ms[name]:.1f}x"])
     old, new = update["sdpa"], update[GROUPED_SDPA]
-    old_total, unpacked_total, new_total = (rollout[name][1] for name in variants)
+    old_total, unpacked_total, packed_total, new_total = (rollout[name][1] for name in variants)
     headers = ["path", "update: 4 group fwd+bwd s", "prefill s", "rollout s", "tokens/s", "decode ms/step",
                "decode bound ms", "decode / bound"]
     body = (markdown_table(headers, table) + "\n\n"
             f"Machine, measured in this run at {args.threads} threads: fp32 matmul {gflops:.0f} GFLOP/s, memory "
             f"{bandwidth:.1f} GB/s. Update attention path: {old / new:.2f}x faster; rollout: {old_total / new_total:.2f}x "
-            f"({old_total / unpacked_total:.2f}x from the cascade, {unpacked_total / new_total:.2f}x more from packed "
-            f"weights, `restlit.packed`; packing applies only without gradients, so the update is the same). "
+            f"({old_total / unpacked_total:.2f}x from the cascade, {unpacked_total / packed_total:.2f}x more from packed "
+            f"weights, `restlit.packed`, {packed_total / new_total:.2f}x more from the fused step, `restlit.decoding`; "
+            f"both apply only without gradients, so the update is the same). "
             f"W: {args.prompts} prompts ({prompt_tokens} prompt tokens) x {args.generations} completions x up to "
             f"{args.max_new_tokens} tokens; the decode bound counts the weights ({params / 2**20:.0f} MiB) once per step "
-            f"plus the keys and values as each path stores them at the mean length ({mean_new:.0f} new tokens).")
+            f"plus the keys and values as each path stores them at the mean length ({mean_new:.0f} new tokens).\n\n"
+            f"{profile}")
     print(body)
     record("bench_kernels", "Update attention and rollout decoding: old vs new path (issue 17)", body,
            f"python -m benchmarks.bench_kernels --threads {args.threads} --repeats {args.repeats}")

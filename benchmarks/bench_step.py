@@ -111,7 +111,8 @@ def _threads(n: int) -> None:
 def _mode_overrides(mode: str) -> list[str]:
     """A restlit variant's overrides: ``NAME`` is weighting NAME, ``NAME+plain`` the same with
     ``rollout.pack_weights=false`` (the linear weights as they are while generating).
-    ``NAME+untrimmed`` and ``NAME+mmap1m`` change no setting: the child keeps freed heap pages
+    ``NAME+unfused``, ``NAME+untrimmed``, ``NAME+mmap1m`` and ``NAME+mmap2m`` change no setting: the child
+    decodes without the fused step (:func:`_unfused`), keeps freed heap pages
     (:func:`_untrimmed`), or starts with a lower mmap threshold (:func:`_child_env`)."""
     plain = _variant(mode) == "plain"
     return [f"objective.weights.mode={mode.partition('+')[0]}", f"rollout.pack_weights={'false' if plain else 'true'}"]
@@ -124,9 +125,16 @@ def _variant(mode: str) -> str:
 
 
 def _child_env(mode: str) -> dict[str, str]:
-    """``NAME+mmap1m``: the child starts with glibc's mmap threshold fixed at 1 MiB
-    (``MALLOC_MMAP_THRESHOLD_``, which restlit then leaves alone; :mod:`restlit.memory`)."""
-    return {"MALLOC_MMAP_THRESHOLD_": str(2**20)} if _variant(mode) == "mmap1m" else {}
+    """``NAME+mmap1m`` / ``NAME+mmap2m``: the child starts with glibc's mmap threshold fixed at 1 / 2
+    MiB (``MALLOC_MMAP_THRESHOLD_``, which restlit then leaves alone; :mod:`restlit.memory`)."""
+    size = MMAP_VARIANTS.get(_variant(mode))
+    return {"MALLOC_MMAP_THRESHOLD_": str(size)} if size else {}
+
+
+def _unfused(mode: str) -> bool:
+    """``NAME+unfused``: the child decodes through the model's forward on packed weights
+    (:class:`restlit.decoding.FusedDecoder` never applies), i.e. runs as restlit did before it."""
+    return _variant(mode) == "unfused"
 
 
 def _untrimmed(mode: str) -> bool:
@@ -188,6 +196,10 @@ def worker_restlit(args: argparse.Namespace) -> None:
         from restlit import memory
 
         memory.release = lambda: False
+    if _unfused(args.mode):
+        from restlit.decoding import FusedDecoder
+
+        FusedDecoder.build = classmethod(lambda cls, model, rows: None)
 
     class StepTimer(L.Callback):
         def __init__(self) -> None:
@@ -678,8 +690,11 @@ def _report(args: argparse.Namespace, data: dict) -> str:
 
 
 VARIANTS = {"plain": "without packed weights (`rollout.pack_weights: false`)",
+            "unfused": "decoding through the model's forward on packed weights (`restlit.decoding` off, restlit before it)",
             "untrimmed": "keeping freed heap pages (`restlit.memory.release` off, restlit before it)",
-            "mmap1m": "with glibc's mmap threshold at 1 MiB (`MALLOC_MMAP_THRESHOLD_=1048576`)"}
+            "mmap1m": "with glibc's mmap threshold at 1 MiB (`MALLOC_MMAP_THRESHOLD_=1048576`)",
+            "mmap2m": "with glibc's mmap threshold at 2 MiB (`MALLOC_MMAP_THRESHOLD_=2097152`)"}
+MMAP_VARIANTS = {"mmap1m": 2**20, "mmap2m": 2 * 2**20}
 
 
 def _per_step(res: dict, key: str) -> str:
@@ -710,8 +725,9 @@ def main() -> None:
     p.add_argument("--skip-trl", action="store_true", help="time restlit only")
     p.add_argument("--modes", nargs="+", default=["entropy", "uniform"],
                    help="restlit weighting modes; NAME+plain: without packed weights (rollout.pack_weights=false); "
+                        "NAME+unfused: decoding through the model's forward (restlit.decoding off); "
                         "NAME+untrimmed: freed heap pages kept (restlit.memory.release off); "
-                        "NAME+mmap1m: MALLOC_MMAP_THRESHOLD_=1048576 in the child's environment")
+                        "NAME+mmap1m / NAME+mmap2m: MALLOC_MMAP_THRESHOLD_ at 1 / 2 MiB in the child's environment")
     p.add_argument("--rounds", type=int, default=1, help="restlit processes per mode, interleaved")
     p.add_argument("--steps", type=int, default=2, help="timed restlit steps per process")
     p.add_argument("--trl-steps", type=int, default=2, help="timed TRL steps")

@@ -92,11 +92,14 @@ class RolloutConfig:
     ``min(pi_trainer / pi_engine, tis_cap)`` to correct for that mismatch.
 
     ``pack_weights`` (``hf`` engine on a CPU, float32): generate with the linear layers on
-    oneDNN-packed copies of their weights, taken at each rollout (:mod:`restlit.packed`): on workload
-    W a decoding step 164 vs 194 ms (``benchmarks/bench_kernels.py``) and the rollout 33 vs 37 s, for
-    one more copy of the linear weights while generating (peak RSS 3.74 vs 3.53 GiB with
-    SmolLM2-135M; ``benchmarks/bench_step.py --modes entropy entropy+plain``, 2026-12-01 16:52, before
-    :mod:`restlit.memory`). Turn it off when memory is tighter than time."""
+    oneDNN-packed copies of their weights, taken at each rollout (:mod:`restlit.packed`), and, for a
+    Llama-family model, decode with the written-out step on fused packed projections
+    (:mod:`restlit.decoding`; same samples). It costs one more copy of the linear weights while
+    generating. Measured on workload W: on the AMD EPYC machine (2026-12-01) packing took a decoding
+    step from 194 to 164 ms (``benchmarks/bench_kernels.py``) and the rollout from 37 to 33 s
+    (``benchmarks/bench_step.py --modes entropy entropy+plain``); the fused step's gain on this
+    project's Intel Xeon is in ``benchmarks/RESULTS.md`` (``bench_step``, ``entropy+unfused``).
+    Turn it off when memory is tighter than time."""
 
     engine: Literal["hf", "vllm"] = "hf"
     n: int = 4

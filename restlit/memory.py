@@ -10,8 +10,9 @@ no value:
   32 MiB, to the size of every large block it frees): activations, logits, KV caches and packed
   weights of that size are returned at once. A lower threshold faults every such allocation in
   afresh: at 1 MiB a step of workload W took 115 s instead of 98 (update 78 vs 61 s, mean of two steps) for a peak
-  of 2.93 GiB instead of 3.40, so restlit keeps 4 MiB; a user short of memory can set
-  ``MALLOC_MMAP_THRESHOLD_`` (bytes) in the environment, which wins.
+  of 2.93 GiB instead of 3.40 (AMD EPYC, 2026-12-01); at 2 MiB 61 s instead of 54 (update 41 vs 34 s)
+  for 2.96 GiB instead of 3.47 (Intel Xeon, 2026-12-02). So restlit keeps 4 MiB; a user short of
+  memory can set ``MALLOC_MMAP_THRESHOLD_`` (bytes) in the environment, which wins.
 - :func:`release` hands the heap's free pages back (``malloc_trim(0)``: the free top of each heap
   is returned, the free pages inside it ``madvise``\\d away). They are faulted in again only when
   reused, so a call costs milliseconds. ``fit`` and ``sft`` call it after each backward (one per

@@ -10,10 +10,14 @@ is a *cascade*: each prompt is prefilled alone, at its own length (no left paddi
 and values are kept ONCE per layer (:class:`_CascadeLayer`); the completions' own positions go into
 a buffer preallocated for ``max_new_tokens``, and each step attends both parts and combines them
 by log-sum-exp (:func:`restlit.attention.cascade_decode_attention`), so a prompt's cache is read
-once per step, not ``n`` times, and never copied. On a CPU the linear layers multiply by
-oneDNN-packed copies of their weights, taken at each ``generate`` (:mod:`restlit.packed`: a
-decoding step's small matrix products otherwise repack every weight at every call). After each
-``generate`` the freed caches and packed weights go back to the system (:mod:`restlit.memory`).
+once per step, not ``n`` times, and never copied. On a CPU the decoding steps of a Llama-family
+model in float32 run as one written-out loop over its layers (:class:`restlit.decoding.FusedDecoder`:
+fused query/key/value and gate/up projections on oneDNN-packed weights, without transformers'
+per-module plumbing), built at each ``generate``; other models' steps, and the padded path,
+multiply by oneDNN-packed copies of their linear weights (:mod:`restlit.packed`: a decoding step's
+small matrix products otherwise repack every weight at every call). The prefill runs on the
+weights as they are where the fused decoder applies. After each ``generate`` the freed caches
+and packed weights go back to the system (:mod:`restlit.memory`).
 
 Other attention implementations (eager, flash attention) and special cache layers (sliding
 windows) take the padded path: prompts left-padded into one batch, the cache repeated ``n`` times
@@ -43,6 +47,7 @@ from transformers.cache_utils import DynamicLayer
 
 from restlit import memory
 from restlit.attention import CASCADE
+from restlit.decoding import FusedDecoder
 from restlit.kvcache import PreallocatedLayer, preallocate
 from restlit.models import GROUPED_SDPA
 from restlit.packed import packed_linears
@@ -85,13 +90,16 @@ class HFEngine:
     """Samples from a transformers causal LM. ``prompt_batch_size`` prompts are decoded together
     (each expanded to ``n`` sequences); lower it to bound memory. ``cascade=False`` forces the
     padded path even on restlit's attention; ``packed=False`` multiplies by the weights as they are
-    instead of oneDNN-packed copies (:mod:`restlit.packed`; the benchmarks compare both)."""
+    instead of oneDNN-packed copies (:mod:`restlit.packed`); ``fused=False`` decodes through the
+    model's forward instead of :class:`restlit.decoding.FusedDecoder` (the benchmarks compare
+    them)."""
 
     def __init__(self, model: Any, tokenizer: Any, prompt_batch_size: int = 4, cascade: bool = True,
-                 packed: bool = True):
+                 packed: bool = True, fused: bool = True):
         self.model = model
         self.cascade = cascade
         self.packed = packed
+        self.fused = fused
         self.tokenizer = tokenizer
         self.prompt_batch_size = max(1, int(prompt_batch_size))
         self.eos_ids = eos_ids(model, tokenizer)
@@ -114,14 +122,25 @@ class HFEngine:
         self.model.eval()
         rows = min(len(prompts), self.prompt_batch_size) * sampling.n
         try:
-            with packed_linears(self.model, rows) if self.packed else nullcontext():
-                return self._generate_all(prompts, sampling, base, device)
+            return self._generate_packed(prompts, sampling, base, device, rows)
         finally:
             self.model.train(was_training)
             memory.release()  # the caches and packed weights just freed go back to the system
 
+    def _generate_packed(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, base: int,
+                         device: torch.device, rows: int) -> list[list[Completion]]:
+        """:meth:`_generate_all` with the fused decoder or the packed linear layers, whichever
+        applies; both copies of the weights are freed when this returns, before ``generate`` hands
+        the freed memory back."""
+        decoder = FusedDecoder.build(self.model, rows) if self.fused and self.packed and self._cascades() else None
+        with packed_linears(self.model, rows) if self.packed and decoder is None else nullcontext():
+            return self._generate_all(prompts, sampling, base, device, decoder)
+
+    def _cascades(self) -> bool:
+        return self.cascade and getattr(self.model.config, "_attn_implementation", None) == GROUPED_SDPA
+
     def _generate_all(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, base: int,
-                      device: torch.device) -> list[list[Completion]]:
+                      device: torch.device, decoder: FusedDecoder | None) -> list[list[Completion]]:
         out: list[list[Completion]] = []
         for start in range(0, len(prompts), self.prompt_batch_size):
             chunk = prompts[start : start + self.prompt_batch_size]
@@ -131,19 +150,21 @@ class HFEngine:
                     g = torch.Generator(device=device)
                     g.manual_seed(((base + start + i) * 1_000_003 + j) % (2**63 - 1))
                     generators.append(g)
-            out.extend(self._generate_chunk(chunk, start, sampling, generators, device))
+            out.extend(self._generate_chunk(chunk, start, sampling, generators, device, decoder))
         return out
 
     def _generate_chunk(
         self, prompts: Sequence[Sequence[int]], offset: int, sampling: SamplingConfig,
-        generators: list[torch.Generator], device: torch.device,
+        generators: list[torch.Generator], device: torch.device, decoder: FusedDecoder | None,
     ) -> list[list[Completion]]:
         if any(len(p) == 0 for p in prompts):
             raise ValueError("empty prompt: every prompt needs at least one token")
         n, b = sampling.n, len(prompts)
         cascade = None
-        if self.cascade and getattr(self.model.config, "_attn_implementation", None) == GROUPED_SDPA:
+        if self._cascades():
             cascade = self._prefill_cascade(prompts, n, sampling.max_new_tokens, device)
+        if cascade is None:
+            decoder = None  # a cache the decoder does not know (padded, sliding windows)
         if cascade is not None:
             (cache, logits, position), mask, step_kwargs = cascade, None, {CASCADE: cascade[0]}
         else:
@@ -177,10 +198,13 @@ class HFEngine:
             if mask is not None:
                 mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
             position = position + 1
-            out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
-                             past_key_values=cache, use_cache=True, **step_kwargs)
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :].float()
+            if decoder is not None:
+                logits = decoder(token, position, cache)
+            else:
+                out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
+                                 past_key_values=cache, use_cache=True, **step_kwargs)
+                cache = out.past_key_values
+                logits = out.logits[:, -1, :].float()
 
         tokens, logps, entropies = tokens.cpu(), logps.cpu(), entropies.cpu()
         lengths, stopped = lengths.tolist(), stopped.tolist()
