@@ -163,13 +163,11 @@ class HFEngine:
         cascade = None
         if self._cascades():
             cascade = self._prefill_cascade(prompts, n, sampling.max_new_tokens, device)
-        if cascade is None:
-            decoder = None  # a cache the decoder does not know (padded, sliding windows)
         if cascade is not None:
             (cache, logits, position), mask, step_kwargs = cascade, None, {CASCADE: cascade[0]}
         else:
             cache, logits, position, mask = self._prefill_padded(prompts, n, sampling.max_new_tokens, device)
-            step_kwargs = {}
+            step_kwargs, decoder = {}, None  # a cache the decoder does not know (padded, sliding windows)
 
         rows = b * n
         eos = torch.as_tensor(self.eos_ids, device=device)
