@@ -42,25 +42,23 @@ import torch
 import torch.nn.functional as F
 
 from restlit.attention import cascade_decode_attention
-from restlit.packed import packing_available
+from restlit.packed import packed_linear, packing_available
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "FusedDecoder"]
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "qwen2"})
 
 
-def _pack(weights: list[torch.Tensor], biases: list[torch.Tensor | None], rows: int):
-    """The row-concatenated weights packed for ``rows`` rows, and their concatenated bias (None when
-    no part has one; zeros for a part without)."""
-    weight = torch.cat([w.detach() for w in weights]) if len(weights) > 1 else weights[0].detach().contiguous()
+def _pack(linears: list[torch.nn.Linear], rows: int):
+    """The linear layers' weights stacked along the output axis (one product gives all their outputs
+    side by side), packed for ``rows`` rows; their biases likewise (zeros for a layer without one,
+    None when none has one)."""
+    weight = torch.cat([m.weight.detach() for m in linears])
     bias = None
-    if any(b is not None for b in biases):
-        bias = torch.cat([(b.detach() if b is not None else w.new_zeros(w.shape[0])) for w, b in zip(weights, biases)])
-    return torch.ops.mkldnn._reorder_linear_weight(weight, max(1, int(rows))), bias
-
-
-def _linear(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, packed[0], packed[1], "none", [], "")
+    if any(m.bias is not None for m in linears):
+        bias = torch.cat([m.bias.detach() if m.bias is not None else m.weight.new_zeros(m.out_features)
+                          for m in linears])
+    return packed_linear(weight, bias, rows)
 
 
 def _supported(model: Any) -> bool:
@@ -95,21 +93,20 @@ class FusedDecoder:
         self.layers = []
         for layer in inner.layers:
             attn, mlp = layer.self_attn, layer.mlp
-            qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
             self.layers.append({
                 "input_norm": (layer.input_layernorm.weight.detach(), layer.input_layernorm.variance_epsilon),
-                "qkv": _pack([p.weight for p in qkv], [p.bias for p in qkv], rows),
-                "o": _pack([attn.o_proj.weight], [attn.o_proj.bias], rows),
+                "qkv": _pack([attn.q_proj, attn.k_proj, attn.v_proj], rows),
+                "o": _pack([attn.o_proj], rows),
                 "post_norm": (layer.post_attention_layernorm.weight.detach(),
                               layer.post_attention_layernorm.variance_epsilon),
-                "gate_up": _pack([mlp.gate_proj.weight, mlp.up_proj.weight], [mlp.gate_proj.bias, mlp.up_proj.bias], rows),
-                "down": _pack([mlp.down_proj.weight], [mlp.down_proj.bias], rows),
+                "gate_up": _pack([mlp.gate_proj, mlp.up_proj], rows),
+                "down": _pack([mlp.down_proj], rows),
                 "head_dim": attn.head_dim,
                 "scaling": attn.scaling,
                 "intermediate": mlp.gate_proj.out_features,
             })
         self.final_norm = (inner.norm.weight.detach(), inner.norm.variance_epsilon)
-        self.head = _pack([model.lm_head.weight], [model.lm_head.bias], rows)
+        self.head = _pack([model.lm_head], rows)
 
     @classmethod
     def build(cls, model: Any, rows: int) -> FusedDecoder | None:
@@ -134,7 +131,7 @@ class FusedDecoder:
         cos, sin = cos[:, None], sin[:, None]  # [R, 1, 1, D]: broadcast over heads
         for index, layer in enumerate(self.layers):
             dim, heads, kv = layer["head_dim"], self.heads, self.kv_heads
-            qkv = _linear(self._norm(h, layer["input_norm"]), layer["qkv"])
+            qkv = layer["qkv"](self._norm(h, layer["input_norm"]))
             query = _rope(qkv[:, : heads * dim].view(rows, heads, 1, dim), cos, sin)
             key = _rope(qkv[:, heads * dim : (heads + kv) * dim].view(rows, kv, 1, dim), cos, sin)
             value = qkv[:, (heads + kv) * dim :].view(rows, kv, 1, dim)
@@ -142,11 +139,11 @@ class FusedDecoder:
             keys, values = cached.update(key, value)
             attended = cascade_decode_attention(query, cached.prompt_keys, cached.prompt_values, cached.prompt_bias,
                                                 keys, values, scaling=layer["scaling"])
-            h = h + _linear(attended.reshape(rows, heads * dim), layer["o"])
-            gate_up = _linear(self._norm(h, layer["post_norm"]), layer["gate_up"])
+            h = h + layer["o"](attended.reshape(rows, heads * dim))
+            gate_up = layer["gate_up"](self._norm(h, layer["post_norm"]))
             middle = layer["intermediate"]
-            h = h + _linear(F.silu(gate_up[:, :middle]) * gate_up[:, middle:], layer["down"])
-        return _linear(self._norm(h, self.final_norm), self.head)
+            h = h + layer["down"](F.silu(gate_up[:, :middle]) * gate_up[:, middle:])
+        return self.head(self._norm(h, self.final_norm))
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["packed_linears", "packing_available"]
+__all__ = ["packed_linear", "packed_linears", "packing_available"]
 
 _ATTRIBUTE = "_restlit_packed"
 
@@ -64,15 +64,23 @@ class _PackedForward:
     """``y = x W^T + b`` through the copy of ``W`` packed in ``dtype`` at construction; ``x`` is
     cast to ``dtype`` (it is already, in float32)."""
 
-    def __init__(self, module: torch.nn.Linear, rows: int, dtype: torch.dtype):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, rows: int, dtype: torch.dtype):
         self.dtype = dtype
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach().to(dtype), max(1, int(rows)))
-        self.bias = None if module.bias is None else module.bias.detach().to(dtype)
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype).contiguous(), max(1, int(rows)))
+        self.bias = None if bias is None else bias.detach().to(dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype not in (torch.float32, self.dtype) or x.device.type != "cpu" or torch.is_grad_enabled():
             raise RuntimeError(f"a packed linear runs only on float32 or {self.dtype} CPU inputs without gradients")
         return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype).contiguous(), self.weight, self.bias, "none", [], "")
+
+
+def packed_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int,
+                  dtype: torch.dtype = torch.float32) -> _PackedForward:
+    """``x -> x W^T + b`` on a copy of ``weight`` (``[out, in]``) packed in ``dtype`` for ``rows``
+    rows, for inputs without gradients: what :func:`packed_linears` puts on each layer, and what
+    the fused decoder of :mod:`restlit.decoding` multiplies its stacked projections with."""
+    return _PackedForward(weight, bias, rows, dtype)
 
 
 def _pack_dtype() -> torch.dtype | None:
@@ -99,7 +107,7 @@ def packed_linears(model: Any, rows: int) -> Iterator[int]:
     try:
         for module in modules:
             module.__dict__[_ATTRIBUTE] = True
-            module.forward = _PackedForward(module, rows, dtype)
+            module.forward = _PackedForward(module.weight, module.bias, rows, dtype)
         yield len(modules)
     finally:
         for module in modules:
