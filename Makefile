@@ -35,7 +35,7 @@ demo: setup
 	$(BIN)/restlit demo --config configs/quickstart-cpu.yaml --overwrite
 
 lint: setup
-	$(BIN)/ruff check restlit data_prep cli tests benchmarks
+	$(BIN)/ruff check restlit tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache

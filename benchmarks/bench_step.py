@@ -17,7 +17,7 @@ variance and every step runs the full update. ToolRL's real reward would be cons
 of an un-fine-tuned SmolLM2 (it writes no tool calls), and restlit skips a step whose groups all
 have equal rewards, which would time a step without its update.
 
-* restlit: ``restlit.train.fit(config, reward_fn=...)`` on ``configs/quickstart-cpu.yaml`` with
+* restlit: ``restlit.training.run.fit(config, reward_fn=...)`` on ``configs/quickstart-cpu.yaml`` with
   ``objective.weights.mode`` = ``entropy`` and ``uniform`` (the update is one micro-batch per prompt
   group, the prompt encoded once and its KV cache shared by the 4 completions). A callback times
   each training batch (``on_train_batch_start`` -> ``on_train_batch_end``); the per-phase split
@@ -133,12 +133,12 @@ def _child_env(mode: str) -> dict[str, str]:
 
 def _unfused(mode: str) -> bool:
     """``NAME+unfused``: the child decodes through the model's forward on packed weights
-    (:class:`restlit.decoding.FusedDecoder` never applies), i.e. runs as restlit did before it."""
+    (:class:`restlit.kernels.decoding.FusedDecoder` never applies), i.e. runs as restlit did before it."""
     return _variant(mode) == "unfused"
 
 
 def _untrimmed(mode: str) -> bool:
-    """``NAME+untrimmed``: the child replaces :func:`restlit.memory.release` with a no-op, i.e. runs
+    """``NAME+untrimmed``: the child replaces :func:`restlit.kernels.memory.release` with a no-op, i.e. runs
     as restlit did before it handed freed heap pages back between phases."""
     return _variant(mode) == "untrimmed"
 
@@ -161,7 +161,7 @@ def _overrides(args: argparse.Namespace, mode: str, output_dir: str) -> list[str
 
 
 def fit_with_callback(config, callback, reward_fn) -> list[dict[str, float]]:
-    """``restlit.train.fit(config)`` with ``callback`` added to the trainer fit() builds; returns
+    """``restlit.training.run.fit(config)`` with ``callback`` added to the trainer fit() builds; returns
     the logged training steps (the ``metrics.csv`` rows with ``time/rollout``)."""
     import csv
 
@@ -193,11 +193,11 @@ def worker_restlit(args: argparse.Namespace) -> None:
     config = load_config(CONFIG, _overrides(args, args.mode, args.out))
     reward_fn = bench_reward_fn(config)
     if _untrimmed(args.mode):
-        from restlit import memory
+        from restlit.kernels import memory
 
         memory.release = lambda: False
     if _unfused(args.mode):
-        from restlit.decoding import FusedDecoder
+        from restlit.kernels.decoding import FusedDecoder
 
         FusedDecoder.build = classmethod(lambda cls, model, rows: None)
 
@@ -336,10 +336,10 @@ def worker_update(args: argparse.Namespace) -> None:
     import torch
 
     from restlit.config import load_config
-    from restlit.data import ToolUseDataModule
-    from restlit.module import RestModule
     from restlit.rollout.base import Completion
-    from restlit.train import build_tokenizer_and_policy, make_trainer
+    from restlit.training.data import ToolUseDataModule
+    from restlit.training.module import RestModule
+    from restlit.training.run import build_tokenizer_and_policy, make_trainer
 
     modes = args.mode.split(",")
     order = update_order(modes, args.steps)
@@ -396,10 +396,10 @@ def worker_update(args: argparse.Namespace) -> None:
 def _prompt_rows(args: argparse.Namespace) -> tuple[list[dict], str]:
     """The prompts of steps 0 .. warmup+steps-1 as restlit's data module serves them, with their
     chat messages for TRL; and the converted model directory."""
-    from data_prep.samples import Sample, load_samples
     from restlit.config import load_config
-    from restlit.data import StepBatches, ToolUseDataModule, prepared_dir
+    from restlit.data_prep.samples import Sample, load_samples
     from restlit.models import load_tokenizer, resolve
+    from restlit.training.data import StepBatches, ToolUseDataModule, prepared_dir
 
     config = load_config(CONFIG, _overrides(args, "entropy", "unused"))
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.path)
@@ -691,7 +691,7 @@ def _report(args: argparse.Namespace, data: dict) -> str:
 
 VARIANTS = {"plain": "without packed weights (`rollout.pack_weights: false`)",
             "unfused": "decoding through the model's forward on packed weights (`restlit.decoding` off, restlit before it)",
-            "untrimmed": "keeping freed heap pages (`restlit.memory.release` off, restlit before it)",
+            "untrimmed": "keeping freed heap pages (`restlit.kernels.memory.release` off, restlit before it)",
             "mmap1m": "with glibc's mmap threshold at 1 MiB (`MALLOC_MMAP_THRESHOLD_=1048576`)",
             "mmap2m": "with glibc's mmap threshold at 2 MiB (`MALLOC_MMAP_THRESHOLD_=2097152`)"}
 MMAP_VARIANTS = {"mmap1m": 2**20, "mmap2m": 2 * 2**20}
@@ -725,8 +725,8 @@ def main() -> None:
     p.add_argument("--skip-trl", action="store_true", help="time restlit only")
     p.add_argument("--modes", nargs="+", default=["entropy", "uniform"],
                    help="restlit weighting modes; NAME+plain: without packed weights (rollout.pack_weights=false); "
-                        "NAME+unfused: decoding through the model's forward (restlit.decoding off); "
-                        "NAME+untrimmed: freed heap pages kept (restlit.memory.release off); "
+                        "NAME+unfused: decoding through the model's forward (restlit.kernels.decoding off); "
+                        "NAME+untrimmed: freed heap pages kept (restlit.kernels.memory.release off); "
                         "NAME+mmap1m / NAME+mmap2m: MALLOC_MMAP_THRESHOLD_ at 1 / 2 MiB in the child's environment")
     p.add_argument("--rounds", type=int, default=1, help="restlit processes per mode, interleaved")
     p.add_argument("--steps", type=int, default=2, help="timed restlit steps per process")

@@ -1,1 +1,1 @@
-"""The ``restlit`` command line (a typer app, see ``cli.main``)."""
+"""The ``restlit`` command line (a typer app, see ``restlit.cli.main``)."""

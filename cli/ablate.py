@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.fit import CONFIG, SET
+from restlit.cli.fit import CONFIG, SET
 
 
 def ablate(
@@ -21,7 +21,7 @@ def ablate(
         False, "--drop-checkpoints", help="Delete a finished arm's checkpoints/ (its restart state); final/ stays."),
 ) -> None:
     """Train each arm from the same start on the same prompts and seeds; table, curves, paired differences."""
-    from restlit.ablation import make_plan, run_ablation
+    from restlit.experiments.ablation import make_plan, run_ablation
 
     # a user mistake (config, arms, data, model, output) is a UserError: one line (cli/main.py)
     plan = make_plan(config, overrides or [], arms=arm or [], seeds=seeds, out=out)

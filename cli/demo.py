@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.fit import CONFIG, OVERWRITE, SET
+from restlit.cli.fit import CONFIG, OVERWRITE, SET
 
 
 def demo(
@@ -19,7 +19,7 @@ def demo(
 ) -> None:
     """The whole method on the embedded model: ends with a base / SFT / ResT table and a report."""
     from restlit.config import load_config
-    from restlit.demo import run_demo
+    from restlit.experiments.demo import run_demo
 
     run_demo(load_config(config, overrides or []), heldout_limit=heldout_limit, bfcl_limit=bfcl_limit,
              eval_tokens=eval_tokens, overwrite=overwrite)

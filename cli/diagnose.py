@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cli.errors import fail, one_line
-from cli.fit import CONFIG, SET
+from restlit.cli.errors import fail, one_line
+from restlit.cli.fit import CONFIG, SET
 
 app = typer.Typer(help="Diagnostics: `restlit diagnose variance` measures the policy-gradient variance per weighting.",
                   no_args_is_help=True)
@@ -31,7 +31,7 @@ def variance(
     """Gradient variance of uniform / static / entropy weights on the same samples, with the paper's bound."""
     extra = [f"model.path={checkpoint}", "model.init=pretrained"] if checkpoint else []
     from restlit.config import load_config
-    from restlit.variance import markdown, measure_variance, write_report
+    from restlit.experiments.variance import markdown, measure_variance, write_report
 
     cfg = load_config(config, [*(overrides or []), *extra])
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from cli.errors import fail
+from restlit.cli.errors import fail
 
 DEFAULT_MODEL = "smollm2-135m"
 

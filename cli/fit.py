@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from cli.errors import fail
+from restlit.cli.errors import fail
 
 CONFIG = typer.Option(..., "--config", "-c", help="YAML run config (see configs/).")
 SET = typer.Option(None, "--set", help="Override a config key: --set optim.lr=2e-6 (repeatable).")
@@ -26,7 +26,7 @@ def fit(
 ) -> None:
     """ResT reinforcement learning: rollouts, rewards, region-weighted policy gradient."""
     from restlit.config import load_config
-    from restlit.train import fit as run_fit
+    from restlit.training.run import fit as run_fit
 
     if resume and overwrite:
         fail("give --resume (continue the run) or --overwrite (replace it), not both")
@@ -37,7 +37,7 @@ def fit(
 def sft(config: Path = CONFIG, overrides: list[str] | None = SET, overwrite: bool = OVERWRITE) -> None:
     """Supervised warm start on the prepared targets (loss on target tokens only)."""
     from restlit.config import load_config
-    from restlit.train import sft as run_sft
+    from restlit.training.run import sft as run_sft
 
     run_dir = run_sft(load_config(config, overrides or []), overwrite=overwrite)
     print(f"sft finished: {run_dir} (model: {run_dir / 'final'}; train from it with --set model.path={run_dir / 'final'})")

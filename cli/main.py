@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import typer
 
-from cli import ablate as _ablate
-from cli import demo as _demo
-from cli import diagnose as _diagnose
-from cli import eval as _eval
-from cli import fit as _fit
-from cli import prepare as _prepare
-from cli import report as _report
-from cli import tag as _tag
-from cli.errors import one_line
-from restlit.quiet import quiet
+from restlit.cli import ablate as _ablate
+from restlit.cli import demo as _demo
+from restlit.cli import diagnose as _diagnose
+from restlit.cli import eval as _eval
+from restlit.cli import fit as _fit
+from restlit.cli import prepare as _prepare
+from restlit.cli import report as _report
+from restlit.cli import tag as _tag
+from restlit.cli.errors import one_line
+from restlit.runtime.quiet import quiet
 
 quiet()  # third-party notices restlit knows to be harmless; RESTLIT_VERBOSE=1 shows them
 

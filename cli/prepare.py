@@ -1,6 +1,6 @@
 """``restlit prepare``: raw ToolACE / ShareGPT / chat / xLAM / ToolRL / Hammer files -> training samples.
 
-A thin wrapper: options -> :func:`data_prep.pipeline.prepare`, a rich progress bar while the
+A thin wrapper: options -> :func:`restlit.data_prep.pipeline.prepare`, a rich progress bar while the
 files are read, and a summary table at the end. User mistakes end in one line and exit 2.
 """
 
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cli.errors import fail
+from restlit.cli.errors import fail
 
 
 def prepare(
@@ -41,8 +41,8 @@ def prepare(
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from data_prep.inputs import InputError
-    from data_prep.pipeline import prepare as run_prepare
+    from restlit.data_prep.inputs import InputError
+    from restlit.data_prep.pipeline import prepare as run_prepare
 
     console = Console(stderr=True)
     with Progress(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.errors import fail
+from restlit.cli.errors import fail
 
 STYLES = {
     "FORMAT": "bold magenta",

@@ -7,7 +7,7 @@ and ``tool`` (the tool output, kept verbatim; a non-text content is kept as JSON
 message's ``tool_calls`` are ``[{"type": "function", "function": {"name", "arguments"}}]`` (bare
 ``{"name", "arguments"}`` items too) with ``arguments`` a JSON string or an object; its
 ``content`` may be empty or None, start with ``<think>`` reasoning, or hold restlit's canonical
-blocks (see :func:`data_prep.records.target_from_text`). Content given as a list of parts keeps
+blocks (see :func:`restlit.data_prep.records.target_from_text`). Content given as a list of parts keeps
 the text parts. An assistant message with ``"weight": 0`` (OpenAI's fine-tuning convention, and
 what ``restlit prepare --export-chat`` writes for the history) is context, not a sample.
 ``tools`` may also be a JSON string; without it, the first JSON list of tools in the system
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from data_prep.records import (
+from restlit.data_prep.records import (
     RecordError,
     Trace,
     Turn,
@@ -29,7 +29,7 @@ from data_prep.records import (
     tools_or_reject,
     unknown_roles,
 )
-from data_prep.schema import tools_from_field
+from restlit.data_prep.schema import tools_from_field
 
 SOURCE = "chat"
 

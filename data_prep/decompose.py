@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from data_prep.records import RecordError, Target, Trace
+from restlit.data_prep.records import RecordError, Target, Trace
 from restlit.prompts import render_target
 
 

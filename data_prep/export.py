@@ -6,7 +6,7 @@ assistant message; ``tools`` are ``[{"type": "function", "function": {"name", "d
 "parameters"}}]``. Assistant messages carry their calls as ``tool_calls`` (``arguments`` an
 object, as chat templates take them) and their reasoning and reply as ``content``
 (``<think> ... </think>`` then the reply); history assistant messages have ``"weight": 0`` so
-that they are context, not targets. :mod:`data_prep.chat` reads the file back into the same
+that they are context, not targets. :mod:`restlit.data_prep.chat` reads the file back into the same
 samples, and TRL's SFTTrainer or any chat template takes it as it is.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_prep.records import Target, target_from_text
+from restlit.data_prep.records import Target, target_from_text
 from restlit.prompts import render_system_prompt
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from data_prep.records import RecordError, Trace, Turn, calls_from_parse, require, tools_or_reject
-from data_prep.schema import tools_from_json
-from data_prep.xlam import target_from_calls
+from restlit.data_prep.records import RecordError, Trace, Turn, calls_from_parse, require, tools_or_reject
+from restlit.data_prep.schema import tools_from_json
+from restlit.data_prep.xlam import target_from_calls
 from restlit.toolcalls import parse_tool_calls
 
 SOURCE = "hammer"

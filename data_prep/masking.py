@@ -18,7 +18,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-from data_prep.records import Target, Trace, Turn
+from restlit.data_prep.records import Target, Trace, Turn
 
 _FIRST = string.ascii_letters
 _REST = string.ascii_letters + string.digits + "_"

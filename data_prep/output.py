@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from shutil import rmtree
 
-from data_prep.inputs import InputError
+from restlit.data_prep.inputs import InputError
 
 # What a prepared dataset directory holds (datasets' DatasetDict files and prepare's own).
 WRITTEN = frozenset({"dataset_dict.json", "train", "validation", "manifest.json", "rejects.jsonl", "parquet"})

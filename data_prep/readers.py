@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from data_prep import chat, hammer, sharegpt, toolace, toolrl, xlam
-from data_prep.records import Trace
+from restlit.data_prep import chat, hammer, sharegpt, toolace, toolrl, xlam
+from restlit.data_prep.records import Trace
 
 # How many records from the start of a file detection looks at.
 DETECT_RECORDS = 16

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_prep.records import (
+from restlit.data_prep.records import (
     RecordError,
     Target,
     Trace,
@@ -25,7 +25,7 @@ from data_prep.records import (
     tools_or_reject,
     unknown_roles,
 )
-from data_prep.schema import tools_from_field
+from restlit.data_prep.schema import tools_from_field
 
 SOURCE = "sharegpt"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from data_prep.records import (
+from restlit.data_prep.records import (
     RecordError,
     Target,
     Trace,
@@ -21,7 +21,7 @@ from data_prep.records import (
     tools_or_reject,
     unknown_roles,
 )
-from data_prep.schema import tools_from_system
+from restlit.data_prep.schema import tools_from_system
 from restlit.toolcalls import parse_tool_calls
 
 SOURCE = "toolace"

@@ -19,8 +19,16 @@ import json
 import re
 from typing import Any
 
-from data_prep.records import RecordError, Target, Trace, Turn, calls_from_parse, require, tools_or_reject
-from data_prep.schema import normalize_tools
+from restlit.data_prep.records import (
+    RecordError,
+    Target,
+    Trace,
+    Turn,
+    calls_from_parse,
+    require,
+    tools_or_reject,
+)
+from restlit.data_prep.schema import normalize_tools
 from restlit.toolcalls import parse_tool_calls
 
 SOURCE = "toolrl"

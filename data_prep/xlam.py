@@ -11,8 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_prep.records import RecordError, Target, Trace, Turn, calls_from_data, require, tools_or_reject
-from data_prep.schema import normalize_tools, tools_from_json
+from restlit.data_prep.records import (
+    RecordError,
+    Target,
+    Trace,
+    Turn,
+    calls_from_data,
+    require,
+    tools_or_reject,
+)
+from restlit.data_prep.schema import normalize_tools, tools_from_json
 from restlit.prompts import NO_CALL_RESPONSE
 
 SOURCE = "xlam"

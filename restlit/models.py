@@ -200,19 +200,18 @@ def grouped_sdpa_forward(module: Any, query: Any, key: Any, value: Any, attentio
     ``[B, kv, r, D]`` (head ``h`` reads key/value head ``h // r``, as in ``repeat_kv``) against the
     keys and values as they are, the mask ``[B, 1, 1, K]`` (if any) broadcast to the ``r`` rows, so
     ``softmax(q k^T * scaling + mask) v`` is computed for exactly the same pairs. Without a mask
-    the fold still pays: torch's CPU kernel reads the cache at 18-26 GB/s with ``r`` query rows
-    against 11-16 GB/s with one row per head under ``enable_gqa``, 1.3-1.8x faster (SmolLM2-135M's
-    3 x 64 key heads at 1k-4.4k positions, ``python -m benchmarks.bench_kernels --decode-attention``). Longer queries
+    the fold still pays: ``r`` query rows per key head read the cache faster than one row per head
+    under ``enable_gqa`` (``bench_kernels --decode-attention`` in ``benchmarks/RESULTS.md``). Longer queries
     (prefill, the packed update, SFT) take transformers' own ``sdpa``: there the copy is small
     next to the attention, and folding was not faster. The packed prompt group of the update
-    (:func:`restlit.module.group_hidden`) passes its layout and takes the block-sparse path of
+    (:func:`restlit.kernels.grouping.group_hidden`) passes its layout and takes the block-sparse path of
     :mod:`restlit.attention` instead of a dense mask; the rollout engine's decoding steps pass
     their cascade cache (one copy of each prompt's keys, :mod:`restlit.rollout.hf`); multi-turn
     evaluation's steps pass their rows cache (several conversations decoded together, each row
-    against its own cache, :func:`restlit.kvcache.rows_cache`)."""
+    against its own cache, :func:`restlit.kernels.kvcache.rows_cache`)."""
     import torch
 
-    from restlit.attention import (
+    from restlit.kernels.attention import (
         CASCADE,
         PACKED_GROUP,
         ROWS,

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from restlit.regions import ScannedCall, call_ranges, scan_calls
+from restlit.callscan import ScannedCall, scan_calls
+from restlit.regions import call_ranges
 
 __all__ = ["ParseResult", "ToolCall", "Violation", "parse_tool_calls", "validate_calls"]
 

@@ -40,7 +40,7 @@ def smollm2_tokenizer():
 def tiny_parts():
     """The tokenizer and the tiny random policy of ``configs/tiny-test.yaml``, in eval mode."""
     from restlit.config import load_config
-    from restlit.train import build_tokenizer_and_policy
+    from restlit.training.run import build_tokenizer_and_policy
 
     tokenizer, policy = build_tokenizer_and_policy(load_config(REPO / "configs" / "tiny-test.yaml"))
     return tokenizer, policy.eval()

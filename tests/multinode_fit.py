@@ -10,7 +10,7 @@ import sys
 
 from restlit.config import load_config
 from restlit.rewards import Reward, RewardBounds
-from restlit.train import fit
+from restlit.training.run import fit
 from tests.conftest import REPO
 
 

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from restlit.ablation import (
+from restlit.config import ConfigError, load_config, to_dict
+from restlit.experiments.ablation import (
     DEFAULT_ARMS,
     item_scores,
     make_plan,
@@ -18,7 +19,6 @@ from restlit.ablation import (
     run_ablation,
     summarize,
 )
-from restlit.config import ConfigError, load_config, to_dict
 from restlit.rewards import Reward, RewardBounds
 from tests.conftest import REPO
 
@@ -157,14 +157,14 @@ def test_item_scores_reads_the_evaluation_records():
 
 
 def test_cli_ablate_bad_arm_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "ablate", "--config", str(TINY), "--arm", "x:model.path=y",
+    proc = subprocess.run([sys.executable, "-m", "restlit.cli.main", "ablate", "--config", str(TINY), "--arm", "x:model.path=y",
                            "-o", str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "all arms share" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
 
 
 def test_curriculum_none_freezes_progress(tmp_path):
-    from restlit.curriculum import EntropyCurriculum
+    from restlit.training.curriculum import EntropyCurriculum
 
     config = load_config(TINY, ["objective.curriculum.by=none"])
     assert config.objective.curriculum.by == "none"

@@ -1,4 +1,4 @@
-"""restlit.attention: the block-sparse packed-group attention equals dense-mask attention."""
+"""restlit.kernels.attention: the block-sparse packed-group attention equals dense-mask attention."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from restlit.attention import PackedGroup, packed_group_attention
+from restlit.kernels.attention import PackedGroup, packed_group_attention
 
 
 def _dense(query, key, value, layout: PackedGroup, scaling: float) -> torch.Tensor:
@@ -76,7 +76,7 @@ def test_layout_must_fit() -> None:
 def test_cascade_decode_equals_attention_over_the_concatenated_cache(heads, kv_heads, n) -> None:
     """One copy of each prompt's cache (right-padded, different lengths) + each row's own keys,
     combined by log-sum-exp == softmax over ``[prompt; own]`` with the prompt repeated per row."""
-    from restlit.attention import cascade_decode_attention
+    from restlit.kernels.attention import cascade_decode_attention
 
     gen = torch.Generator().manual_seed(2)
     lengths, t, dim = [5, 3], 4, 8

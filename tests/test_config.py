@@ -43,7 +43,7 @@ def test_overrides_and_roundtrip(tmp_path):
 def test_cli_fit_bad_config_is_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: {lr: fast}\n")
-    out = subprocess.run([sys.executable, "-m", "cli.main", "fit", "--config", str(bad)], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "restlit.cli.main", "fit", "--config", str(bad)], capture_output=True,
                          text=True, cwd=REPO, check=False)
     assert out.returncode == 2
     assert out.stderr.strip() == "error: optim.lr: expected a number, got 'fast'"

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from restlit.config import CurriculumConfig
-from restlit.curriculum import EntropyCurriculum, structured_entropy
 from restlit.objective import NUM_REGIONS, WeightConfig, region_priors
 from restlit.regions import Region
+from restlit.training.curriculum import EntropyCurriculum, structured_entropy
 from tests.training import constant_reward, curriculum_state, even_token_reward, read_metrics, tiny_config
 
 
@@ -23,8 +23,8 @@ def stats(entropy: dict[Region, tuple[float, float]]) -> torch.Tensor:
 
 def test_the_progress_a_step_uses_is_the_one_it_logs(tmp_path, monkeypatch):
     """``by: step``: step s of T (0-based) uses and logs nu = s / (T - 1), so the last step uses 1."""
-    from restlit import module
-    from restlit.train import fit
+    from restlit.training import module
+    from restlit.training.run import fit
 
     used = []
     original = module.token_weights
@@ -44,7 +44,7 @@ def test_the_progress_a_step_uses_is_the_one_it_logs(tmp_path, monkeypatch):
 def test_skipped_steps_do_not_move_the_entropy_curriculum(tmp_path):
     """Steps that train nothing (all groups have equal rewards) fold no entropies into the running
     statistics and do not advance ``by: entropy`` progress."""
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     cfg = tiny_config(tmp_path, "trainer.max_steps=3", "objective.curriculum.by=entropy",
                       "objective.curriculum.tolerance=1e9", "trainer.checkpoint_every=10")
@@ -58,7 +58,7 @@ def test_skipped_steps_do_not_move_the_entropy_curriculum(tmp_path):
 
 def test_skipped_steps_still_follow_the_step_counter_by_step(tmp_path):
     """``by: step`` progress is a function of the step counter, skipped steps included."""
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     rows = read_metrics(fit(tiny_config(tmp_path, "trainer.max_steps=3"), reward_fn=constant_reward))
     assert all(r["skipped/no_advantage"] == 1.0 for r in rows)
@@ -68,7 +68,7 @@ def test_skipped_steps_still_follow_the_step_counter_by_step(tmp_path):
 def test_by_none_freezes_the_priors_at_the_start(tmp_path):
     """``by: none`` (the ablation arm entropy-no-curriculum): nu = 0 at every step, and the logged
     priors are those at nu = 0."""
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     rows = read_metrics(fit(tiny_config(tmp_path, "trainer.max_steps=2", "objective.curriculum.by=none"),
                             reward_fn=even_token_reward))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from restlit.data import PromptItem, StepBatches
+from restlit.training.data import PromptItem, StepBatches
 
 
 def items(n: int) -> list[PromptItem]:

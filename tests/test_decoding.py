@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from restlit import models
-from restlit.attention import CASCADE
-from restlit.decoding import FusedDecoder
+from restlit.kernels.attention import CASCADE
+from restlit.kernels.decoding import FusedDecoder
 from restlit.rollout.base import SamplingConfig
 from restlit.rollout.hf import HFEngine
 
@@ -119,7 +119,7 @@ def test_decoders_packed_weights_are_freed_before_the_engine_hands_memory_back(s
     resident through the update."""
     import weakref
 
-    from restlit import memory
+    from restlit.kernels import memory
 
     model = _model(LLAMA, smollm2_tokenizer)
     built, alive_at_release = [], []

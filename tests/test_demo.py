@@ -9,7 +9,7 @@ from tests.conftest import REPO
 
 
 def test_demo_runs_every_stage_on_the_tiny_model(tmp_path):
-    from restlit.demo import run_demo
+    from restlit.experiments.demo import run_demo
 
     config = load_config(REPO / "configs" / "tiny-test.yaml",
                          [f"output_dir={tmp_path / 'demo'}", f"data.cache_dir={tmp_path / 'cache'}",

@@ -19,7 +19,7 @@ def test_fsdp_weights_are_gathered_on_every_rank(tmp_path):
     script.write_text(textwrap.dedent("""
         import os, sys, torch, torch.distributed as dist
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP, fully_shard
-        from restlit.distributed import full_state_dict
+        from restlit.training.distributed import full_state_dict
 
         class Wrap(torch.nn.Module):
             def __init__(self):
@@ -65,7 +65,7 @@ def test_fsdp_weights_are_gathered_on_every_rank(tmp_path):
 
 
 def test_unsharded_weights_are_the_state_dict(tiny_parts):
-    from restlit.distributed import full_state_dict
+    from restlit.training.distributed import full_state_dict
 
     model = tiny_parts[1]
     state = full_state_dict(model, model)
@@ -76,7 +76,7 @@ def test_unsharded_weights_are_the_state_dict(tiny_parts):
 def test_reduce_sum_on_one_process_is_the_tensor_on_the_strategy_device():
     from lightning.pytorch.strategies import SingleDeviceStrategy
 
-    from restlit.distributed import is_sharded, reduce_sum
+    from restlit.training.distributed import is_sharded, reduce_sum
 
     strategy = SingleDeviceStrategy(device=torch.device("cpu"))
     x = torch.tensor([1.5, 2.0], dtype=torch.float64)

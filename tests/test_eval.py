@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from restlit.cli.main import app
 from restlit.evaluation import bfcl, heldout, multiturn, run
+from restlit.experiments.stats import wilson_interval
 from restlit.rewards import format_ok
-from restlit.stats import wilson_interval
 from tests.conftest import TOOLRL, data_file
 
 runner = CliRunner()
@@ -101,7 +101,7 @@ def test_heldout_no_call_items():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    from data_prep.pipeline import prepare
+    from restlit.data_prep.pipeline import prepare
 
     out = tmp_path_factory.mktemp("prep") / "data"
     prepare([data_file(TOOLRL)], out, val_fraction=0.2, workers=1)

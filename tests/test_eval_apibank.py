@@ -8,7 +8,7 @@ from importlib import resources
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from restlit.cli.main import app
 from restlit.evaluation import apibank as ab
 from restlit.evaluation import run
 

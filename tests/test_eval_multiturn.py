@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from restlit.cli.main import app
 from restlit.evaluation import bfcl, run
 from restlit.evaluation import multiturn as mt
 from restlit.prompts import render_target
@@ -176,7 +176,7 @@ def test_missing_turns_and_stops_fail(entries):
 @pytest.fixture(scope="module")
 def tiny():
     from restlit.config import load_config
-    from restlit.train import build_tokenizer_and_policy
+    from restlit.training.run import build_tokenizer_and_policy
 
     tokenizer, policy = build_tokenizer_and_policy(load_config(TINY))
     return tokenizer, policy.eval()
@@ -340,7 +340,7 @@ def test_multi_turn_on_the_vllm_engine_matches_the_hf_generator(entries):
 
     need_vllm()
     from restlit.config import load_config
-    from restlit.train import build_tokenizer_and_policy
+    from restlit.training.run import build_tokenizer_and_policy
 
     positions = ["model.architecture.max_position_embeddings=8192"]
     tokenizer, policy = build_tokenizer_and_policy(load_config(TINY, [*HEADS, *positions]))

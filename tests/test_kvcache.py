@@ -1,4 +1,4 @@
-"""restlit.kvcache: the in-place cache holds what transformers' concatenating cache holds, through
+"""restlit.kernels.kvcache: the in-place cache holds what transformers' concatenating cache holds, through
 updates, crops and growth, and greedy decoding through it gives the same tokens as no cache."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from restlit.kvcache import PreallocatedLayer, preallocate
+from restlit.kernels.kvcache import PreallocatedLayer, preallocate
 from tests.conftest import REPO
 
 
@@ -60,7 +60,7 @@ def test_preallocate_leaves_special_layers_alone():
 def test_greedy_generation_through_the_growing_cache_matches_no_cache():
     from restlit.config import load_config
     from restlit.evaluation.session import PrefixCacheGenerator
-    from restlit.train import build_tokenizer_and_policy
+    from restlit.training.run import build_tokenizer_and_policy
 
     tokenizer, policy = build_tokenizer_and_policy(load_config(REPO / "configs" / "tiny-test.yaml"))
     policy.eval()
@@ -94,10 +94,10 @@ def test_rows_of_different_lengths_decode_together_as_each_alone():
     into its own cache; the rows' contexts matter (a row fed another row's cache differs)."""
     import copy
 
-    from restlit.attention import ROWS
     from restlit.config import load_config
-    from restlit.kvcache import rows_cache
-    from restlit.train import build_tokenizer_and_policy
+    from restlit.kernels.attention import ROWS
+    from restlit.kernels.kvcache import rows_cache
+    from restlit.training.run import build_tokenizer_and_policy
 
     _, policy = build_tokenizer_and_policy(load_config(REPO / "configs" / "tiny-test.yaml"))
     policy.eval()

@@ -7,7 +7,7 @@ import platform
 import pytest
 import torch
 
-from restlit import memory
+from restlit.kernels import memory
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 

@@ -85,7 +85,7 @@ def test_grouped_attention_equals_transformers_sdpa(smollm2_tokenizer, heads, kv
     a mask, and one row without), and the packed group forward with its block mask."""
     import torch
 
-    from restlit.module import group_hidden
+    from restlit.kernels.grouping import group_hidden
     from restlit.rollout.base import SamplingConfig
     from restlit.rollout.hf import HFEngine
 

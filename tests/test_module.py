@@ -18,7 +18,7 @@ from tests.training import (
 
 
 def test_group_hidden_equals_separate_forwards(tiny_parts):
-    from restlit.module import group_hidden
+    from restlit.kernels.grouping import group_hidden
     from restlit.objective import logprobs_and_entropy_from_hidden
 
     tok, model = tiny_parts
@@ -45,9 +45,9 @@ def _checkpointed_backward(mode):
     matrix products (``aten.mm``) that the backward ran."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from restlit.module import group_hidden
+    from restlit.kernels.grouping import group_hidden
     from restlit.objective import logprobs_and_entropy_from_hidden
-    from restlit.train import build_tokenizer_and_policy
+    from restlit.training.run import build_tokenizer_and_policy
 
     class CountMM(TorchDispatchMode):
         calls = 0
@@ -80,7 +80,7 @@ def test_gradient_checkpointing_gives_the_same_gradient():
 
 
 def test_degenerate_steps_are_skipped_with_a_reason(tmp_path):
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     constant = lambda comp, item, step: Reward(0.0, 1.0, 1.0, RewardBounds(0, 0, 0, 1))
     run_dir = fit(tiny_config(tmp_path, "trainer.max_steps=2"), reward_fn=constant)
@@ -108,7 +108,7 @@ def test_gradients_are_released_before_the_next_rollout(tmp_path, monkeypatch):
 def test_ppo_epochs_do_not_speed_up_the_step_schedules(tmp_path):
     """With 2 PPO epochs per rollout, 4 training steps are 4 rollouts: the reward schedule sees
     steps 1..4, the curriculum reaches 1 and the linear LR schedule reaches 0."""
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     seen = []
 
@@ -135,9 +135,9 @@ def test_ppo_epochs_do_not_speed_up_the_step_schedules(tmp_path):
 def _fit_counting_forwards(tmp_path, monkeypatch, *, strip_entropies: bool):
     """``fit`` on the tiny config for 2 steps, counting the policy's group forwards with and
     without gradient; ``strip_entropies`` makes the HF engine report no entropies (as vLLM)."""
-    from restlit.module import RestModule
     from restlit.rollout.hf import HFEngine
-    from restlit.train import fit
+    from restlit.training.module import RestModule
+    from restlit.training.run import fit
 
     counts = {"grad": 0, "no_grad": 0}
     original_logprobs, original_generate = RestModule.group_logprobs, HFEngine.generate

@@ -115,7 +115,7 @@ def test_the_two_node_recipe_keeps_the_papers_global_batch():
 
 def test_the_data_split_over_nodes_times_devices_ranks_is_one_process_batch():
     """4 ranks (2 nodes x 2 devices) together take exactly the prompts one process with 4x the batch takes."""
-    from restlit.data import PromptItem, StepBatches
+    from restlit.training.data import PromptItem, StepBatches
 
     items = [PromptItem(str(i), [i], {}, "") for i in range(7)]
     whole = StepBatches(items, per_rank=8, world=1, rank=0, seed=3)
@@ -128,6 +128,6 @@ def test_raw_data_is_prepared_once_by_global_rank_zero():
     """Lightning calls prepare_data on global rank 0 only (not once per node) and the other ranks
     wait at its barrier: two nodes never write one shared cache entry at once."""
     from restlit.config import DataConfig
-    from restlit.data import ToolUseDataModule
+    from restlit.training.data import ToolUseDataModule
 
     assert ToolUseDataModule(DataConfig(), tokenizer=None).prepare_data_per_node is False

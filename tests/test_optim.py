@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from restlit.config import OptimConfig
-from restlit.optim import build_optimizer, configure, lr_factor
+from restlit.training.optim import build_optimizer, configure, lr_factor
 
 
 @pytest.mark.parametrize("schedule, expected", [

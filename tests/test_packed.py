@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from restlit.packed import packed_linears, packing_available
+from restlit.kernels.packed import bf16_packing_supported, packed_linears, packing_available
 from restlit.rollout.base import SamplingConfig
 
 
@@ -46,15 +46,20 @@ def test_packing_under_cpu_autocast_packs_bfloat16_copies(tiny_parts):
     """Under ``trainer.precision: bf16-mixed`` the rollout runs inside Lightning's CPU autocast, whose
     linear layers take bfloat16 inputs (a packed float32 layer refused them, so ``fit`` crashed):
     the block packs bfloat16 copies and gives autocast's results up to bfloat16 rounding; the
-    float32 weights stay as they were."""
+    float32 weights stay as they were. On a CPU that cannot pack bfloat16 (AVX2 only: oneDNN raised
+    there, so ``fit`` crashed again) nothing is packed and autocast does the work."""
     tok, model = tiny_parts
+    supported = bf16_packing_supported()
     ids = torch.tensor([tok("The weather in Paris is nice today, isn't it?")["input_ids"]])
     weights = [m.weight.detach().clone() for m in _linears(model)]
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         plain = model(input_ids=ids).logits
         with packed_linears(model, rows=1) as packed:
-            assert packed == len(_linears(model)) > 0
-            assert {m.forward.dtype for m in _linears(model)} == {torch.bfloat16}
+            if supported:
+                assert packed == len(_linears(model)) > 0
+                assert {m.forward.dtype for m in _linears(model)} == {torch.bfloat16}
+            else:
+                assert packed == 0 and not any("forward" in m.__dict__ for m in _linears(model))
             inside = model(input_ids=ids).logits
     assert inside.dtype == plain.dtype
     torch.testing.assert_close(inside.float(), plain.float(), rtol=1e-2, atol=1e-2)
@@ -62,6 +67,19 @@ def test_packing_under_cpu_autocast_packs_bfloat16_copies(tiny_parts):
     assert all(torch.equal(m.weight, w) and m.weight.dtype == torch.float32 for m, w in zip(_linears(model), weights))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16), packed_linears(model, rows=1) as packed:
         assert packed == 0  # another autocast dtype: left to autocast
+
+
+def test_no_bfloat16_packing_where_the_cpu_cannot(tiny_parts, monkeypatch):
+    """Whatever this CPU is: where oneDNN cannot pack bfloat16, the block under bf16 autocast packs
+    nothing (and float32 outside autocast still packs)."""
+    from restlit.kernels import packed as packed_module
+
+    _, model = tiny_parts
+    monkeypatch.setattr(packed_module, "bf16_packing_supported", lambda: False)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), packed_linears(model, rows=1) as packed:
+        assert packed == 0
+    with torch.no_grad(), packed_linears(model, rows=1) as packed:
+        assert packed == len(_linears(model)) > 0
 
 
 def test_packed_layers_refuse_a_gradient_forward(tiny_parts):

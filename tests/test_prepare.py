@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from data_prep import pipeline
-from data_prep.inputs import InputError
-from data_prep.pipeline import prepare
-from data_prep.samples import COLUMNS, Sample, load_samples
+from restlit.cli.main import app
+from restlit.data_prep import pipeline
+from restlit.data_prep.inputs import InputError
+from restlit.data_prep.pipeline import prepare
+from restlit.data_prep.samples import COLUMNS, Sample, load_samples
 from restlit.prompts import render_target
 from restlit.regions import tag
 from tests.conftest import HAMMER, TOOLACE, TOOLRL, XLAM, data_file

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from data_prep import readers
-from data_prep.inputs import InputError
-from data_prep.pipeline import prepare
-from data_prep.readers import READERS, LayoutError, detect, detect_file
-from data_prep.samples import Sample, load_samples
-from data_prep.toolace import read as read_toolace
+from restlit.cli.main import app
+from restlit.data_prep import readers
+from restlit.data_prep.inputs import InputError
+from restlit.data_prep.pipeline import prepare
+from restlit.data_prep.readers import READERS, LayoutError, detect, detect_file
+from restlit.data_prep.samples import Sample, load_samples
+from restlit.data_prep.toolace import read as read_toolace
 from restlit.prompts import render_system_prompt, render_target
 from restlit.toolcalls import validate_calls
 from tests.conftest import HAMMER, TOOLACE, TOOLRL, XLAM, data_file

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import inputs
-from data_prep.decompose import decompose
-from data_prep.inputs import InputError, iter_records, sniff_container
-from data_prep.readers import READERS, detect
-from data_prep.records import RecordError
+from restlit.data_prep import inputs
+from restlit.data_prep.decompose import decompose
+from restlit.data_prep.inputs import InputError, iter_records, sniff_container
+from restlit.data_prep.readers import READERS, detect
+from restlit.data_prep.records import RecordError
 from restlit.prompts import NO_CALL_RESPONSE, render_target
 from tests.conftest import HAMMER, TOOLACE, TOOLRL, XLAM, data_file
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from data_prep.schema import (
+from restlit.data_prep.schema import (
     Normalizer,
     UnknownType,
     coerce_arguments,

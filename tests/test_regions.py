@@ -270,7 +270,7 @@ def test_regions_and_toolcalls_import_without_torch_or_transformers():
 def test_cli_tag_colours_and_errors(tmp_path):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from restlit.cli.main import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["tag", "--file", str(FIXTURES / "completion_two_calls.txt")])
@@ -285,7 +285,7 @@ def test_cli_tag_colours_and_errors(tmp_path):
 def test_cli_tag_token_table(smollm2_tokenizer):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from restlit.cli.main import app
 
     res = CliRunner().invoke(app, ["tag", "--file", str(FIXTURES / "completion_truncated.txt"), "--tokenizer", "smollm2-135m"])
     assert res.exit_code == 0, res.output

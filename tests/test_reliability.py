@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from restlit.config import ConfigError, load_config
 from restlit.errors import UserError
-from restlit.outputs import LOCK_NAME, OutputError, lock
+from restlit.runtime.outputs import LOCK_NAME, OutputError, lock
 from tests.conftest import REPO
 
 TINY = REPO / "configs" / "tiny-test.yaml"
@@ -45,7 +45,7 @@ def steps(run_dir: Path) -> list[int]:
 
 
 def cli(*args: str):
-    from cli.main import app
+    from restlit.cli.main import app
 
     return CliRunner().invoke(app, list(args))
 
@@ -64,7 +64,7 @@ def one_line_error(result, *needles: str) -> str:
 @pytest.fixture(scope="module")
 def two_step_run(tmp_path_factory) -> Path:
     """A finished two-step fit (checkpoints at steps 1 and 2), copied by the tests that change it."""
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     base = tmp_path_factory.mktemp("base")
     return fit(tiny(base, "trainer.max_steps=2", "trainer.checkpoint_every=1"))
@@ -90,7 +90,7 @@ def test_kill_then_resume_keeps_the_rows_before_the_checkpoint(tmp_path):
     were, the rows of steps after it are dropped (the resumed run logs them again), and every step has
     exactly one row. The dead process's lock file is taken over."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cli.main", "fit", "--config", str(TINY), "--set", f"output_dir={run}",
+    cmd = [sys.executable, "-m", "restlit.cli.main", "fit", "--config", str(TINY), "--set", f"output_dir={run}",
            "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "trainer.max_steps=40",
            "--set", "trainer.checkpoint_every=1"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -110,7 +110,7 @@ def test_kill_then_resume_keeps_the_rows_before_the_checkpoint(tmp_path):
     before = {int(float(r["step"])): r for r in rows(run)}
     assert set(range(k)) <= set(before)
 
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     fit(tiny(tmp_path, f"trainer.max_steps={k + 2}", "trainer.checkpoint_every=1"), resume=True)
     after = rows(run)
@@ -162,7 +162,7 @@ def test_resume_continues_and_appends_after_the_checkpoint(two_step_run, tmp_pat
 
 
 def test_rows_after_the_checkpoint_are_dropped_and_gaps_reported(tmp_path):
-    from restlit.loggers import keep_rows_before
+    from restlit.training.loggers import keep_rows_before
 
     run = tmp_path
     (run / "metrics.csv").write_text("a,step\n1.0,0\n2.0,2\n3.0,3\n")
@@ -186,7 +186,7 @@ def test_fit_and_sft_into_a_used_output_dir_refuse_without_overwrite(two_step_ru
 def test_overwrite_leaves_no_older_checkpoint_for_a_later_resume(tmp_path):
     """A second fit with --overwrite and fewer steps: no checkpoint of the first run survives (today
     the old last.ckpt at step 4 stayed, and a later --resume loaded it)."""
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     fit(tiny(tmp_path, "trainer.max_steps=4", "trainer.checkpoint_every=2"))
     run = fit(tiny(tmp_path, "trainer.max_steps=1", "trainer.checkpoint_every=3"), overwrite=True)
@@ -222,7 +222,7 @@ def test_a_second_writer_fails_naming_the_holder_and_a_stale_lock_is_taken_over(
 
 
 def test_two_fits_at_once_cannot_share_an_output_dir(tmp_path):
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     (tmp_path / "run").mkdir()  # held by a fit on another host (whose liveness cannot be checked from here)
     (tmp_path / "run" / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
@@ -235,7 +235,7 @@ def test_two_fits_at_once_cannot_share_an_output_dir(tmp_path):
 
 
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_previous(tmp_path, monkeypatch):
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     real_save = torch.save
     run = tmp_path / "run"
@@ -261,7 +261,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_previous(tmp_
 def test_a_failed_export_names_the_path_and_leaves_no_temporary_directory(tmp_path, monkeypatch):
     from transformers import PreTrainedModel
 
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     def full(self, *args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -306,11 +306,11 @@ def test_config_values_out_of_range_name_the_key_and_range(override, message):
 
 
 def test_an_empty_config_fails_before_any_model_loads(tmp_path, monkeypatch):
-    import restlit.train
+    import restlit.training.run
 
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing yet\n")
-    monkeypatch.setattr(restlit.train, "build_tokenizer_and_policy", lambda *a: pytest.fail("loaded a model"))
+    monkeypatch.setattr(restlit.training.run, "build_tokenizer_and_policy", lambda *a: pytest.fail("loaded a model"))
     one_line_error(cli("fit", "--config", str(empty)), f"{empty}: the config is empty")
 
 
@@ -334,12 +334,12 @@ def test_a_directory_that_is_not_a_model_is_one_line(tmp_path):
 
 
 def test_every_user_facing_error_derives_from_one_base():
-    from data_prep.inputs import InputError
     from restlit.config import ConfigError
-    from restlit.data import DataError
+    from restlit.data_prep.inputs import InputError
     from restlit.evaluation.run import EvalError
     from restlit.models import ModelNotFound
     from restlit.report import ReportError
+    from restlit.training.data import DataError
 
     for cls in (ConfigError, InputError, DataError, EvalError, ModelNotFound, ReportError, OutputError):
         assert issubclass(cls, UserError), cls
@@ -353,7 +353,7 @@ def test_every_user_facing_error_derives_from_one_base():
 @pytest.mark.slow
 def test_a_first_run_shows_no_known_harmless_warnings_and_verbose_shows_them(tmp_path):
     def run(name: str, **env: str) -> str:
-        cmd = [sys.executable, "-m", "cli.main", "fit", "--config", str(TINY), "--set", f"output_dir={tmp_path / name}",
+        cmd = [sys.executable, "-m", "restlit.cli.main", "fit", "--config", str(TINY), "--set", f"output_dir={tmp_path / name}",
                "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "trainer.max_steps=1",
                "--set", "trainer.checkpoint_every=1"]
         res = subprocess.run(cmd, cwd=REPO, env={**ENV, **env}, capture_output=True, text=True, timeout=600, check=False)
@@ -379,7 +379,7 @@ def test_make_demo_starts_with_the_demo():
 
 @pytest.mark.slow
 def test_wandb_offline_and_mlflow_file_store_log_the_run(tmp_path, monkeypatch):
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     run = fit(tiny(tmp_path, "trainer.max_steps=2", "logging.wandb.enabled=true", "logging.wandb.project=restlit-test",
@@ -394,7 +394,7 @@ def test_wandb_offline_and_mlflow_file_store_log_the_run(tmp_path, monkeypatch):
 def test_a_missing_logger_package_is_one_line(tmp_path, monkeypatch):
     import importlib.util
 
-    from restlit.loggers import build_loggers
+    from restlit.training.loggers import build_loggers
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("wandb", "mlflow") else real(name, *a))
@@ -412,18 +412,18 @@ def test_vllm_with_an_unsupported_head_size_is_one_line(tmp_path):
 
 
 def test_demo_into_an_earlier_demo_refuses_before_any_stage(tmp_path, monkeypatch):
-    import restlit.demo
+    import restlit.experiments.demo
 
     out = tmp_path / "demo"
     out.mkdir()
     (out / "demo.json").write_text("{}")
-    monkeypatch.setattr(restlit.demo, "_run_demo", lambda *a, **k: pytest.fail("a stage ran"))
+    monkeypatch.setattr(restlit.experiments.demo, "_run_demo", lambda *a, **k: pytest.fail("a stage ran"))
     config = tiny(tmp_path, name="demo")
     with pytest.raises(OutputError, match=f"{out} already holds a run; use another output_dir or --overwrite"):
-        restlit.demo.run_demo(config)
+        restlit.experiments.demo.run_demo(config)
     assert (out / "demo.json").read_text() == "{}"
-    monkeypatch.setattr(restlit.demo, "_run_demo", lambda *a, **k: sorted(p.name for p in out.iterdir()))
-    assert restlit.demo.run_demo(config, overwrite=True) == [LOCK_NAME]  # the earlier demo's files are gone
+    monkeypatch.setattr(restlit.experiments.demo, "_run_demo", lambda *a, **k: sorted(p.name for p in out.iterdir()))
+    assert restlit.experiments.demo.run_demo(config, overwrite=True) == [LOCK_NAME]  # the earlier demo's files are gone
 
 
 def test_resume_and_overwrite_together_is_one_line(tmp_path):

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from data_prep import output, pipeline
-from data_prep.inputs import InputError
-from data_prep.pipeline import prepare
-from data_prep.samples import load_samples
+from restlit.cli.main import app
+from restlit.data_prep import output, pipeline
+from restlit.data_prep.inputs import InputError
+from restlit.data_prep.pipeline import prepare
+from restlit.data_prep.samples import load_samples
 from tests.conftest import HAMMER, XLAM, data_file
 
 _TOOLS = json.dumps([{"name": "f", "description": "d", "parameters": {"x": {"type": "int", "description": ""}}}])
@@ -86,7 +86,7 @@ def test_replace_keeps_the_old_output_until_the_new_one_is_complete(tmp_path: Pa
     def broken_save(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pipeline, "_save_dataset", broken_save)
+    monkeypatch.setattr(pipeline, "save_dataset", broken_save)
     with pytest.raises(InputError, match="No space left on device"):
         prepare([data_file(XLAM)], out, overwrite=True)
     assert _files(out) == before
@@ -224,7 +224,7 @@ def test_staging_is_removed_when_the_run_fails(tmp_path: Path) -> None:
 
 def test_output_written_by_another_run_meanwhile_is_not_replaced(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "out"
-    real_save = pipeline._save_dataset
+    real_save = pipeline.save_dataset
     calls = []
 
     def save_while_another_run_finishes(*args, **kwargs):
@@ -233,7 +233,7 @@ def test_output_written_by_another_run_meanwhile_is_not_replaced(tmp_path: Path,
             prepare([data_file(HAMMER)], out)  # the other run, into the same -o
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_save_dataset", save_while_another_run_finishes)
+    monkeypatch.setattr(pipeline, "save_dataset", save_while_another_run_finishes)
     with pytest.raises(InputError, match="while this run prepared") as info:
         prepare([data_file(XLAM)], out)
     assert json.loads((out / "manifest.json").read_text())["inputs"][0]["format"] == "hammer"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from restlit.cli.main import app
 from restlit.config import load_config, save_config
 from restlit.regions import Region
 from restlit.report import REGIONS, ReportError, build_report, read_metrics
@@ -242,7 +242,7 @@ def synthetic_run(
 def tiny_run(tmp_path_factory) -> Path:
     """Two steps of the tiny config with a reward that varies per completion (so the policy is
     updated and weights, token shares and train/* are logged) and one validation pass."""
-    from restlit.train import fit
+    from restlit.training.run import fit
     from tests.training import even_token_reward
 
     tmp = tmp_path_factory.mktemp("report_tiny")
@@ -383,7 +383,7 @@ def test_entropy_mode_priors_follow_the_progress(tmp_path):
 def test_priors_not_logged_are_said_so_not_recomputed(tmp_path, monkeypatch):
     """A run from before training logged curriculum/prior/<REGION>: no priors, and the panel says
     they were not logged."""
-    from restlit.report import figures
+    from restlit.report import figures, plots_regions
     from restlit.report.logs import curriculum_priors, load_run_config
 
     run = synthetic_run(tmp_path, steps=12)
@@ -396,8 +396,8 @@ def test_priors_not_logged_are_said_so_not_recomputed(tmp_path, monkeypatch):
     cfg, raw, _ = load_run_config(run)
     assert curriculum_priors(log, cfg, raw) == ("entropy", [], {r: [] for r in REGIONS})
     said = []
-    original = figures._no_data
-    monkeypatch.setattr(figures, "_no_data", lambda ax, msg: said.append(msg) or original(ax, msg))
+    original = plots_regions._no_data
+    monkeypatch.setattr(plots_regions, "_no_data", lambda ax, msg: said.append(msg) or original(ax, msg))
     assert_png_ok(figures.plot_weights(log, tmp_path / "weights.png", cfg=cfg, raw=raw))
     assert said == ["not logged: curriculum/prior/<REGION> (a run from before training logged its priors)"]
 

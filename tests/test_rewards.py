@@ -27,7 +27,7 @@ FIXED = RewardConfig(mode="fixed")
 @pytest.fixture(scope="module")
 def records() -> list[dict]:
     """ToolRL's reference outputs with the targets ``restlit prepare``'s ToolRL reader makes of them."""
-    from data_prep import toolrl
+    from restlit.data_prep import toolrl
 
     raw = json.loads(DATA.read_text())
     assert len(raw) == 400

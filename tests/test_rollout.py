@@ -29,7 +29,7 @@ def need_vllm() -> None:
 
 @pytest.fixture(scope="module")
 def parts():
-    from restlit.train import build_tokenizer_and_policy
+    from restlit.training.run import build_tokenizer_and_policy
 
     tokenizer, policy = build_tokenizer_and_policy(load_config(TINY, HEADS))
     return tokenizer, policy.eval()
@@ -187,7 +187,7 @@ def test_short_fit_logs_the_logprob_mismatch(tmp_path, kind):
     agree with the trainer's at every step, so the weights reached the engine after each step."""
     import csv
 
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     if kind == "vllm":
         need_vllm()

@@ -57,7 +57,7 @@ def test_build_engine_gives_the_configured_hf_engine(tiny_parts, tmp_path):
     tok, model = tiny_parts
     engine = build_engine(tiny_config(tmp_path, "rollout.prompt_batch_size=3"), model, tok)
     assert isinstance(engine, HFEngine) and engine.model is model and engine.prompt_batch_size == 3
-    assert engine.packed  # the default: packed weights while generating (restlit.packed)
+    assert engine.packed  # the default: packed weights while generating (restlit.kernels.packed)
     assert not build_engine(tiny_config(tmp_path, "rollout.pack_weights=false"), model, tok).packed
     assert engine.pad_id == tok.pad_token_id
     engine.close()  # the protocol's close: nothing to give back, and no error

@@ -12,10 +12,10 @@ from tests.training import read_metrics, tiny_config
 
 
 def test_sft_reduces_the_target_loss(tmp_path):
-    from restlit.data import ToolUseDataModule
     from restlit.models import load_policy
-    from restlit.sft import SFTModule
-    from restlit.train import build_tokenizer_and_policy, sft
+    from restlit.training.data import ToolUseDataModule
+    from restlit.training.run import build_tokenizer_and_policy, sft
+    from restlit.training.sft import SFTModule
 
     cfg = tiny_config(tmp_path, "sft.max_steps=8", "sft.batch_size=2", "sft.lr=1e-2", "trainer.val_every=4")
     tok, before = build_tokenizer_and_policy(cfg)
@@ -41,8 +41,8 @@ def test_sft_reduces_the_target_loss(tmp_path):
 
 def test_sft_has_its_own_checkpointing_mode(tmp_path, monkeypatch):
     """``sft.gradient_checkpointing`` overrides the model's for the warm start; unset, the model's holds."""
-    from restlit import checkpointing
-    from restlit.train import sft
+    from restlit.training import checkpointing
+    from restlit.training.run import sft
 
     modes = []
     monkeypatch.setattr(checkpointing, "enable", lambda policy, mode: modes.append(mode))
@@ -55,9 +55,9 @@ def test_sft_has_its_own_checkpointing_mode(tmp_path, monkeypatch):
 def test_one_backward_per_sample_gives_the_batch_gradient(tmp_path):
     """``batch_loss(backward=...)`` runs each sample's share through its own backward; the gradient
     and the loss are those of one backward of the whole batch's mean."""
-    from restlit.data import ToolUseDataModule
-    from restlit.sft import SFTModule
-    from restlit.train import build_tokenizer_and_policy
+    from restlit.training.data import ToolUseDataModule
+    from restlit.training.run import build_tokenizer_and_policy
+    from restlit.training.sft import SFTModule
 
     cfg = tiny_config(tmp_path)
     tok, policy = build_tokenizer_and_policy(cfg)
@@ -84,7 +84,7 @@ def test_one_backward_per_sample_gives_the_batch_gradient(tmp_path):
 def test_sft_refuses_a_cut_that_can_leave_no_target(tmp_path):
     """A prompt as long as ``sft.max_seq_tokens`` would have no target token, hence no backward."""
     from restlit.errors import UserError
-    from restlit.train import sft
+    from restlit.training.run import sft
 
     with pytest.raises(UserError, match=r"sft.max_seq_tokens \(512\) must exceed data.max_prompt_tokens \(512\)"):
         sft(tiny_config(tmp_path, "sft.max_seq_tokens=512", "data.max_prompt_tokens=512"))
@@ -101,14 +101,14 @@ def test_sft_under_ddp_keeps_the_ranks_in_step(tmp_path):
     import textwrap
 
     from restlit.models import load_policy
-    from restlit.train import build_tokenizer_and_policy
+    from restlit.training.run import build_tokenizer_and_policy
     from tests.conftest import REPO
 
     script = tmp_path / "sft_script.py"
     script.write_text(textwrap.dedent("""
         import sys
         from restlit.config import load_config
-        from restlit.train import sft
+        from restlit.training.run import sft
         from tests.training import TINY
 
         sft(load_config(TINY, sys.argv[1:]))

@@ -1,16 +1,15 @@
 """restlit.toolcalls: parsing tool calls (JSON lines, JSON lists, Python calls) and validating them
-against JSON Schema; the deprecated imports from restlit.regions."""
+against JSON Schema; that the parsing names left restlit.regions."""
 
 from __future__ import annotations
 
 import ast
 import json
 import keyword
-import warnings
 
 import pytest
 
-from restlit.toolcalls import ParseResult, ToolCall, Violation, parse_tool_calls, validate_calls
+from restlit.toolcalls import parse_tool_calls, validate_calls
 from tests.conftest import TOOLACE, data_file
 from tests.test_regions import reference_calls
 
@@ -162,18 +161,12 @@ def test_invalid_schema_is_a_violation_not_a_crash():
     assert v.kind == "invalid" and "schema is invalid" in v.reason
 
 
-# ---------------------------------------------------------------- the import from restlit.regions
+# ---------------------------------------------------------------- the names that left restlit.regions
 
 
-def test_moved_names_still_import_from_regions_with_a_warning():
+def test_parsing_names_live_only_in_toolcalls_after_the_deprecation_release():
     from restlit import regions
 
-    for name, obj in [("ParseResult", ParseResult), ("ToolCall", ToolCall), ("Violation", Violation),
-                      ("parse_tool_calls", parse_tool_calls), ("validate_calls", validate_calls)]:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            assert getattr(regions, name) is obj
-        assert [w.category for w in caught] == [DeprecationWarning], name
-        assert f"restlit.toolcalls.{name}" in str(caught[0].message)
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        regions.nothing  # noqa: B018
+    for name in ("ParseResult", "ToolCall", "Violation", "parse_tool_calls", "validate_calls"):
+        assert not hasattr(regions, name), name
+    assert validate_calls.__module__ == "restlit.toolcalls"

@@ -20,9 +20,9 @@ from tests.training import TINY, even_token_reward, read_metrics, tiny_config
 def test_tiny_fit_runs_and_logs_finite_metrics(tmp_path, monkeypatch):
     import inspect
 
-    from restlit import memory
+    from restlit.kernels import memory
     from restlit.models import load_policy
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     callers = []
     release = memory.release
@@ -54,7 +54,7 @@ def test_tiny_fit_runs_under_cpu_mixed_precision(tmp_path):
     hardware): the rollout, the update and the export run under Lightning's autocast, the weights
     stay float32 and move."""
     from restlit.models import load_policy
-    from restlit.train import build_tokenizer_and_policy, fit
+    from restlit.training.run import build_tokenizer_and_policy, fit
 
     cfg = tiny_config(tmp_path, "trainer.max_steps=2", "trainer.precision=bf16-mixed")
     start = build_tokenizer_and_policy(cfg)[1].state_dict()
@@ -68,7 +68,7 @@ def test_tiny_fit_runs_under_cpu_mixed_precision(tmp_path):
 
 
 def test_auto_precision_is_mixed_only_where_bfloat16_is_fast(monkeypatch):
-    from restlit.train import resolve_precision
+    from restlit.training.run import resolve_precision
 
     for amx, expected in ((True, "bf16-mixed"), (False, "32-true")):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
@@ -83,7 +83,7 @@ def test_auto_precision_is_mixed_only_where_bfloat16_is_fast(monkeypatch):
 def test_mean_reward_rises_when_the_update_works(tmp_path):
     """On the toy reward the tiny model learns within a few dozen steps; with lr 1e-12 (practically 0,
     which the config refuses) it does not."""
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     def reward_curve(lr: str, name: str) -> list[float]:
         cfg = load_config(TINY, [f"output_dir={tmp_path / name}", f"data.cache_dir={tmp_path / 'cache'}",
@@ -98,7 +98,7 @@ def test_mean_reward_rises_when_the_update_works(tmp_path):
     assert abs(sum(frozen[-5:]) / 5 - sum(frozen[:5]) / 5) < gain / 2, frozen
 
 def test_resume_matches_the_uninterrupted_run(tmp_path):
-    from restlit.train import fit
+    from restlit.training.run import fit
 
     common = ["trainer.checkpoint_every=2", "objective.curriculum.total_steps=4"]
     straight = fit(tiny_config(tmp_path / "a", "trainer.max_steps=4", *common), reward_fn=even_token_reward)
@@ -124,7 +124,7 @@ def test_ddp_curriculum_state_equals_one_process(tmp_path):
     script.write_text(textwrap.dedent("""
         import sys
         from restlit.config import load_config
-        from restlit.train import fit
+        from restlit.training.run import fit
         from tests.training import TINY, even_token_reward
 
         fit(load_config(TINY, sys.argv[1:]), reward_fn=even_token_reward)
@@ -156,7 +156,7 @@ def test_ddp_curriculum_state_equals_one_process(tmp_path):
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     """A checkpoint is streamed to a temporary file and renamed: a save that fails midway leaves
     the previous checkpoint intact and no temporary file behind."""
-    from restlit.train import AtomicCheckpointIO
+    from restlit.training.checkpoints import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     path = tmp_path / "checkpoints" / "last.ckpt"

@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from restlit.config import load_config
-from restlit.objective import WeightConfig, policy_loss, region_entropy_stats, token_weights
-from restlit.regions import Region
-from restlit.variance import (
+from restlit.experiments.variance import (
     CountSketch,
     bootstrap_relative_variance,
     gradient_variance,
@@ -20,6 +18,8 @@ from restlit.variance import (
     relative_variance,
     variance_bound,
 )
+from restlit.objective import WeightConfig, policy_loss, region_entropy_stats, token_weights
+from restlit.regions import Region
 from tests.conftest import REPO
 
 
@@ -131,7 +131,7 @@ def even_token_reward(completion, item, step):
 
 def test_diagnose_variance_on_the_tiny_model(tmp_path):
     """Finite numbers for every weighting; the sketch agrees with the exact gradients on the same samples."""
-    from restlit.variance import measure_variance
+    from restlit.experiments.variance import measure_variance
 
     config = load_config(REPO / "configs" / "tiny-test.yaml",
                          [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}"])
@@ -163,7 +163,7 @@ def test_cli_diagnose_refuses_to_overwrite(tmp_path):
     out = tmp_path / "v"
     out.mkdir()
     (out / "variance.json").write_text("{}")
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "diagnose", "variance", "--config",
+    proc = subprocess.run([sys.executable, "-m", "restlit.cli.main", "diagnose", "variance", "--config",
                            str(REPO / "configs" / "tiny-test.yaml"), "-o", str(out)],
                           cwd=REPO, capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "exists" in proc.stderr and "Traceback" not in proc.stderr

@@ -64,7 +64,7 @@ def load_level(level: str, limit: int | None = None) -> list[APIBankItem]:
 
 def tools_of(item: APIBankItem) -> list[dict[str, Any]]:
     """The tools listed in the item's own system prompt, normalised to JSON Schema."""
-    from data_prep.schema import normalize_tools
+    from restlit.data_prep.schema import normalize_tools
 
     raw = [{"name": (m["n1"] or m["n2"]).strip(), "description": (m["d1"] or m["d2"] or "").strip(),
             "parameters": ast.literal_eval(m["params"])} for m in _TOOL.finditer(item.system)]

@@ -112,12 +112,12 @@ def load_category(category: str, limit: int | None = None) -> list[BFCLItem]:
 def item_messages(item: BFCLItem) -> list[dict[str, str]]:
     """Chat messages for one item, rendered by restlit's one prompt renderer.
 
-    The functions are normalised to JSON Schema (``data_prep.schema``: ``dict`` -> ``object``,
+    The functions are normalised to JSON Schema (``restlit.data_prep.schema``: ``dict`` -> ``object``,
     ``float`` -> ``number``, ...) as training tools are, and listed in restlit's system prompt with
     the canonical output format. A system message of the item itself (some live items have one)
     is appended to restlit's system prompt, since the renderer owns the system message.
     """
-    from data_prep.schema import normalize_tools
+    from restlit.data_prep.schema import normalize_tools
     from restlit.prompts import build_messages
 
     tools, _warnings = normalize_tools(item.functions)

@@ -37,11 +37,11 @@ class HeldoutScore:
 
 
 def load_heldout(directory: str | Path, limit: int | None = None) -> list[Any]:
-    """The validation samples (``data_prep.samples.Sample``) of a prepared dataset, in order.
+    """The validation samples (``restlit.data_prep.samples.Sample``) of a prepared dataset, in order.
 
     ValueError (one line) when ``directory`` is not a prepared dataset or has no validation split.
     """
-    from data_prep.samples import Sample, load_samples
+    from restlit.data_prep.samples import Sample, load_samples
 
     path = Path(directory)
     if not path.is_dir():

@@ -247,7 +247,7 @@ def load_category(category: str, limit: int | None = None) -> list[Entry]:
 
 
 def _tools(docs: Sequence[Mapping[str, Any]]) -> list[dict]:
-    from data_prep.schema import normalize_tools
+    from restlit.data_prep.schema import normalize_tools
 
     tools, _warnings = normalize_tools([{k: d[k] for k in ("name", "description", "parameters")} for d in docs])
     return tools

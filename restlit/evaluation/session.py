@@ -9,13 +9,13 @@ common prefix with the new prompt and encodes only the rest. When the re-rendere
 tokenises the previous completion the way it was generated, the new work is the tool results and
 the next user message; when it does not, the cache is cut where they first differ, so the
 output is the same as without reuse (``reuse=False`` encodes every prompt from scratch; the
-benchmark compares both). The cache lives in :class:`restlit.kvcache.PreallocatedLayer` buffers
+benchmark compares both). The cache lives in :class:`restlit.kernels.kvcache.PreallocatedLayer` buffers
 that grow by doubling: transformers' own cache copies itself at every decoded token, which at a
 4,400-token prompt cost a third of each step.
 
 Several conversations decode together (``restlit eval --batch-size`` of them): each keeps its own cache in a
 *slot*, encodes its new tokens alone, and the decoding steps run all slots' rows in one forward,
-each row attending its own cache (:func:`restlit.kvcache.rows_cache`), so one read of the weights
+each row attending its own cache (:func:`restlit.kernels.kvcache.rows_cache`), so one read of the weights
 serves every row. A row leaves the step once it ends; the last one left decodes alone.
 :meth:`PrefixCacheGenerator.many` answers a given set of conversations so;
 :meth:`PrefixCacheGenerator.serve` (what ``restlit eval`` runs) keeps them going: when a row ends, its
@@ -42,11 +42,11 @@ from typing import Any
 
 import torch
 
-from restlit.attention import ROWS
 from restlit.evaluation.multiturn import ContextOverflow
-from restlit.kvcache import PreallocatedLayer, preallocate, rows_cache
+from restlit.kernels.attention import ROWS
+from restlit.kernels.kvcache import PreallocatedLayer, preallocate, rows_cache
+from restlit.kernels.packed import packed_linears
 from restlit.models import GROUPED_SDPA
-from restlit.packed import packed_linears
 from restlit.rollout.base import SamplingConfig, eos_ids
 from restlit.tokens import prompt_ids
 

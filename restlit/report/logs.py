@@ -157,7 +157,7 @@ def find_manifest(cfg: Any, raw: dict[str, Any] | None) -> tuple[Path | None, st
     if not raw_files or not cache_dir:
         return None, "the run's config names no data.prepared nor data.raw"
     if data is not None:
-        from restlit.data import prepared_dir
+        from restlit.training.data import prepared_dir
 
         # a relative data.raw path fails from another working directory: then match below
         with contextlib.suppress(Exception):

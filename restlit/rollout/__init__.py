@@ -20,7 +20,7 @@ def build_engine(config: RunConfig, policy: Any, tokenizer: Any, weights: Any = 
     """The engine of ``config.rollout.engine`` for ``policy``: ``hf`` samples from the policy module
     itself; ``vllm`` builds an engine sized by the config (``max_model_len`` 0: the longest prompt
     plus ``max_new_tokens``, within the model's own limit) and loads ``weights`` (the policy's full
-    state dict, see :func:`restlit.distributed.full_state_dict`; default: ``policy.state_dict()``)."""
+    state dict, see :func:`restlit.training.distributed.full_state_dict`; default: ``policy.state_dict()``)."""
     r = config.rollout
     if r.engine == "vllm":
         from restlit.rollout.vllm import VLLMEngine

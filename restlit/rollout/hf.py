@@ -9,9 +9,9 @@ On restlit's attention (``restlit.models.GROUPED_SDPA``, what ``restlit.models``
 is a *cascade*: each prompt is prefilled alone, at its own length (no left padding), and its keys
 and values are kept ONCE per layer (:class:`_CascadeLayer`); the completions' own positions go into
 a buffer preallocated for ``max_new_tokens``, and each step attends both parts and combines them
-by log-sum-exp (:func:`restlit.attention.cascade_decode_attention`), so a prompt's cache is read
+by log-sum-exp (:func:`restlit.kernels.attention.cascade_decode_attention`), so a prompt's cache is read
 once per step, not ``n`` times, and never copied. On a CPU the decoding steps of a Llama-family
-model in float32 run as one written-out loop over its layers (:class:`restlit.decoding.FusedDecoder`:
+model in float32 run as one written-out loop over its layers (:class:`restlit.kernels.decoding.FusedDecoder`:
 fused query/key/value and gate/up projections on oneDNN-packed weights, without transformers'
 per-module plumbing), built at each ``generate``; other models' steps, and the padded path,
 multiply by oneDNN-packed copies of their linear weights (:mod:`restlit.packed`: a decoding step's
@@ -21,7 +21,7 @@ and packed weights go back to the system (:mod:`restlit.memory`).
 
 Other attention implementations (eager, flash attention) and special cache layers (sliding
 windows) take the padded path: prompts left-padded into one batch, the cache repeated ``n`` times
-into one buffer allocated for the whole generation (:class:`restlit.kvcache.PreallocatedLayer`:
+into one buffer allocated for the whole generation (:class:`restlit.kernels.kvcache.PreallocatedLayer`:
 transformers' ``DynamicCache`` concatenates, i.e. copies the whole cache at every step and every
 layer, and fragments the heap.)
 
@@ -45,12 +45,12 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from restlit import memory
-from restlit.attention import CASCADE
-from restlit.decoding import FusedDecoder
-from restlit.kvcache import PreallocatedLayer, preallocate
+from restlit.kernels import memory
+from restlit.kernels.attention import CASCADE
+from restlit.kernels.decoding import FusedDecoder
+from restlit.kernels.kvcache import PreallocatedLayer, preallocate
+from restlit.kernels.packed import packed_linears
 from restlit.models import GROUPED_SDPA
-from restlit.packed import packed_linears
 from restlit.rollout.base import Completion, SamplingConfig, eos_ids
 
 
@@ -59,7 +59,7 @@ class _CascadeLayer(DynamicLayer):
     (``prompt_keys`` / ``prompt_values`` ``[B, kv, P, D]``, right-padded, ``prompt_bias`` 0 or
     ``-inf``), and the ``B x repeats`` completions' own positions in a buffer of ``capacity``.
     ``update`` writes the new positions in place and returns views of the completions' part only;
-    :func:`restlit.attention.cascade_decode_attention` combines it with the prompt part. Built from
+    :func:`restlit.kernels.attention.cascade_decode_attention` combines it with the prompt part. Built from
     one prefilled ``DynamicLayer`` per prompt, each at its own length (no left padding)."""
 
     def __init__(self, prefilled: Sequence[DynamicLayer], repeats: int, capacity: int):
@@ -91,7 +91,7 @@ class HFEngine:
     (each expanded to ``n`` sequences); lower it to bound memory. ``cascade=False`` forces the
     padded path even on restlit's attention; ``packed=False`` multiplies by the weights as they are
     instead of oneDNN-packed copies (:mod:`restlit.packed`); ``fused=False`` decodes through the
-    model's forward instead of :class:`restlit.decoding.FusedDecoder` (the benchmarks compare
+    model's forward instead of :class:`restlit.kernels.decoding.FusedDecoder` (the benchmarks compare
     them)."""
 
     def __init__(self, model: Any, tokenizer: Any, prompt_batch_size: int = 4, cascade: bool = True,

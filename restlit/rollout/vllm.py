@@ -34,7 +34,7 @@ the kernel-specific repacking that vLLM applies after loading (on CPU a plain
 parameters have lost their ``weight_loader``). With multiprocessing on, the iterator would be
 pickled to the engine process; in-process it is passed by reference.
 
-Under FSDP the policy's parameters are shards: :func:`restlit.distributed.full_state_dict` gathers
+Under FSDP the policy's parameters are shards: :func:`restlit.training.distributed.full_state_dict` gathers
 them on every rank first (``torch.distributed.checkpoint.state_dict.get_model_state_dict`` with
 ``full_state_dict=True``; not offloaded to the CPU, because with ``cpu_offload`` only rank 0 would
 receive them). That path is written for FSDP1 and FSDP2 but has only been exercised on one process
@@ -131,7 +131,7 @@ class VLLMEngine:
 
     def sync_weights(self, model: Any) -> None:
         """Load ``model``'s weights (a module, or a state dict already gathered with
-        :func:`restlit.distributed.full_state_dict`) into the engine and drop its prefix cache."""
+        :func:`restlit.training.distributed.full_state_dict`) into the engine and drop its prefix cache."""
         state = model if isinstance(model, Mapping) else model.state_dict()
         with torch.no_grad():
             self.llm.collective_rpc("reload_weights", kwargs={

@@ -21,10 +21,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from restlit import optim
 from restlit.config import RunConfig
-from restlit.data import PromptItem
 from restlit.objective import logprobs_and_entropy_from_hidden
+from restlit.training import optim
+from restlit.training.data import PromptItem
 
 
 class SFTModule(L.LightningModule):
@@ -103,6 +103,6 @@ class SFTModule(L.LightningModule):
         self.log("val/sft_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
 
     def configure_optimizers(self) -> Any:
-        """``optim``'s AdamW at ``sft.lr``, with a constant LR (:func:`restlit.optim.configure`)."""
+        """``optim``'s AdamW at ``sft.lr``, with a constant LR (:func:`restlit.training.optim.configure`)."""
         return optim.configure(self.policy, self.config.optim, self.trainer.max_steps, lr=self.config.sft.lr,
                                schedule=False)

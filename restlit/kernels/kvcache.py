@@ -2,8 +2,8 @@
 buffer allocated ahead.
 
 transformers' ``DynamicLayer`` concatenates at every ``update``: each decode step copies the whole
-cache of every layer (at a 4,400-token multi-turn prompt that is ~0.3 ms per layer and step on
-this project's 2-core CPU, a third of the step) and fragments the heap. :class:`PreallocatedLayer`
+cache of every layer (at a multi-turn prompt of thousands of tokens, a large share of a decoding
+step on a CPU) and fragments the heap. :class:`PreallocatedLayer`
 holds a buffer of ``capacity`` positions; ``update`` writes the new positions after the filled
 ones and returns *views* of the filled part, so attention reads exactly the values a
 ``DynamicLayer`` would hold. ``crop`` only moves the end; a write past the capacity either raises
@@ -14,7 +14,7 @@ e.g. :class:`restlit.evaluation.session.PrefixCacheGenerator`).
 :func:`rows_cache` decodes several such single-row caches together, each at its own length (the
 conversations of several multi-turn entries): a step's new key and value of row ``b`` go into cache
 ``b``'s own layer, and each row attends only its own cache (``restlit.models.grouped_sdpa_forward``
-with :data:`restlit.attention.ROWS`), so there is no padding, no mask and no copy of any cache;
+with :data:`restlit.kernels.attention.ROWS`), so there is no padding, no mask and no copy of any cache;
 the rows share the weights' read, which is what a decoding step at one row spends its time on.
 """
 
@@ -114,7 +114,7 @@ class RowsLayer(DynamicLayer):
 def rows_cache(caches: list[Any]) -> Any:
     """One transformers cache over the single-row ``caches`` (plain or preallocated layers, the
     same number each) for a decoding step of ``len(caches)`` rows, row ``b`` on ``caches[b]``;
-    pass it as ``past_key_values`` and as :data:`restlit.attention.ROWS`, with each row's
+    pass it as ``past_key_values`` and as :data:`restlit.kernels.attention.ROWS`, with each row's
     position ids (the rows have different lengths)."""
     cache = DynamicCache()
     cache.layers = [RowsLayer([c.layers[i] for c in caches]) for i in range(len(caches[0].layers))]

@@ -17,12 +17,12 @@ schedule: reward ranges, static ramp, curriculum, LR, stopping), for ``B`` promp
    otherwise (vLLM) from the update's own forward, run here for every group with its graph kept
    for step 7 (no extra no-grad pass; the checkpointed graphs of one rank's groups are held
    together until their backward), summed over ranks
-   (:func:`restlit.distributed.reduce_sum`) and folded into the ``EntropyCurriculum``;
+   (:func:`restlit.training.distributed.reduce_sum`) and folded into the ``EntropyCurriculum``;
 6. weights: the token weights at the curriculum's progress for step ``s``, and the loss
    denominator summed over the whole step and all ranks before any backward, so micro-batching
    and ranks do not change the gradient;
 7. update: one micro-batch per prompt group, packed so that the prompt is encoded once for its
-   ``G`` completions (:func:`group_hidden`), which saves ``(G - 1) / G`` of the prompt's compute
+   ``G`` completions (:func:`restlit.kernels.grouping.group_hidden`), which saves ``(G - 1) / G`` of the prompt's compute
    and activations; log-probs and entropies come from the hidden states through the chunked LM
    head; per PPO epoch backward, gradient clipping and an optimizer step; then the LR schedule
    (:mod:`restlit.optim`) and the engine's weights.
@@ -57,13 +57,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from restlit import optim
-from restlit.attention import PACKED_GROUP, PackedGroup
 from restlit.config import RunConfig
-from restlit.curriculum import EntropyCurriculum
-from restlit.data import PromptItem
-from restlit.distributed import full_state_dict, reduce_sum
-from restlit.models import GROUPED_SDPA
+from restlit.kernels.grouping import group_hidden
 from restlit.objective import (
     grpo_advantages,
     logprobs_and_entropy_from_hidden,
@@ -81,6 +76,10 @@ from restlit.rewards import Reward, compute_reward
 from restlit.rollout import build_engine
 from restlit.rollout.base import Completion
 from restlit.tokens import completion_offsets
+from restlit.training import optim
+from restlit.training.curriculum import EntropyCurriculum
+from restlit.training.data import PromptItem
+from restlit.training.distributed import full_state_dict, reduce_sum
 
 
 @dataclass
@@ -96,53 +95,6 @@ class Group:
     old_logp: torch.Tensor | None = None
     forward: tuple[torch.Tensor, torch.Tensor] | None = None  # the update's (logp, entropy), run at step 5
     engine_logp: torch.Tensor | None = None  # [G, C] the engine's sampling log-probs, when reported
-
-
-def group_hidden(model: Any, prompt: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Hidden states that predict each completion token, ``[G, C, H]``, with the prompt encoded once.
-
-    The group is packed into one sequence ``prompt, completion_1, ..., completion_G`` (each
-    completion without its last token, which predicts nothing) with a block attention mask: the
-    prompt is causal, completion ``i`` sees the whole prompt and its own earlier tokens, never
-    another completion; positions restart after the prompt for every completion. That is exactly
-    ``G`` separate ``prompt + completion`` forwards, at the cost of one prompt, in a single plain
-    forward (so gradient checkpointing and FSDP work as for any forward). Position ``j`` of the
-    result is the state after ``prompt + tokens[:, :j]``: the prompt's last state for ``j = 0``.
-    Right padding in ``tokens`` only ever precedes more padding, so it never reaches a real token.
-    On restlit's attention (``restlit.models.GROUPED_SDPA``, what ``restlit.models`` loads) the
-    layout goes down the forward and only the allowed blocks are computed (:mod:`restlit.attention`,
-    ``P^2/2 + G n (P + n)`` pairs instead of ``(P + G n)^2``); other attention implementations get
-    the dense block mask.
-    """
-    base = model.get_decoder()
-    g, c = tokens.shape
-    p = prompt.shape[0]
-    n = c - 1
-    device = tokens.device
-    seq = torch.cat([prompt, tokens[:, :n].reshape(-1)])
-    positions = torch.cat([torch.arange(p, device=device), torch.arange(p, p + n, device=device).repeat(g)])
-    if getattr(base.config, "_attn_implementation", None) == GROUPED_SDPA:
-        # restlit's attention computes only the allowed blocks (restlit.attention), no dense mask
-        hidden = base(input_ids=seq[None], position_ids=positions[None], use_cache=False,
-                      **{PACKED_GROUP: PackedGroup(p, g, n)}).last_hidden_state[0]
-    else:
-        hidden = base(input_ids=seq[None], attention_mask=_packed_mask(p, g, n, base, device),
-                      position_ids=positions[None], use_cache=False).last_hidden_state[0]
-    last = hidden[p - 1 : p].expand(g, 1, -1)
-    return torch.cat([last, hidden[p:].view(g, n, -1)], dim=1)
-
-
-def _packed_mask(p: int, g: int, n: int, base: Any, device: Any) -> torch.Tensor:
-    """The dense additive ``[1, 1, L, L]`` mask of a packed group, for attention implementations
-    other than restlit's (eager, flash attention)."""
-    allowed = torch.zeros(p + g * n, p + g * n, dtype=torch.bool, device=device)
-    allowed[:p, :p] = torch.ones(p, p, dtype=torch.bool, device=device).tril()
-    allowed[p:, :p] = True
-    if n:
-        allowed[p:, p:] = torch.block_diag(*[torch.ones(n, n, dtype=torch.bool, device=device).tril()] * g)
-    dtype = next(base.parameters()).dtype
-    additive = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-    return additive[None, None]
 
 
 class RestModule(L.LightningModule):

@@ -1,36 +1,117 @@
-"""The one way to load a run configuration: typed dataclasses read from YAML, with overrides.
+"""The sections of a run configuration: one dataclass per YAML section, each field with its default.
 
-A config file has the sections of :class:`RunConfig`; every key is checked against its dataclass
-and its type, so a typo or a bad value fails with one line naming the key and what is allowed::
-
-    objective.weights.mode: 'entropi' is not allowed; choose one of: uniform, static, entropy
-
-Overrides use dotted keys and YAML values: ``--set optim.lr=2e-6 --set rollout.n=8``. The
-resolved config is written into the run directory as ``config.yaml``.
+Standard library only (no torch): ``restlit.config`` imports without the training stack. The loss's
+own settings (:class:`WeightConfig`, :class:`LossConfig`) live here too and are re-exported by
+:mod:`restlit.objective`, whose functions take them.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from restlit.errors import UserError
-from restlit.objective import LossConfig, WeightConfig
-from restlit.rewards import Ramp, RewardConfig
+from restlit.rewards import RewardConfig
 from restlit.rollout.base import SamplingConfig
 
-
-class ConfigError(UserError, ValueError):
-    """A config key or value the user must fix; the message is one line."""
+WeightMode = Literal["uniform", "static", "entropy"]
+Normalization = Literal["sequence", "batch"]
+Aggregation = Literal["token-mean-weighted", "seq-mean-token-mean", "dr-grpo"]
+AdvantageScaling = Literal["group", "batch", "none"]
+KLEstimator = Literal["k1", "k2", "k3"]
 
 
 # ------------------------------------------------------------------------------------------------
-# Sections
+# The objective's settings (taken by restlit.objective's functions)
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WeightConfig:
+    """How tokens are weighted in the policy gradient.
+
+    ``mode``:
+        ``uniform``: every valid token weighs 1 (plain GRPO).
+        ``static``: the released code's constants and step schedule (:func:`static_region_weights`).
+        ``entropy``: the paper's entropy-informed weights (:func:`entropy_weights`).
+
+    Entropy-mode defaults, and why (the paper gives no values):
+
+    - ``delta = 0.2``: the weight of a region is ``prior / (1 - exp(-H) + delta)``, so ``delta`` caps the
+      ratio between a deterministic region (H = 0) and a near-uniform one (H -> inf) at ``(1 + delta) / delta
+      = 6`` for equal priors; 0.1 would allow 11x, which with typical think entropies (~1 nat) gives format
+      tokens ~10x the weight of reasoning tokens before clipping.
+    - ``w_min = 0.05, w_max = 5.0``: the post-normalisation clip. 5 keeps a handful of format tokens from
+      dominating a long completion; 0.05 keeps every valid token in the gradient (defect 4 of
+      docs/method.md, "Defects of the released code").
+    - Priors and curriculum slopes (``nu`` in [0, 1] is training progress) reproduce the released code's
+      schedule endpoints on a progress scale: parameters 0.6 -> 1.2 (``a_params = 0.6``), think 0.6 -> 1.0
+      (``a_think = 0.4``), tool name held at 1.2; format decays 1.0 -> 0.5 (``a_format = 0.5``), the paper's
+      shift of weight from structure to reasoning. RESPONSE follows the think prior (free text the policy
+      writes for the user); OTHER (JSON punctuation, keys, stray text) gets a constant 0.6, the free-text
+      starting prior, so that only its entropy, not its prior, decides how much it is up-weighted.
+    - ``normalize = "sequence"``: mean weight 1 over each sequence's valid tokens, as the released code does.
+    """
+
+    mode: WeightMode = "entropy"
+    delta: float = 0.2
+    w_min: float = 0.05
+    w_max: float = 5.0
+    normalize: Normalization = "sequence"
+    p_format: float = 1.0
+    a_format: float = 0.5
+    p_tool_name: float = 1.2
+    p_params: float = 0.6
+    a_params: float = 0.6
+    p_think: float = 0.6
+    a_think: float = 0.4
+    p_other: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("uniform", "static", "entropy"):
+            raise ValueError(f"unknown weight mode {self.mode!r}")
+        if self.normalize not in ("sequence", "batch"):
+            raise ValueError(f"normalize must be 'sequence' or 'batch', got {self.normalize!r}")
+        if self.delta <= 0:
+            raise ValueError(f"delta must be > 0, got {self.delta}")
+        if not 0 < self.w_min <= self.w_max:
+            raise ValueError(f"need 0 < w_min <= w_max, got {self.w_min}, {self.w_max}")
+        for name in ("p_format", "p_tool_name", "p_params", "p_think", "p_other"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 so that every valid token keeps a positive weight")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """PPO-clip policy loss with optional KL to a reference policy.
+
+    Defaults follow the released ResT run (verl's): ``eps_low = eps_high = 0.2``, dual clip ``c = 3``, no KL.
+    Set ``eps_high = 0.28`` for DAPO's clip-higher, ``dual_clip = None`` to disable the dual clip,
+    ``kl_coef = 0.003`` for the paper's KL variant. ``max_len`` is the generation budget used by ``dr-grpo``
+    (defaults to the padded length of each call, which differs between micro-batches: set it).
+    """
+
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    dual_clip: float | None = 3.0
+    kl_coef: float = 0.0
+    kl_estimator: KLEstimator = "k3"
+    aggregation: Aggregation = "token-mean-weighted"
+    max_len: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.eps_low < 1 and self.eps_high >= 0):
+            raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got {self.eps_low}, {self.eps_high}")
+        if self.dual_clip is not None and self.dual_clip <= 1:
+            raise ValueError(f"dual_clip must be > 1, got {self.dual_clip}")
+        if self.kl_estimator not in ("k1", "k2", "k3"):
+            raise ValueError(f"unknown KL estimator {self.kl_estimator!r}")
+        if self.aggregation not in ("token-mean-weighted", "seq-mean-token-mean", "dr-grpo"):
+            raise ValueError(f"unknown aggregation {self.aggregation!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Sections of the YAML file
 # ------------------------------------------------------------------------------------------------
 
 
@@ -95,11 +176,8 @@ class RolloutConfig:
     oneDNN-packed copies of their weights, taken at each rollout (:mod:`restlit.packed`), and, for a
     Llama-family model, decode with the written-out step on fused packed projections
     (:mod:`restlit.decoding`; same samples). It costs one more copy of the linear weights while
-    generating. Measured on workload W: on the AMD EPYC machine (2026-12-01) packing took a decoding
-    step from 194 to 164 ms (``benchmarks/bench_kernels.py``) and the rollout from 37 to 33 s
-    (``benchmarks/bench_step.py --modes entropy entropy+plain``); the fused step's gain on this
-    project's Intel Xeon is in ``benchmarks/RESULTS.md`` (``bench_step``, ``entropy+unfused``).
-    Turn it off when memory is tighter than time."""
+    generating, for a shorter decoding step (``bench_kernels`` and ``bench_step``'s ``entropy+plain`` /
+    ``entropy+unfused`` rows in ``benchmarks/RESULTS.md``). Turn it off when memory is tighter than time."""
 
     engine: Literal["hf", "vllm"] = "hf"
     n: int = 4
@@ -182,7 +260,7 @@ class TrainerConfig:
     (its prompt is encoded once and shared by its completions). ``num_nodes`` machines with
     ``devices`` ranks each make ``num_nodes x devices`` ranks (launch: README, "Scaling out").
     ``precision`` is Lightning's, or ``auto``: ``bf16-mixed`` where bfloat16 products are fast (a
-    CPU with AMX, a CUDA GPU with bfloat16), ``32-true`` elsewhere (:func:`restlit.train.resolve_precision`)."""
+    CPU with AMX, a CUDA GPU with bfloat16), ``32-true`` elsewhere (:func:`restlit.training.run.resolve_precision`)."""
 
     accelerator: str = "cpu"
     devices: int | str = 1
@@ -288,218 +366,3 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
     output_dir: str = "runs/default"
-
-
-# ------------------------------------------------------------------------------------------------
-# Building from plain data, with one-line errors
-# ------------------------------------------------------------------------------------------------
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of: " + ", ".join(str(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    if dataclasses.is_dataclass(tp):
-        return f"a mapping with keys: {', '.join(f.name for f in dataclasses.fields(tp))}"
-    if origin is not None:
-        return getattr(origin, "__name__", str(origin))
-    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` as type ``tp`` or a ConfigError naming ``key``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
-        return _build(tp, value, key)
-    if origin is Literal:
-        if value in args:
-            return value
-        shown = value if isinstance(value, str) else repr(value)
-        raise ConfigError(f"{key}: {shown!r} is not allowed; choose {_describe(tp)}")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in args:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        inner = args[0] if args else Any
-        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-6 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {tp!r}")  # a bug in the dataclasses, not user input
-
-
-def _build(cls: type, data: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else str(name)
-        if name not in fields:
-            raise ConfigError(f"{key}: unknown key; allowed: {', '.join(fields)}")
-        kwargs[name] = _coerce(value, hints[name], key)
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
-
-
-def to_dict(config: Any) -> Any:
-    """Plain data (dicts, lists, scalars) for YAML."""
-    if dataclasses.is_dataclass(config):
-        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
-    if isinstance(config, (list, tuple)):
-        return [to_dict(v) for v in config]
-    if isinstance(config, dict):
-        return {k: to_dict(v) for k, v in config.items()}
-    return config
-
-
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    import yaml
-
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=2e-6")
-    key, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
-
-
-# (key, test, allowed range) checked after building; the message names the key and the range.
-_RANGES: list[tuple[str, Any, str]] = [
-    ("optim.lr", lambda v: v > 0, "> 0"),
-    ("rollout.n", lambda v: v >= 1, ">= 1"),
-    ("rollout.temperature", lambda v: v >= 0, ">= 0 (0 samples greedily)"),
-    ("rollout.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
-    ("rollout.max_new_tokens", lambda v: v >= 1, ">= 1"),
-    ("trainer.prompts_per_step", lambda v: v >= 1, ">= 1"),
-    ("trainer.max_steps", lambda v: v >= 1, ">= 1"),
-    ("trainer.num_nodes", lambda v: v >= 1, ">= 1"),
-    ("sft.batch_size", lambda v: v >= 1, ">= 1"),
-]
-
-
-def check_ranges(config: RunConfig) -> RunConfig:
-    """A ConfigError naming the first key outside its allowed range (see ``_RANGES``)."""
-    for key, ok, allowed in _RANGES:
-        value: Any = config
-        for part in key.split("."):
-            value = getattr(value, part)
-        if not ok(value):
-            raise ConfigError(f"{key}: must be {allowed}, got {value}")
-    if config.rollout.n == 1:
-        raise ConfigError("rollout.n: must be >= 2: GRPO's advantage is a completion's reward minus its "
-                          "group's mean, so with one completion per prompt every advantage is 0")
-    return config
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML config (or start from the defaults), apply ``KEY=VALUE`` overrides, validate."""
-    import yaml
-
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark else ""
-            raise ConfigError(f"{path}: not valid YAML{where}") from None
-        if data is None:
-            raise ConfigError(f"{path}: the config is empty; start from one in configs/")
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    for item in overrides:
-        keys, value = _parse_override(item)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {k} is not a section")
-        node[keys[-1]] = value
-    return check_ranges(_build(RunConfig, data))
-
-
-def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (readable back by :func:`load_config`)."""
-    import yaml
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-
-
-__all__ = [
-    "AblationConfig",
-    "ConfigError",
-    "CurriculumConfig",
-    "DataConfig",
-    "LoggingConfig",
-    "LossConfig",
-    "MlflowConfig",
-    "ModelConfig",
-    "ObjectiveConfig",
-    "OptimConfig",
-    "Ramp",
-    "RewardConfig",
-    "RolloutConfig",
-    "RunConfig",
-    "SFTConfig",
-    "TrainerConfig",
-    "WandbConfig",
-    "WeightConfig",
-    "load_config",
-    "save_config",
-    "to_dict",
-]

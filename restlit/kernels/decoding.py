@@ -14,13 +14,13 @@ directly, per layer ``l`` with ``h`` the residual stream of the ``R`` rows::
     logits = rms_norm(h; w_final) W_head^T
 
 ``rms_norm(x; w) = w * x / sqrt(mean(x^2) + eps)``, ``rope`` as the model's rotary embedding
-computes it, ``attention`` the cascade (:func:`restlit.attention.cascade_decode_attention`: one copy
+computes it, ``attention`` the cascade (:func:`restlit.kernels.attention.cascade_decode_attention`: one copy
 of each prompt's keys plus each row's own). The query, key and value projections are one matrix and
 the gate and up projections another, so a layer makes four matrix products instead of seven, and
 every matrix is packed once for oneDNN when the decoder is built (:mod:`restlit.packed`: a small
 product otherwise repacks its weight at every call). The packed matrices are the only copy the
 decoder holds: one copy of the linear weights, the tied LM head included, as
-:func:`restlit.packed.packed_linears` holds; they are taken when the decoder is built, so it must not
+:func:`restlit.kernels.packed.packed_linears` holds; they are taken when the decoder is built, so it must not
 outlive an optimizer step (the engine builds one per ``generate``).
 
 It applies only where the arithmetic above is the model's own: ``model_type`` llama or qwen2 with
@@ -28,10 +28,8 @@ It applies only where the arithmetic above is the model's own: ``model_type`` ll
 plain ``torch.nn.Linear`` (biases allowed), no query/key norms; CPU float32 weights, no autocast, torch with oneDNN. :meth:`FusedDecoder.build`
 returns None otherwise and the engine decodes through the model's forward. The logits equal the
 forward's up to float32 summation order, and the engine draws the same samples either way (tested
-in ``tests/test_decoding.py``). Measured on workload W on an Intel Xeon (2026-12-02, recorded in
-``benchmarks/RESULTS.md``): a decoding step 102 ms against 111 ms through the model's forward on
-packed weights (``python -m benchmarks.bench_kernels``); the rollout 119 vs 128 s over 6 training
-steps each in two runs (``benchmarks/bench_step.py --modes entropy entropy+unfused``).
+in ``tests/test_decoding.py``). Its speed against the model's forward is ``bench_kernels``'s and
+``bench_step``'s ``entropy+unfused`` rows in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -41,8 +39,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from restlit.attention import cascade_decode_attention
-from restlit.packed import packed_linear, packing_available
+from restlit.kernels.attention import cascade_decode_attention
+from restlit.kernels.packed import packed_linear, packing_available
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "FusedDecoder"]
 

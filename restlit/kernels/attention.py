@@ -1,4 +1,4 @@
-"""Block-sparse attention for the packed prompt group of the update (see :func:`restlit.module.group_hidden`).
+"""Block-sparse attention for the packed prompt group of the update (see :func:`restlit.kernels.grouping.group_hidden`).
 
 The update packs one prompt and its ``G`` completions into one sequence
 ``prompt (P tokens), completion_1 (n), ..., completion_G (n)``. The pairs that may attend are
@@ -70,7 +70,7 @@ def packed_group_attention(query: torch.Tensor, key: torch.Tensor, value: torch.
 
 
 def packed_layout_from_kwargs(kwargs: dict[str, Any]) -> PackedGroup | None:
-    """The layout passed down the forward by :func:`restlit.module.group_hidden`, if any."""
+    """The layout passed down the forward by :func:`restlit.kernels.grouping.group_hidden`, if any."""
     layout = kwargs.get(PACKED_GROUP)
     return PackedGroup(*layout) if layout is not None else None
 
@@ -79,7 +79,7 @@ def packed_layout_from_kwargs(kwargs: dict[str, Any]) -> PackedGroup | None:
 CASCADE = "restlit_cascade"
 
 # The keyword argument that carries a cache of several single-row caches decoded together
-# (restlit.kvcache.rows_cache, restlit.evaluation.session) to the attention calls: each row
+# (restlit.kernels.kvcache.rows_cache, restlit.evaluation.session) to the attention calls: each row
 # attends its own keys and values, at its own length.
 ROWS = "restlit_rows"
 

@@ -7,14 +7,8 @@ i.e. every weight of a decoding step, that is an extra pass over memory. oneDNN 
 once (``torch.ops.mkldnn._reorder_linear_weight``, the layout torch.compile's CPU freezing pass
 uses) and multiply by the packed copy afterwards (``torch.ops.mkldnn._linear_pointwise``).
 
-Measured on this project's 2-core AVX2 CPU (2026-12-01) with an ad-hoc timing loop that is not in
-``benchmarks/``, SmolLM2-135M shapes, 30 different weights in turn so that none stays in cache,
-16 rows: gate/up projection ``1536 x 576`` 0.60 -> 0.36 ms,
-``576 x 576`` 0.22 -> 0.18 ms, the tied LM head ``49152 x 576`` 42 -> 13 ms; the packing hint
-(the expected row count) matters at one row (0.38 -> 0.22 ms with hint 1, 0.30 with hint 16).
-On workload W's rollout a decoding step went from 194 to 164 ms (``python -m
-benchmarks.bench_kernels``, recorded in ``benchmarks/RESULTS.md``); packing SmolLM2-135M takes
-~0.3 s.
+The packing hint is the expected row count (the rows decoded together). What packing gains per
+projection and per decoding step is in ``benchmarks/RESULTS.md`` (``bench_kernels``).
 
 :func:`packed_linears` packs every plain ``torch.nn.Linear`` of a model for the duration of a
 ``with`` block and restores the modules after it. The packed copies are taken when the block
@@ -28,9 +22,8 @@ order; tested within 1e-5 relative on logits).
 Under CPU autocast to bfloat16 (``trainer.precision: bf16-mixed``: Lightning runs the rollout inside
 it) the copies are packed in bfloat16 and each layer multiplies its input cast to bfloat16, giving
 bfloat16, as autocast's own linear does; autocast instead casts every float32 weight at every call.
-Measured on an Intel Xeon with AMX (2026-12-02) with an ad-hoc loop that is not in ``benchmarks/``,
-60 SmolLM2-135M projection weights, 16 rows: 0.072 ms per projection against 0.40 ms under
-autocast and 0.25 ms packed in float32; the tied LM head 1.3 vs 6.2 ms packed in float32.
+On a CPU whose oneDNN cannot pack bfloat16 (:func:`bf16_packing_supported`) nothing is packed under
+that autocast.
 """
 
 from __future__ import annotations
@@ -83,12 +76,21 @@ def packed_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int,
     return _PackedForward(weight, bias, rows, dtype)
 
 
+def bf16_packing_supported() -> bool:
+    """Whether oneDNN can pack bfloat16 weights on this CPU (it needs AVX-512 BW/VL/DQ or
+    AVX-NE-CONVERT; an AVX2-only CPU cannot)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check is not None and check())
+
+
 def _pack_dtype() -> torch.dtype | None:
-    """The dtype the linear layers multiply in here: float32, or autocast's bfloat16; None under an
-    autocast to another dtype (left to autocast)."""
+    """The dtype the linear layers multiply in here: float32, or autocast's bfloat16 where this CPU
+    can pack it; None otherwise (left to autocast)."""
     if not torch.is_autocast_enabled("cpu"):
         return torch.float32
-    return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+    if torch.get_autocast_dtype("cpu") == torch.bfloat16 and bf16_packing_supported():
+        return torch.bfloat16
+    return None
 
 
 @contextmanager

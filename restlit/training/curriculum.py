@@ -14,7 +14,7 @@ the ``nu`` that :meth:`EntropyCurriculum.progress_at` gives for ``s`` (logged as
 - ``by: none``: ``nu = 0`` at every step (the priors frozen at their start; an ablation arm).
 
 Each step that trains, the module hands :meth:`EntropyCurriculum.observe` the step's per-region
-entropy sums and counts, already summed over ranks (:func:`restlit.distributed.reduce_sum`), so
+entropy sums and counts, already summed over ranks (:func:`restlit.training.distributed.reduce_sum`), so
 every rank holds the same state. The callback keeps running statistics (an exponential moving
 average with decay ``ema``, or each step's own when ``ema == 0``), which the weights use.
 

@@ -182,12 +182,12 @@ class CountSketch:
 
 
 def _module_adapter(config: Any, policy: Any, tokenizer: Any, reward_fn: Any = None):
-    """The diagnostic's use of :class:`restlit.module.RestModule`, through its public steps (the
+    """The diagnostic's use of :class:`restlit.training.module.RestModule`, through its public steps (the
     training step's rollout engine, ``score``, ``make_groups``, ``group_logprobs``). Returns
     ``sample(batch, seed, step) -> (groups, metrics)``, the groups' tensors with regions,
     advantages and the engine's entropies, and ``logp(group) -> (logp, entropy)`` with gradient."""
-    from restlit.module import RestModule
     from restlit.objective import grpo_advantages
+    from restlit.training.module import RestModule
 
     module = RestModule(config, policy, tokenizer, reward_fn=reward_fn)
     module.on_fit_start()  # builds the configured rollout engine on this very policy
@@ -214,9 +214,9 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
     """Run the diagnostic (module docstring) with ``config`` (its ``model.path`` is the checkpoint);
     the weights see training step ``step`` (static ramp, reward schedule) and curriculum progress
     ``progress``. Returns the report as plain data."""
-    from restlit.data import StepBatches, ToolUseDataModule
     from restlit.objective import loss_denominator, policy_loss, region_entropy_stats, token_weights
-    from restlit.train import build_tokenizer_and_policy
+    from restlit.training.data import StepBatches, ToolUseDataModule
+    from restlit.training.run import build_tokenizer_and_policy
 
     if batches < 2:
         raise UserError(f"--batches must be >= 2, got {batches}")
@@ -277,7 +277,7 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
 def variance_report(rows: dict[str, list[Tensor]], bounds: dict[str, list[Tensor]], *, n_boot: int = 1000,
                     seed: int = 0) -> dict[str, Any]:
     """The numbers of the report from each weighting's ``K`` gradient sketches and per-batch bounds."""
-    from restlit.stats import mean_interval
+    from restlit.experiments.stats import mean_interval
 
     names = list(rows)
     stacked = torch.stack([torch.stack(rows[m]) for m in names])  # [M, K, D]

@@ -9,22 +9,18 @@ no value:
 - :func:`release_large_frees` fixes the threshold at 4 MiB (glibc otherwise raises it, up to
   32 MiB, to the size of every large block it frees): activations, logits, KV caches and packed
   weights of that size are returned at once. A lower threshold faults every such allocation in
-  afresh: at 1 MiB a step of workload W took 115 s instead of 98 (update 78 vs 61 s, mean of two steps) for a peak
-  of 2.93 GiB instead of 3.40 (AMD EPYC, 2026-12-01); at 2 MiB 61 s instead of 54 (update 41 vs 34 s)
-  for 2.96 GiB instead of 3.47 (Intel Xeon, 2026-12-02). So restlit keeps 4 MiB; a user short of
-  memory can set ``MALLOC_MMAP_THRESHOLD_`` (bytes) in the environment, which wins.
+  afresh: a lower peak for a slower step (``bench_step``'s ``mmap1m`` / ``mmap2m`` rows in
+  ``benchmarks/RESULTS.md``). So restlit keeps 4 MiB; a user short of memory can set
+  ``MALLOC_MMAP_THRESHOLD_`` (bytes) in the environment, which wins.
 - :func:`release` hands the heap's free pages back (``malloc_trim(0)``: the free top of each heap
   is returned, the free pages inside it ``madvise``\\d away). They are faulted in again only when
   reused, so a call costs milliseconds. ``fit`` and ``sft`` call it after each backward (one per
-  prompt group in ``fit``) and after each training batch (``restlit.train.make_trainer``), the
+  prompt group in ``fit``) and after each training batch (``restlit.training.run.make_trainer``), the
   rollout engine after each ``generate`` (``restlit.rollout.hf``).
 
-Measured on workload W, side by side in one run (``benchmarks/bench_step.py --modes entropy
-entropy+untrimmed entropy+mmap1m``, RESULTS.md): peak RSS 3.40 GiB with :func:`release`, 3.78 GiB
-without, 2.93 GiB at the 1 MiB threshold; steps 98, 108 and 115 s (the first two within this
-machine's step-to-step noise: an earlier run gave 98 vs 98 s). What stays is live: the weights,
-AdamW's two moments and the gradients are 2.2 GiB of float32 for SmolLM2-135M, the imported
-libraries ~0.45 GiB.
+What either saves on workload W is ``bench_step``'s ``entropy+untrimmed`` and ``entropy+mmap1m``
+rows in ``benchmarks/RESULTS.md``. What stays is live: the weights, AdamW's two moments and the
+gradients (four float32 copies of the parameters) and the imported libraries.
 """
 
 from __future__ import annotations

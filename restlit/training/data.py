@@ -133,8 +133,8 @@ class ToolUseDataModule(L.LightningDataModule):
         out = self.directory
         if (out / "manifest.json").is_file():
             return
-        from data_prep.inputs import InputError
-        from data_prep.pipeline import prepare
+        from restlit.data_prep.inputs import InputError
+        from restlit.data_prep.pipeline import prepare
 
         try:
             prepare(self.config.raw, out, format=self.config.format, on_invalid=self.config.on_invalid,
@@ -145,7 +145,7 @@ class ToolUseDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_items:
             return
-        from data_prep.samples import Sample, load_samples
+        from restlit.data_prep.samples import Sample, load_samples
 
         directory = self.directory
         if not (directory / "manifest.json").is_file():

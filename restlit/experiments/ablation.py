@@ -1,7 +1,7 @@
 """``restlit ablate``: arms of one config, trained side by side from one start, scored alike.
 
 An *arm* is a named list of config overrides (``KEY=VALUE``, as ``--set`` takes them). Every arm
-is :func:`restlit.train.fit` on ``load_config(config, overrides + arm)``, so all arms
+is :func:`restlit.training.run.fit` on ``load_config(config, overrides + arm)``, so all arms
 
 - start from the same model (``model.path``, e.g. the SFT output),
 - see the same prompts in the same order (batches are a function of the step and ``data.seed``)
@@ -36,8 +36,12 @@ An unfinished arm with a checkpoint resumes from it. The table gives per arm the
 held-out exact match, format validity, tool-name accuracy and parameter F1 (mean over seeds with a
 Student-t 95% interval; with one seed, the Wilson interval over the items), and the paired
 difference of exact match to the baseline on the same items (mean over seeds per item; t interval
-and exact sign-test p-value, :mod:`restlit.stats`); every other suite's accuracy with its paired
-differences to the baseline and to the start model, whose row gives each suite's score.
+and exact sign-test p-value, :mod:`restlit.experiments.stats`); every other suite's accuracy with
+its paired differences to the baseline and to the start model, whose row gives each suite's score.
+
+Scoring a model is :mod:`restlit.experiments.model_scores` (shared with ``restlit demo``); the
+table's cells, the Markdown table and the curves are drawn by
+:mod:`restlit.experiments.ablation_table` (re-exported here).
 """
 
 from __future__ import annotations
@@ -53,7 +57,9 @@ from typing import Any
 import lightning as L
 
 from restlit.config import ConfigError, RunConfig, load_config, to_dict
-from restlit.stats import Interval, mean_interval, paired_difference, wilson_interval
+from restlit.experiments.ablation_table import interval_cells, markdown, paired_cell, param_f1, plot_curves
+from restlit.experiments.model_scores import evaluate, item_scores
+from restlit.experiments.stats import mean_interval, paired_difference
 
 DEFAULT_ARMS: dict[str, list[str]] = {
     "grpo": ["objective.weights.mode=uniform", "reward.mode=scheduled"],
@@ -67,79 +73,6 @@ BASELINE = "grpo"
 SHARED = ("model.", "data.", "trainer.max_steps", "trainer.prompts_per_step", "trainer.seed", "rollout.n",
           "rollout.max_new_tokens", "output_dir", "ablation.")
 HELDOUT_METRICS = ("exact_match", "format_validity", "tool_name_accuracy", "param_f1")
-
-
-# ------------------------------------------------------------------------------------------------
-# Scoring a model (shared with ``restlit demo``)
-# ------------------------------------------------------------------------------------------------
-
-
-def evaluate(model: str, suites: dict[str, int], data_dir: Path, out_dir: Path, *, max_new_tokens: int,
-             console: Any = None) -> dict[str, Any]:
-    """Greedy scoring of ``model`` on ``restlit eval`` suites (name -> number of items; ``heldout``
-    reads the prepared ``data_dir``) with :mod:`restlit.evaluation.run`; writes ``out_dir/eval.json``
-    and returns :func:`restlit.evaluation.run.score`'s result. Held-out records get
-    ``expects_call`` (whether the reference has a call), which tool-name accuracy counts over."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from restlit.evaluation import heldout, run
-
-    loaded = [run.load_suite(name, data=data_dir, limit=limit) for name, limit in suites.items()]
-    ids = [i for s in loaded for i in s.ids]
-    conversations = [s.messages(i) for s in loaded for i in range(len(s.ids))]
-    console = console or Console(stderr=True)
-    with Progress(TextColumn(f"generating ({Path(model).name or model})"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("gen", total=len(ids))
-        texts = run.generate_outputs(conversations, model, batch_size=16, max_new_tokens=max_new_tokens,
-                                     progress=lambda done, total: bar.update(task, completed=done))
-    result = run.score(loaded, dict(zip(ids, texts)))
-    if "heldout" in suites:
-        expects = {s.id: bool(s.target.get("calls")) for s in heldout.load_heldout(data_dir, suites["heldout"])}
-        for rec in result["items"]:
-            if rec["suite"] == "heldout":
-                rec["expects_call"] = expects[rec["id"]]
-    run.write_report(result, out_dir, {"model": model, "suites": suites, "max_new_tokens": max_new_tokens})
-    return result
-
-
-def item_scores(result: dict[str, Any]) -> dict[str, dict[str, list[float | None]]]:
-    """Per suite, per metric, one score per item in item order: ``accuracy`` (passed, every suite);
-    for ``heldout`` also ``exact_match`` (= passed), ``format_validity``, ``tool_name_accuracy``
-    (None for items whose reference has no call) and ``param_tp`` / ``param_pred`` / ``param_gold``."""
-    out: dict[str, dict[str, list[float | None]]] = {}
-    for rec in result["items"]:
-        suite = out.setdefault(rec["suite"], {})
-        suite.setdefault("accuracy", []).append(float(rec["passed"]))
-        if rec["suite"] == "heldout" and "format_valid" in rec:
-            suite.setdefault("exact_match", []).append(float(rec["passed"]))
-            suite.setdefault("format_validity", []).append(float(rec["format_valid"]))
-            suite.setdefault("tool_name_accuracy", []).append(
-                float(rec["names_ok"]) if rec.get("expects_call", True) else None)
-            for key in ("param_tp", "param_pred", "param_gold"):
-                suite.setdefault(key, []).append(float(rec[key]))
-    return out
-
-
-def param_f1(tp: float, pred: float, gold: float) -> float | None:
-    """Micro F1 of parameter triples, ``2 tp / (pred + gold)``; None when there is nothing to count."""
-    return 2 * tp / (pred + gold) if pred + gold else None
-
-
-def interval_cells(scores: dict[str, list[float | None]]) -> dict[str, Interval | None]:
-    """The held-out metrics (and ``accuracy``) of one model with their Wilson 95% intervals over the
-    items that count for each (tool-name accuracy: items whose reference has a call). Parameter F1
-    is not a proportion of items: its interval is degenerate (the value itself), ``n`` the items."""
-    cells: dict[str, Interval | None] = {}
-    for key in ("accuracy", "exact_match", "format_validity", "tool_name_accuracy"):
-        values = [v for v in scores.get(key, []) if v is not None]
-        cells[key] = wilson_interval(int(sum(values)), len(values)) if key in scores else None
-    if "param_tp" in scores:
-        f1 = param_f1(sum(scores["param_tp"]), sum(scores["param_pred"]), sum(scores["param_gold"]))
-        n = len(scores["param_tp"])
-        cells["param_f1"] = None if f1 is None else Interval(f1, f1, f1, n)
-    return cells
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,7 +204,7 @@ class PeriodicEval(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        from restlit.train import export_final
+        from restlit.training.run import export_final
 
         step = trainer.global_step
         due = (self.every and step % self.every == 0) or step == self.max_steps
@@ -299,8 +232,8 @@ def run_ablation(plan: Plan, *, keep_checkpoints: bool = True, reward_fn: Any = 
     restart state, optimizer included) are deleted; ``final/`` stays. ``reward_fn`` replaces
     ToolRL's reward (tests); ``after_arm(ablation_json)`` is called whenever an arm's seed has
     finished and the summary has been rewritten."""
-    from restlit.data import ToolUseDataModule
-    from restlit.train import fit
+    from restlit.training.data import ToolUseDataModule
+    from restlit.training.run import fit
 
     out = plan.out
     out.mkdir(parents=True, exist_ok=True)
@@ -317,7 +250,7 @@ def run_ablation(plan: Plan, *, keep_checkpoints: bool = True, reward_fn: Any = 
     tokens = plan.base.ablation.eval_tokens
 
     if plan.random_start is not None and not (Path(plan.base.model.path) / "config.json").is_file():
-        from restlit.train import build_tokenizer_and_policy
+        from restlit.training.run import build_tokenizer_and_policy
 
         tokenizer, policy = build_tokenizer_and_policy(plan.random_start)
         policy.save_pretrained(plan.base.model.path)
@@ -427,92 +360,6 @@ def summarize(plan: Plan) -> dict[str, Any]:
             "unfinished": [a for a in plan.arms if a not in arms]}
 
 
-def _pct(cell: dict[str, Any] | None) -> str:
-    if cell is None:
-        return "-"
-    if cell["low"] == cell["high"]:
-        return f"{100 * cell['value']:.1f}"
-    return f"{100 * cell['value']:.1f} [{100 * cell['low']:.1f}, {100 * cell['high']:.1f}]"
-
-
-def markdown(summary: dict[str, Any]) -> str:
-    """The table of :func:`summarize`'s output (percentages with 95% intervals)."""
-    base = summary["baseline"]
-    headers = ["arm", "final held-out EM %", "best EM %", "format valid %", "tool name %", "param F1 %",
-               f"EM vs {base} (points) [95%], p", "EM vs start (points) [95%], p"]
-    extra = [s for s in summary["suites"] if s != "heldout"]
-    headers += [f"{s} %" for s in extra] + [f"{s} vs {base}, p" for s in extra] + [f"{s} vs start, p" for s in extra]
-    headers.append("last train reward")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for arm, row in summary["arms"].items():
-        cells = [arm]
-        if "heldout" in summary["suites"]:
-            cells += [_pct(row["heldout/exact_match"]), _pct(row["heldout/best_exact_match"]),
-                      _pct(row["heldout/format_validity"]), _pct(row["heldout/tool_name_accuracy"]),
-                      _pct(row["heldout/param_f1"]), paired_cell(row.get(f"heldout/paired_vs_{base}")),
-                      paired_cell(row.get("heldout/paired_vs_start"))]
-        else:
-            cells += ["-"] * 7
-        cells += [_pct(row[f"{s}/accuracy"]) for s in extra]
-        cells += [paired_cell(row.get(f"{s}/paired_vs_{base}")) for s in extra]
-        cells += [paired_cell(row.get(f"{s}/paired_vs_start")) for s in extra]
-        rewards = list(row["train_reward"].values())
-        cells.append(f"{rewards[-1]:.2f}" if rewards else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    over = {row["heldout/exact_match"]["over"] for row in summary["arms"].values()
-            if row.get("heldout/exact_match")}
-    if summary["start"]:
-        def score(suite: str, key: str) -> str:
-            value = summary["start"].get(suite, {}).get(key)
-            return "-" if value is None else f"{100 * value:.1f}"
-
-        held = [score("heldout", "exact_match"), "-", *(score("heldout", k) for k in
-                                                      ("format_validity", "tool_name_accuracy", "param_f1")), "-", "-"]
-        cells = ["start (before RL)", *held, *(score(s, "accuracy") for s in extra), *["-"] * (2 * len(extra) + 1)]
-        lines.append("| " + " | ".join(cells) + " |")
-    note = ("Intervals: 95%, " + ("Wilson over the items (one seed)" if over == {"items"} else
-            "Student-t over seeds") + f"; paired differences: per item, {base} subtracted, t interval and exact "
-            "sign-test p-value (wins+/losses- count the items that differ); vs start: the arm's final model against "
-            "the shared start model on the same items; best EM: the best evaluation of each seed (optimistic: "
-            "a maximum).")
-    if summary["unfinished"]:
-        note += f" Not finished (not in the table): {', '.join(summary['unfinished'])}."
-    return "\n".join(lines) + "\n\n" + note + "\n"
-
-
-def paired_cell(d: dict[str, Any] | None) -> str:
-    if d is None:
-        return "-"
-    x = d["difference"]
-    return (f"{100 * x['value']:+.1f} [{100 * x['low']:+.1f}, {100 * x['high']:+.1f}], p={d['p_value']:.2f} "
-            f"({d['wins']}+/{d['losses']}-)")
-
-
-def plot_curves(summary: dict[str, Any], out: Path) -> list[Path]:
-    """``reward.png`` (training reward per step) and ``heldout.png`` (the first suite's score at
-    each evaluation), one line per arm (mean over seeds)."""
-    from matplotlib.figure import Figure
-
-    paths = []
-    suite = summary["suites"][0]
-    for name, key, ylabel in (("reward.png", "train_reward", "training reward (mean of the step's completions)"),
-                              ("heldout.png", "curve", f"{suite} {'exact match' if suite == 'heldout' else 'accuracy'}")):
-        fig = Figure(figsize=(7.0, 4.0), layout="constrained")
-        ax = fig.subplots()
-        for arm, row in summary["arms"].items():
-            xs = [int(s) for s in row[key]]
-            ys = [v * (100 if key == "curve" else 1) for v in row[key].values()]
-            ax.plot(xs, ys, marker="o", ms=3, lw=1.5, label=arm)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(ylabel + (" %" if key == "curve" else ""))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, frameon=False)
-        path = out / name
-        fig.savefig(path, facecolor="white")
-        paths.append(path)
-    return paths
-
-
 def write_summary(plan: Plan) -> Path:
     """Write ``ablation.json``, ``ablation.md`` and the curves from what has finished; returns the JSON's path."""
     summary = summarize(plan)
@@ -525,4 +372,5 @@ def write_summary(plan: Plan) -> Path:
 
 
 __all__ = ["BASELINE", "DEFAULT_ARMS", "Plan", "evaluate", "interval_cells", "item_scores", "make_plan",
-           "markdown", "parse_arm", "run_ablation", "summarize", "write_summary"]
+           "markdown", "paired_cell", "param_f1", "parse_arm", "plot_curves", "run_ablation", "summarize",
+           "write_summary"]

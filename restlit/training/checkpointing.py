@@ -9,10 +9,8 @@
 - ``False``: nothing recomputed, every activation kept.
 
 The gradients are the same in all three, and selective checkpointing's backward runs exactly the
-matrix products of the backward without checkpointing (``tests/test_module.py``). Measured with the
-demo's SFT batches (``python -m benchmarks.bench_sft``, benchmarks/RESULTS.md; SmolLM2-135M, 2
-cores, fastest of 2 interleaved rounds): a step took 9.8 s full, 8.8 s selective (1.12x) and 9.0 s
-off, at peaks of 3.17, 3.66 and 4.15 GiB; an earlier run of the same gave 1.05x and 1.03x. What
+matrix products of the backward without checkpointing (``tests/test_module.py``). Their time and
+peak memory on the demo's SFT batches are ``bench_sft``'s rows in ``benchmarks/RESULTS.md``. What
 selective saves is bounded by the recomputed forward: a quarter of a step's matrix-product FLOPs
 (2N of 8N per token) and one of its three attention kernels.
 

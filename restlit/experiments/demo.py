@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from restlit.ablation import evaluate, interval_cells, item_scores
 from restlit.config import RunConfig
+from restlit.experiments.ablation import evaluate, interval_cells, item_scores
 
 
 def _stage(console: Any, title: str) -> float:
@@ -42,8 +42,8 @@ def run_demo(config: RunConfig, *, heldout_limit: int = 32, bfcl_category: str =
     """Run every stage into ``config.output_dir``; returns the report's path. ``OUT/demo.json``
     keeps each stage's seconds and the three models' scores. An output_dir that holds an earlier
     demo (or run) refuses unless ``overwrite``, which removes what the earlier demo wrote."""
-    from restlit import outputs
-    from restlit.train import RUN_FILES
+    from restlit.runtime import outputs
+    from restlit.training.checkpoints import RUN_FILES
 
     with outputs.lock(config.output_dir):
         outputs.remove(outputs.existing(config.output_dir, (*RUN_FILES, *DEMO_FILES), overwrite=overwrite,
@@ -57,8 +57,8 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
     from rich.console import Console
     from rich.table import Table
 
-    from data_prep.pipeline import prepare
-    from restlit.train import fit, sft
+    from restlit.data_prep.pipeline import prepare
+    from restlit.training.run import fit, sft
 
     console = Console()
     out = Path(config.output_dir)
@@ -90,7 +90,7 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
     t = _stage(console, "2/7 evaluate the base model")
     base = config.model.path
     if config.model.init == "random":  # the initial policy exists only in memory: save it to score it
-        from restlit.train import build_tokenizer_and_policy
+        from restlit.training.run import build_tokenizer_and_policy
 
         tokenizer, policy = build_tokenizer_and_policy(config)
         base = str(out / "base")

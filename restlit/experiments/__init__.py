@@ -1,0 +1,1 @@
+"""Experiments built on the training entry points: ablation, gradient-variance diagnosis, the demo, statistics."""

@@ -1,0 +1,1 @@
+"""What every command shares at run time: output directories, locks and atomic writes; quiet third-party logs."""

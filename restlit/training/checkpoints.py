@@ -1,0 +1,125 @@
+"""A run's checkpoints and its claim on the run directory: atomic checkpoint writes, reading a
+checkpoint's step, what ``--resume`` checks before anything is touched, and what a fresh run may
+replace (``--overwrite``)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from restlit.config import RunConfig, load_config, save_config, to_dict
+from restlit.runtime.outputs import OutputError, existing, is_rank_zero, reason, remove
+
+__all__ = ["RESUME_MAY_CHANGE", "RUN_FILES", "AtomicCheckpointIO", "changed_keys", "check_resume",
+           "checkpoint_step", "claim_run_dir", "start_run"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Streams each checkpoint into a temporary file beside its target and renames it into place:
+    a run killed while saving never leaves a truncated checkpoint behind. Lightning's own writer
+    serialises the whole checkpoint into memory first (weights + optimizer state, then a copy of
+    those bytes), which doubled a small model's peak memory; this one never holds it twice.
+    A write that fails (full disk, unwritable directory) removes its temporary file, keeps the
+    previous checkpoint and ends the run with an :class:`~restlit.runtime.outputs.OutputError` naming the path."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError("storage_options is not supported by restlit's checkpoint writer")
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+            raise OutputError(f"cannot write checkpoint {path}: {reason(exc)} (earlier checkpoints are kept)") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+# What a run directory holds once a fit or sft has written it; --overwrite removes exactly these.
+RUN_FILES = ("config.yaml", "metrics.csv", "hparams.yaml", "checkpoints", "final", "curriculum", "tensorboard",
+             "wandb", "mlruns", "report")
+# Keys a --resume may change: how long to train and how to log; anything else would make the
+# resumed run a different experiment than its checkpoint's.
+RESUME_MAY_CHANGE = ("trainer.max_steps", "trainer.log_every_n_steps", "trainer.checkpoint_every", "logging.",
+                     "output_dir", "data.cache_dir")
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def changed_keys(saved: RunConfig, config: RunConfig) -> list[str]:
+    """The dotted keys in which ``config`` differs from ``saved``, except :data:`RESUME_MAY_CHANGE`."""
+    a, b = _flat(to_dict(saved)), _flat(to_dict(config))
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return [k for k in keys if not any(k == s or (s.endswith(".") and k.startswith(s)) for s in RESUME_MAY_CHANGE)]
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a Lightning checkpoint was saved at (memory-mapped: the weights stay on
+    disk); one line when the file is truncated or not a checkpoint."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        return int(ckpt["global_step"])
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:  # torch reports a truncated zip as RuntimeError, a foreign file as pickle errors
+        raise OutputError(f"{path} cannot be read ({reason(exc)}): it is truncated or not a checkpoint; "
+                          f"copy an earlier checkpoints/step=N.ckpt over it to resume from there") from None
+
+
+def check_resume(config: RunConfig, run_dir: Path) -> int:
+    """What ``fit --resume`` needs before anything is touched: a readable ``last.ckpt``, the same
+    config as the saved ``config.yaml`` (but :data:`RESUME_MAY_CHANGE`), and steps left to train.
+    Returns the checkpoint's step."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise OutputError(f"--resume: no checkpoint at {last}")
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        changed = changed_keys(load_config(saved), config)
+        if changed:
+            raise OutputError(f"--resume: the config differs from {saved} in {', '.join(changed)}; "
+                              f"resume with the saved values, or start a new run in another output_dir")
+    step = checkpoint_step(last)
+    if step >= config.trainer.max_steps:
+        raise OutputError(f"{run_dir} already finished at step {step} (trainer.max_steps {config.trainer.max_steps}); "
+                          f"raise trainer.max_steps to train further")
+    return step
+
+
+def claim_run_dir(config: RunConfig, run_dir: Path, *, resume: bool, overwrite: bool) -> tuple[int, list[Path]]:
+    """Checks before a run loads anything: resume (see :func:`check_resume`) or a fresh run
+    directory (an earlier run there refuses without ``overwrite``). Returns the step to start from
+    and what ``--overwrite`` will remove once the run is ready (only on rank 0)."""
+    if resume:
+        return check_resume(config, run_dir), []
+    return 0, existing(run_dir, RUN_FILES, overwrite=overwrite) if is_rank_zero() else []
+
+
+def start_run(run_dir: Path, config: RunConfig, start: int, old: list[Path]) -> None:
+    """On rank 0, just before training: remove the replaced run, keep the metrics rows the
+    checkpoint holds, write config.yaml."""
+    from restlit.training.loggers import keep_rows_before
+
+    remove(old)
+    if start:
+        missing = keep_rows_before(run_dir, start)
+        if missing:
+            warnings.warn(f"{run_dir / 'metrics.csv'} has no row for step(s) {missing} "
+                          f"(the run was stopped before they were written)", stacklevel=2)
+    save_config(config, run_dir / "config.yaml")
