@@ -76,7 +76,7 @@ def main() -> None:
     from benchmarks._results import markdown_table, record
     from restlit.config import load_config
     from restlit.experiments.ablation import make_plan, markdown, paired_cell, run_ablation, summarize
-    from restlit.experiments.stats import paired_difference
+    from restlit.stats import paired_difference
 
     if not (Path(args.start) / "config.json").is_file() or not Path(args.data).is_dir():
         sys.exit(f"bench_bfcl_rl: {args.start} or {args.data} is missing: run `make demo` first")

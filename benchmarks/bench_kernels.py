@@ -30,7 +30,7 @@ module serves from ``benchmarks/data/toolrl_240.json``, 4 completions per prompt
 cache a view into a larger preallocated buffer as ``restlit.kvcache`` keeps it): torch's
 ``scaled_dot_product_attention`` with ``enable_gqa`` (what transformers' ``sdpa`` runs) vs the 3
 query heads of each key/value head folded into the query axis
-(``restlit.models.grouped_sdpa_forward``), as GB/s of keys and values read.
+(``restlit.kernels.sdpa.grouped_sdpa_forward``), as GB/s of keys and values read.
 
     python -m benchmarks.bench_kernels --decode-attention
 """
@@ -167,7 +167,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from benchmarks._results import markdown_table, record
     from restlit.kernels.grouping import group_hidden
-    from restlit.models import GROUPED_SDPA
+    from restlit.kernels.sdpa import GROUPED_SDPA
     from restlit.rollout.base import SamplingConfig
     from restlit.rollout.hf import HFEngine
 

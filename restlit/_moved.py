@@ -32,7 +32,7 @@ MOVED = {
     "restlit.ablation": "restlit.experiments.ablation",
     "restlit.variance": "restlit.experiments.variance",
     "restlit.demo": "restlit.experiments.demo",
-    "restlit.stats": "restlit.experiments.stats",
+    "restlit.stats": "restlit.stats",
     "restlit.outputs": "restlit.runtime.outputs",
     "restlit.quiet": "restlit.runtime.quiet",
 }

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from restlit.kernels import sdpa
 from restlit.kernels.attention import PackedGroup, packed_group_attention
 
 
@@ -118,7 +119,7 @@ def test_engine_cascade_samples_what_the_padded_cache_samples(smollm2_tokenizer)
     sampling = SamplingConfig(n=3, max_new_tokens=10, temperature=1.0, seed=11)
     engine = HFEngine(model, tok, prompt_batch_size=3)
     runs = []
-    for impl in (models.GROUPED_SDPA, "sdpa"):
+    for impl in (sdpa.GROUPED_SDPA, "sdpa"):
         model.set_attn_implementation(impl)
         runs.append(engine.generate(prompts, sampling))
     cascade, padded = ([c for g in run for c in g] for run in runs)

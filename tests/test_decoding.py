@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from restlit import models
+from restlit.kernels import sdpa
 from restlit.kernels.attention import CASCADE
 from restlit.kernels.decoding import FusedDecoder
 from restlit.rollout.base import SamplingConfig
@@ -23,7 +24,7 @@ QWEN2 = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 80, "num
 def _model(arch, tokenizer, seed=4):
     model = models.load_policy("unused", init="random", architecture=arch, tokenizer=tokenizer,
                                dtype="float32", seed=seed).eval()
-    assert model.config._attn_implementation == models.GROUPED_SDPA  # the cascade path
+    assert model.config._attn_implementation == sdpa.GROUPED_SDPA  # the cascade path
     with torch.no_grad():  # random biases, so that a dropped or misplaced bias shows
         for module in model.modules():
             if isinstance(module, torch.nn.Linear) and module.bias is not None:

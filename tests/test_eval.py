@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from restlit.cli.main import app
 from restlit.evaluation import bfcl, heldout, multiturn, run
-from restlit.experiments.stats import wilson_interval
 from restlit.rewards import format_ok
+from restlit.stats import wilson_interval
 from tests.conftest import TOOLRL, data_file
 
 runner = CliRunner()

@@ -108,6 +108,32 @@ def test_no_import_cycle_among_the_projects_modules():
     assert cycles(graph) == []
 
 
+# The rooms, lowest first: a module may import its own room and rooms of a lower rank only.
+BASE = {"restlit", "restlit.errors", "restlit._moved"}
+RANK = {"base": 0, "kernels": 1, "method": 2, "runtime": 2, "data_prep": 3, "rollout": 3, "training": 4,
+        "evaluation": 5, "report": 6, "experiments": 7, "cli": 8}
+
+
+def room(module: str) -> str:
+    """The room of a module: a sub-package's name, ``method`` for the modules at the top of restlit/."""
+    if module in BASE:
+        return "base"
+    part = module.split(".")[1]
+    return part if part in RANK else "method"
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{a} ({room(a)}) imports {b} ({room(b)})" for a, deps in sorted(graph.items()) for b in sorted(deps)
+            if room(a) != room(b) and RANK[room(b)] >= RANK[room(a)]]
+
+
+def test_each_room_imports_only_the_rooms_below_it():
+    assert layering_violations({"restlit.regions": {"restlit.training.run"}}) == [
+        "restlit.regions (method) imports restlit.training.run (training)"]
+    assert layering_violations({"restlit.objective": {"restlit.kernels.lmhead"}}) == []
+    assert layering_violations(import_graph()) == []
+
+
 def test_the_method_and_the_config_import_without_torch():
     code = (
         "import sys\n"

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from restlit import models
+from restlit.kernels import sdpa
 
 
 def _no_conversion(*args, **kwargs):
@@ -90,7 +91,7 @@ def test_grouped_attention_equals_transformers_sdpa(smollm2_tokenizer, heads, kv
     from restlit.rollout.hf import HFEngine
 
     model = _gqa_model(smollm2_tokenizer, heads, kv_heads)
-    assert model.config._attn_implementation == models.GROUPED_SDPA
+    assert model.config._attn_implementation == sdpa.GROUPED_SDPA
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 1000, (3, 9), generator=g)
     mask = torch.ones_like(ids)
@@ -113,7 +114,7 @@ def test_grouped_attention_equals_transformers_sdpa(smollm2_tokenizer, heads, kv
         return out.logits[mask.bool()].detach(), step.logits.detach(), packed.detach(), unmasked, grads
 
     stock = run("sdpa")
-    grouped = run(models.GROUPED_SDPA)
+    grouped = run(sdpa.GROUPED_SDPA)
     for a, b in zip(stock[:4], grouped[:4]):
         assert torch.allclose(a, b, atol=1e-10)
     for a, b in zip(stock[4], grouped[4]):

@@ -1,4 +1,4 @@
-"""restlit.experiments.stats against hand-computed values and scipy-free identities."""
+"""restlit.stats against hand-computed values and scipy-free identities."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from restlit.experiments.stats import mean_interval, paired_difference, sign_test_p, t975, wilson_interval
+from restlit.stats import mean_interval, paired_difference, sign_test_p, t975, wilson_interval
 
 
 def test_wilson_hand_case() -> None:

@@ -25,13 +25,13 @@ from restlit.config.sections import (
     OptimConfig,
     RolloutConfig,
     RunConfig,
+    SamplingConfig,
     SFTConfig,
     TrainerConfig,
     WandbConfig,
     WeightConfig,
 )
 from restlit.rewards import Ramp, RewardConfig
-from restlit.rollout.base import SamplingConfig
 
 __all__ = [
     "AblationConfig",

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from restlit.rewards import RewardConfig
-from restlit.rollout.base import SamplingConfig
 
 WeightMode = Literal["uniform", "static", "entropy"]
 Normalization = Literal["sequence", "batch"]
@@ -108,6 +107,28 @@ class LossConfig:
             raise ValueError(f"unknown KL estimator {self.kl_estimator!r}")
         if self.aggregation not in ("token-mean-weighted", "seq-mean-token-mean", "dr-grpo"):
             raise ValueError(f"unknown aggregation {self.aggregation!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# How a rollout engine samples (taken by restlit.rollout's engines)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SamplingConfig:
+    """How completions are sampled. ``temperature == 0`` means greedy decoding.
+
+    Seeding is per prompt: prompt ``i`` of a ``generate`` call is sampled from seed ``seed + i``
+    (and its ``j``-th completion from a stream derived from that), whatever else is in the batch.
+    A caller that splits prompts across ranks offsets ``seed`` by the rank's first prompt index,
+    so the completions do not depend on how the work is split. ``None``: fresh randomness."""
+
+    n: int = 1
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 from restlit.evaluation import apibank, multiturn
 from restlit.evaluation.suites import Suite
-from restlit.experiments.stats import Interval, wilson_interval
+from restlit.stats import Interval, wilson_interval
 
 __all__ = ["GROUPS", "groups", "score"]
 

@@ -46,7 +46,7 @@ from restlit.evaluation.multiturn import ContextOverflow
 from restlit.kernels.attention import ROWS
 from restlit.kernels.kvcache import PreallocatedLayer, preallocate, rows_cache
 from restlit.kernels.packed import packed_linears
-from restlit.models import GROUPED_SDPA
+from restlit.kernels.sdpa import GROUPED_SDPA
 from restlit.rollout.base import SamplingConfig, eos_ids
 from restlit.tokens import prompt_ids
 

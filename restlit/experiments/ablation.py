@@ -36,7 +36,7 @@ An unfinished arm with a checkpoint resumes from it. The table gives per arm the
 held-out exact match, format validity, tool-name accuracy and parameter F1 (mean over seeds with a
 Student-t 95% interval; with one seed, the Wilson interval over the items), and the paired
 difference of exact match to the baseline on the same items (mean over seeds per item; t interval
-and exact sign-test p-value, :mod:`restlit.experiments.stats`); every other suite's accuracy with
+and exact sign-test p-value, :mod:`restlit.stats`); every other suite's accuracy with
 its paired differences to the baseline and to the start model, whose row gives each suite's score.
 
 Scoring a model is :mod:`restlit.experiments.model_scores` (shared with ``restlit demo``); the
@@ -59,7 +59,7 @@ import lightning as L
 from restlit.config import ConfigError, RunConfig, load_config, to_dict
 from restlit.experiments.ablation_table import interval_cells, markdown, paired_cell, param_f1, plot_curves
 from restlit.experiments.model_scores import evaluate, item_scores
-from restlit.experiments.stats import mean_interval, paired_difference
+from restlit.stats import mean_interval, paired_difference
 
 DEFAULT_ARMS: dict[str, list[str]] = {
     "grpo": ["objective.weights.mode=uniform", "reward.mode=scheduled"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from restlit.experiments.stats import Interval, wilson_interval
+from restlit.stats import Interval, wilson_interval
 
 __all__ = ["interval_cells", "markdown", "paired_cell", "param_f1", "plot_curves"]
 

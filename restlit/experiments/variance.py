@@ -277,7 +277,7 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
 def variance_report(rows: dict[str, list[Tensor]], bounds: dict[str, list[Tensor]], *, n_boot: int = 1000,
                     seed: int = 0) -> dict[str, Any]:
     """The numbers of the report from each weighting's ``K`` gradient sketches and per-batch bounds."""
-    from restlit.experiments.stats import mean_interval
+    from restlit.stats import mean_interval
 
     names = list(rows)
     stacked = torch.stack([torch.stack(rows[m]) for m in names])  # [M, K, D]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from restlit.kernels.attention import PACKED_GROUP, PackedGroup
-from restlit.models import GROUPED_SDPA
+from restlit.kernels.sdpa import GROUPED_SDPA
 
 __all__ = ["group_hidden", "packed_mask"]
 
@@ -28,7 +28,7 @@ def group_hidden(model: Any, prompt: torch.Tensor, tokens: torch.Tensor) -> torc
     forward (so gradient checkpointing and FSDP work as for any forward). Position ``j`` of the
     result is the state after ``prompt + tokens[:, :j]``: the prompt's last state for ``j = 0``.
     Right padding in ``tokens`` only ever precedes more padding, so it never reaches a real token.
-    On restlit's attention (``restlit.models.GROUPED_SDPA``, what ``restlit.models`` loads) the
+    On restlit's attention (``restlit.kernels.sdpa.GROUPED_SDPA``, what ``restlit.models`` loads) the
     layout goes down the forward and only the allowed blocks are computed (:mod:`restlit.kernels.attention`,
     ``P^2/2 + G n (P + n)`` pairs instead of ``(P + G n)^2``); other attention implementations get
     the dense block mask.

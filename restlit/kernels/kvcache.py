@@ -13,7 +13,7 @@ e.g. :class:`restlit.evaluation.session.PrefixCacheGenerator`).
 
 :func:`rows_cache` decodes several such single-row caches together, each at its own length (the
 conversations of several multi-turn entries): a step's new key and value of row ``b`` go into cache
-``b``'s own layer, and each row attends only its own cache (``restlit.models.grouped_sdpa_forward``
+``b``'s own layer, and each row attends only its own cache (``restlit.kernels.sdpa.grouped_sdpa_forward``
 with :data:`restlit.kernels.attention.ROWS`), so there is no padding, no mask and no copy of any cache;
 the rows share the weights' read, which is what a decoding step at one row spends its time on.
 """

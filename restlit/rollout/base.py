@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-
-@dataclass
-class SamplingConfig:
-    """How completions are sampled. ``temperature == 0`` means greedy decoding.
-
-    Seeding is per prompt: prompt ``i`` of a ``generate`` call is sampled from seed ``seed + i``
-    (and its ``j``-th completion from a stream derived from that), whatever else is in the batch.
-    A caller that splits prompts across ranks offsets ``seed`` by the rank's first prompt index,
-    so the completions do not depend on how the work is split. ``None``: fresh randomness."""
-
-    n: int = 1
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
+from restlit.config.sections import SamplingConfig
 
 
 @dataclass

@@ -5,7 +5,7 @@ times longer than the completions. So the engine prefills each prompt once and d
 completions together: the prefill costs ``B x P`` tokens instead of the ``B x n x P`` of
 ``generate(num_return_sequences=n)``.
 
-On restlit's attention (``restlit.models.GROUPED_SDPA``, what ``restlit.models`` loads) decoding
+On restlit's attention (``restlit.kernels.sdpa.GROUPED_SDPA``, what ``restlit.models`` loads) decoding
 is a *cascade*: each prompt is prefilled alone, at its own length (no left padding), and its keys
 and values are kept ONCE per layer (:class:`_CascadeLayer`); the completions' own positions go into
 a buffer preallocated for ``max_new_tokens``, and each step attends both parts and combines them
@@ -50,7 +50,7 @@ from restlit.kernels.attention import CASCADE
 from restlit.kernels.decoding import FusedDecoder
 from restlit.kernels.kvcache import PreallocatedLayer, preallocate
 from restlit.kernels.packed import packed_linears
-from restlit.models import GROUPED_SDPA
+from restlit.kernels.sdpa import GROUPED_SDPA
 from restlit.rollout.base import Completion, SamplingConfig, eos_ids
 
 
