@@ -22,7 +22,6 @@ import inspect
 import json
 import re
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +122,7 @@ def config_reference() -> str:
     for f in top:
         value = _default(f)
         if dataclasses.is_dataclass(value):
-            lines += _section(f.name, type(value), docs, level=2)
+            lines += _section(f.name, value, docs, level=2)
     if scalars:
         lines += ["## Top level", "", "| key | type | default | description |", "|---|---|---|---|"]
         run_docs = docs.get("RunConfig", {})
@@ -134,23 +133,26 @@ def config_reference() -> str:
     return "\n".join(lines)
 
 
-def _section(key: str, cls: type, docs: dict, level: int) -> list[str]:
+def _section(key: str, instance: Any, docs: dict, level: int) -> list[str]:
+    """A section's table, then its nested sections; defaults are those of ``instance`` (the
+    section's default value, so that e.g. each reward ramp shows its own)."""
+    cls = type(instance)
     lines = [f"{'#' * level} `{key}`", "", _prose(cls.__doc__), "",
              "| key | type | default | description |", "|---|---|---|---|"]
     nested = []
     annotations = _annotations(cls)
     for f in dataclasses.fields(cls):
-        value = _default(f)
+        value = getattr(instance, f.name)
         doc = docs.get(cls.__name__, {}).get(f.name) or ""
         if dataclasses.is_dataclass(value):
-            nested.append((f"{key}.{f.name}", type(value)))
+            nested.append((f"{key}.{f.name}", value))
             shown = f"see [`{key}.{f.name}`](#{_anchor(key + '.' + f.name)})"
         else:
             shown = f"`{_cell(_yaml(value))}`"
         lines.append(f"| `{f.name}` | `{_cell(annotations[f.name])}` | {shown} | {_cell(doc)} |")
     lines.append("")
-    for sub, sub_cls in nested:
-        lines += _section(sub, sub_cls, docs, level=min(level + 1, 4))
+    for sub, sub_value in nested:
+        lines += _section(sub, sub_value, docs, level=min(level + 1, 4))
     return lines
 
 
