@@ -85,9 +85,13 @@ class RewardBounds:
     """The ``[min, max]`` of each component at one step."""
 
     format_min: float
+    """Lowest format reward at this step."""
     format_max: float
+    """Highest format reward at this step."""
     correctness_min: float
+    """Lowest correctness reward at this step."""
     correctness_max: float
+    """Highest correctness reward at this step."""
 
 
 @dataclass(frozen=True)
@@ -95,9 +99,13 @@ class Reward:
     """One completion's reward: its components, their sum, and the bounds they were scored in."""
 
     format: float
+    """The format component, in [format_min, format_max]."""
     correctness: float
+    """The correctness component, in [correctness_min, correctness_max]."""
     total: float
+    """format + correctness: the completion's reward."""
     bounds: RewardBounds
+    """The ranges the components were scored in."""
 
 
 def reward_bounds(step: int, config: RewardConfig = RewardConfig()) -> RewardBounds:
