@@ -233,3 +233,18 @@ def on_files(files, config):
         for path in sorted(REPO.glob(pattern)):
             files.append(File.generated(config, path.relative_to(REPO).as_posix(), abs_src_path=str(path)))
     return files
+
+
+def on_page_markdown(markdown, page, config, files):
+    """Table cells written for GitHub escape a pipe inside code (`a \\| b`); Python-Markdown keeps
+    such pipes inside code spans unescaped and would show the backslash."""
+    return "\n".join(
+        re.sub(r"`[^`\n]*`", lambda m: m.group(0).replace("\\|", "|"), line) if line.lstrip().startswith("|") else line
+        for line in markdown.split("\n")
+    )
+
+
+def on_page_content(html, page, config, files):
+    """Docstrings cross-reference in reStructuredText roles (:func:`name`): drop the role, keep the code."""
+    html = re.sub(r":(?:mod|class|func|meth|attr|data|obj|exc):(?=<code)", "", html)
+    return re.sub(r"::</p>", ":</p>", html)
