@@ -340,7 +340,7 @@ class TrainerConfig:
     """Lightning Trainer arguments and the shape of a step: ``prompts_per_step`` prompts (per
     rank), each with ``rollout.n`` completions; the update runs one prompt group per micro-batch
     (its prompt is encoded once and shared by its completions). ``num_nodes`` machines with
-    ``devices`` ranks each make ``num_nodes x devices`` ranks (launch: README, "Scaling out").
+    ``devices`` ranks each make ``num_nodes x devices`` ranks (launch: docs/scaling.md).
     ``precision`` is Lightning's, or ``auto``: ``bf16-mixed`` where bfloat16 products are fast (a
     CPU with AMX, a CUDA GPU with bfloat16), ``32-true`` elsewhere (:func:`restlit.training.run.resolve_precision`)."""
 
