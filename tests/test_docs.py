@@ -318,7 +318,9 @@ def _source_copy(dest: Path) -> Path:
 def test_the_wheel_installs_and_runs_outside_the_repository(tmp_path):
     assert REPO not in tmp_path.parents
     src = _source_copy(tmp_path / "src")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    # the environment's own setuptools when it has one (no download); else pip's isolated build
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q",
                             "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600, check=False)
     assert built.returncode == 0, built.stderr[-3000:]
     [wheel] = (tmp_path / "dist").glob("restlit-*.whl")
@@ -335,7 +337,8 @@ def test_the_wheel_installs_and_runs_outside_the_repository(tmp_path):
     # The dependencies come from the environment running the tests: a plain path line adds its
     # site-packages to sys.path without processing the .pth files there (the editable install of
     # the repository among them), so `import restlit` finds the wheel installed below.
-    (site_packages / "zz-shared-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    deps = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    (site_packages / "zz-shared-dependencies.pth").write_text("".join(f"{d}\n" for d in deps))
     installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
                                 "--no-index", "-q", str(wheel)], capture_output=True, text=True, timeout=600,
                                check=False)
