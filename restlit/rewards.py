@@ -30,8 +30,11 @@ class Ramp:
     ``value(s) = start + (end - start) * min(s / steps, 1)``."""
 
     start: float
+    """The bound's value at step 0."""
     end: float
+    """The bound's value from step steps on."""
     steps: float
+    """Steps over which the bound moves from start to end (> 0)."""
 
     def __post_init__(self) -> None:
         if self.steps <= 0:
@@ -54,12 +57,19 @@ class RewardConfig:
     """
 
     mode: RewardMode = "scheduled"
+    """scheduled (ranges move with the step, as ResT trains) or fixed (format_range, correctness_range)."""
     format_range: tuple[float, float] = (0.0, 1.0)
+    """fixed: [min, max] of the format reward."""
     correctness_range: tuple[float, float] = (-3.0, 3.0)
+    """fixed: [min, max] of the correctness reward."""
     format_max: Ramp = field(default_factory=lambda: Ramp(2.0, 1.0, 150))
+    """scheduled: the format reward's upper bound over steps."""
     format_min: Ramp = field(default_factory=lambda: Ramp(-2.0, -1.0, 75))
+    """scheduled: the format reward's lower bound over steps."""
     correctness_max: Ramp = field(default_factory=lambda: Ramp(2.0, 3.0, 150))
+    """scheduled: the correctness reward's upper bound over steps."""
     correctness_min: Ramp = field(default_factory=lambda: Ramp(-2.0, -3.0, 150))
+    """scheduled: the correctness reward's lower bound over steps."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("fixed", "scheduled"):
@@ -75,9 +85,13 @@ class RewardBounds:
     """The ``[min, max]`` of each component at one step."""
 
     format_min: float
+    """Lowest format reward at this step."""
     format_max: float
+    """Highest format reward at this step."""
     correctness_min: float
+    """Lowest correctness reward at this step."""
     correctness_max: float
+    """Highest correctness reward at this step."""
 
 
 @dataclass(frozen=True)
@@ -85,9 +99,13 @@ class Reward:
     """One completion's reward: its components, their sum, and the bounds they were scored in."""
 
     format: float
+    """The format component, in [format_min, format_max]."""
     correctness: float
+    """The correctness component, in [correctness_min, correctness_max]."""
     total: float
+    """format + correctness: the completion's reward."""
     bounds: RewardBounds
+    """The ranges the components were scored in."""
 
 
 def reward_bounds(step: int, config: RewardConfig = RewardConfig()) -> RewardBounds:

@@ -21,10 +21,6 @@ AdvantageScaling = Literal["group", "batch", "none"]
 KLEstimator = Literal["k1", "k2", "k3"]
 
 
-# ------------------------------------------------------------------------------------------------
-# The objective's settings (taken by restlit.objective's functions)
-# ------------------------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class WeightConfig:
     """How tokens are weighted in the policy gradient.
@@ -53,18 +49,31 @@ class WeightConfig:
     """
 
     mode: WeightMode = "entropy"
+    """uniform (plain GRPO), static (the released code's constants) or entropy (ResT's weights)."""
     delta: float = 0.2
+    """Smoothing of the entropy term: weight = prior / (1 - exp(-H) + delta); must be > 0."""
     w_min: float = 0.05
+    """Lower clip of a token's normalised weight: every valid token keeps at least this."""
     w_max: float = 5.0
+    """Upper clip of a token's normalised weight."""
     normalize: Normalization = "sequence"
+    """Mean weight 1 over each sequence's valid tokens (sequence) or over the batch's (batch)."""
     p_format: float = 1.0
+    """FORMAT prior at progress nu = 0 (the tags and special tokens)."""
     a_format: float = 0.5
+    """How much the FORMAT prior falls by nu = 1: max(w_min, p_format - a_format * nu)."""
     p_tool_name: float = 1.2
+    """TOOL_NAME prior, constant through training."""
     p_params: float = 0.6
+    """PARAM_NAME and PARAM_VALUE prior at nu = 0."""
     a_params: float = 0.6
+    """How much the parameter prior rises by nu = 1: min(w_max, p_params + a_params * nu)."""
     p_think: float = 0.6
+    """THINK and RESPONSE prior at nu = 0."""
     a_think: float = 0.4
+    """How much the THINK / RESPONSE prior rises by nu = 1: min(w_max, p_think + a_think * nu)."""
     p_other: float = 0.6
+    """OTHER prior (JSON punctuation, keys, stray text), constant."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("uniform", "static", "entropy"):
@@ -91,12 +100,19 @@ class LossConfig:
     """
 
     eps_low: float = 0.2
+    """PPO clip below: the ratio is clipped at 1 - eps_low (0 <= eps_low < 1)."""
     eps_high: float = 0.2
+    """PPO clip above: the ratio is clipped at 1 + eps_high (0.28 for DAPO's clip-higher)."""
     dual_clip: float | None = 3.0
+    """Dual-clip constant c > 1 bounding the loss of negative advantages; null disables it."""
     kl_coef: float = 0.0
+    """Weight of the KL penalty to the frozen reference policy (0: no reference is kept)."""
     kl_estimator: KLEstimator = "k3"
+    """KL estimator: k1, k2 or k3 (Schulman's approximations)."""
     aggregation: Aggregation = "token-mean-weighted"
+    """token-mean-weighted (step-wide weighted mean), seq-mean-token-mean or dr-grpo."""
     max_len: int | None = None
+    """Generation budget dr-grpo divides by (null: the padded length of each batch; set it)."""
 
     def __post_init__(self) -> None:
         if not (0 <= self.eps_low < 1 and self.eps_high >= 0):
@@ -109,11 +125,6 @@ class LossConfig:
             raise ValueError(f"unknown aggregation {self.aggregation!r}")
 
 
-# ------------------------------------------------------------------------------------------------
-# How a rollout engine samples (taken by restlit.rollout's engines)
-# ------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class SamplingConfig:
     """How completions are sampled. ``temperature == 0`` means greedy decoding.
@@ -124,16 +135,17 @@ class SamplingConfig:
     so the completions do not depend on how the work is split. ``None``: fresh randomness."""
 
     n: int = 1
+    """Completions per prompt."""
     max_new_tokens: int = 256
+    """Generation length cap per completion."""
     temperature: float = 1.0
+    """Sampling temperature; 0 decodes greedily."""
     top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p."""
     stop: list[str] = field(default_factory=list)
+    """Strings that end a completion (besides EOS)."""
     seed: int | None = None
-
-
-# ------------------------------------------------------------------------------------------------
-# Sections of the YAML file
-# ------------------------------------------------------------------------------------------------
+    """Seed of prompt 0 (prompt i uses seed + i); null: fresh randomness."""
 
 
 @dataclass
@@ -149,12 +161,19 @@ class ModelConfig:
     (:mod:`restlit.checkpointing`)."""
 
     path: str = "smollm2-135m"
+    """Hugging Face model directory or alias (smollm2-135m: the embedded SmolLM2-135M-Instruct)."""
     tokenizer: str | None = None
+    """Tokenizer directory or alias; null: the model's."""
     init: Literal["pretrained", "random"] = "pretrained"
+    """pretrained (load the weights) or random (fresh weights of path's or architecture's shape)."""
     architecture: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the model's config fields for init: random, e.g. {num_hidden_layers: 1}."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype the policy's weights are loaded in: float32, bfloat16 or float16."""
     gradient_checkpointing: bool | Literal["selective"] = False
+    """Recompute in the backward: true (full), selective (elementwise ops only) or false."""
     seed: int = 0
+    """Seed of random initialisation (init: random)."""
 
 
 @dataclass
@@ -165,15 +184,25 @@ class DataConfig:
     of training samples (0: all)."""
 
     prepared: str | None = None
+    """A restlit prepare output directory to train on (or give raw)."""
     raw: list[str] = field(default_factory=list)
+    """Raw input files, prepared once into cache_dir (keyed by the inputs' hash)."""
     format: Literal["auto", "toolace", "sharegpt", "chat", "xlam", "hammer", "toolrl"] = "auto"
+    """Layout of the raw files: auto (detected), toolace, sharegpt, chat, xlam, hammer or toolrl."""
     on_invalid: Literal["reject", "keep", "coerce"] = "reject"
+    """Reference calls that break their schema (raw files): reject, keep or coerce safe fixes."""
     val_fraction: float = 0.05
+    """Fraction of raw records in the validation split."""
     cache_dir: str = "data/cache"
+    """Where raw files are prepared (shared by all ranks and nodes)."""
     max_prompt_tokens: int = 2048
+    """Prompts longer than this (in tokens) are dropped and counted."""
     limit: int = 0
+    """At most this many training samples (0: all)."""
     val_limit: int = 64
+    """At most this many validation prompts scored during training."""
     seed: int = 0
+    """Seed of the train / validation split of raw files."""
 
 
 @dataclass
@@ -201,20 +230,35 @@ class RolloutConfig:
     ``entropy+unfused`` rows in ``benchmarks/RESULTS.md``). Turn it off when memory is tighter than time."""
 
     engine: Literal["hf", "vllm"] = "hf"
+    """hf (transformers, the training module itself) or vllm (an in-process vLLM engine)."""
     n: int = 4
+    """Completions per prompt (GRPO's group size G); at least 2."""
     max_new_tokens: int = 256
+    """Generation length cap per completion."""
     temperature: float = 1.0
+    """Sampling temperature (0: greedy)."""
     top_p: float = 1.0
+    """Nucleus sampling threshold, in (0, 1]."""
     stop: list[str] = field(default_factory=list)
+    """Strings that end a completion (besides EOS)."""
     prompt_batch_size: int = 4
+    """hf engine: prompts prefilled and decoded together."""
     max_model_len: int = 0
+    """vllm: tokens of prompt + completion (0: data.max_prompt_tokens + max_new_tokens)."""
     gpu_memory_utilization: float = 0.3
+    """vllm: share of GPU memory (on CPU: of host memory) when kv_cache_gb is unset."""
     kv_cache_gb: float | None = None
+    """vllm: KV cache size in GiB; null: from gpu_memory_utilization."""
     enforce_eager: bool = False
+    """vllm: skip CUDA graphs and torch.compile (quicker start, slower decoding)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """vllm: the engine's compute dtype; auto: the policy's."""
     tis: bool = False
+    """Truncated importance sampling: weight each token by min(pi_trainer / pi_engine, tis_cap)."""
     tis_cap: float = 2.0
+    """Cap of the truncated importance ratio; must be > 0."""
     pack_weights: bool = True
+    """hf on a CPU: decode on oneDNN-packed weights (one more copy of them, a faster step)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -244,9 +288,13 @@ class CurriculumConfig:
     statistics). Skipped steps fold in no entropies and advance no ``by: entropy`` progress."""
 
     by: Literal["step", "entropy", "none"] = "step"
+    """How progress nu advances: step (linearly), entropy (on stable steps only) or none (nu = 0)."""
     total_steps: int = 0
+    """Steps over which nu goes from 0 to 1 (0: trainer.max_steps)."""
     ema: float = 0.0
+    """Decay of the running mean of region entropies (0: each step's own statistics)."""
     tolerance: float = 0.05
+    """by: entropy: the relative change below which a step counts as stable."""
 
 
 @dataclass
@@ -254,11 +302,17 @@ class ObjectiveConfig:
     """The ResT objective: token weights, the PPO/GRPO loss, advantages, the curriculum."""
 
     weights: WeightConfig = field(default_factory=WeightConfig)
+    """Token weights (see objective.weights)."""
     loss: LossConfig = field(default_factory=LossConfig)
+    """The PPO-clip loss and its aggregation (see objective.loss)."""
     advantage_scaling: Literal["group", "batch", "none"] = "group"
+    """GRPO advantage: divide by the group's std (group), the batch's (batch) or not (none)."""
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    """How training progress nu advances (see objective.curriculum)."""
     ppo_epochs: int = 1
+    """Optimizer passes over each rollout (1: on-policy, no old log-probs needed)."""
     logprob_chunk_size: int = 2048
+    """Positions per chunk of the LM head's log-probs (bounds the [B, T, V] memory)."""
 
 
 @dataclass
@@ -266,12 +320,19 @@ class OptimConfig:
     """AdamW with a warm-up then a constant, linear or cosine schedule; gradients clipped by norm."""
 
     lr: float = 1e-6
+    """AdamW learning rate of fit (> 0); sft has its own sft.lr."""
     weight_decay: float = 0.01
+    """AdamW weight decay."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
     eps: float = 1e-8
+    """AdamW epsilon."""
     warmup_steps: int = 0
+    """Steps of linear warm-up from 0 to lr."""
     schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """LR after the warm-up: constant, linear (to 0) or cosine (to 0)."""
     grad_clip: float = 1.0
+    """Clip the global gradient norm of fit and sft to this (<= 0: no clipping)."""
 
 
 @dataclass
@@ -279,21 +340,32 @@ class TrainerConfig:
     """Lightning Trainer arguments and the shape of a step: ``prompts_per_step`` prompts (per
     rank), each with ``rollout.n`` completions; the update runs one prompt group per micro-batch
     (its prompt is encoded once and shared by its completions). ``num_nodes`` machines with
-    ``devices`` ranks each make ``num_nodes x devices`` ranks (launch: README, "Scaling out").
+    ``devices`` ranks each make ``num_nodes x devices`` ranks (launch: docs/scaling.md).
     ``precision`` is Lightning's, or ``auto``: ``bf16-mixed`` where bfloat16 products are fast (a
     CPU with AMX, a CUDA GPU with bfloat16), ``32-true`` elsewhere (:func:`restlit.training.run.resolve_precision`)."""
 
     accelerator: str = "cpu"
+    """Lightning's accelerator: cpu, gpu, auto."""
     devices: int | str = 1
+    """Devices (ranks) per node, or auto."""
     num_nodes: int = 1
+    """Machines; num_nodes x devices ranks in all."""
     strategy: str = "auto"
+    """Lightning's strategy: auto, ddp, fsdp."""
     precision: str = "32-true"
+    """Lightning's precision (32-true, bf16-mixed, bf16-true, ...) or auto."""
     max_steps: int = 100
+    """Optimizer steps of the run (skipped steps count)."""
     prompts_per_step: int = 4
+    """Prompts per step on each rank, each with rollout.n completions."""
     log_every_n_steps: int = 1
+    """Log metrics every this many steps."""
     checkpoint_every: int = 50
+    """Write a checkpoint every this many steps (and last.ckpt)."""
     val_every: int = 0
+    """Score the validation prompts every this many steps (0: never)."""
     seed: int = 0
+    """Seed of the run: data order, rollout sampling, initialisation."""
 
 
 @dataclass
@@ -302,10 +374,15 @@ class WandbConfig:
     (``wandb sync`` uploads later), ``online`` logs live, ``disabled`` turns it into a no-op."""
 
     enabled: bool = False
+    """Log to Weights & Biases (extra restlit[wandb])."""
     project: str = "restlit"
+    """W&B project."""
     name: str | None = None
+    """W&B run name; null: W&B's."""
     tags: list[str] = field(default_factory=list)
+    """W&B run tags."""
     mode: Literal["offline", "online", "disabled"] = "offline"
+    """offline (no network; wandb sync later), online or disabled."""
 
 
 @dataclass
@@ -314,9 +391,13 @@ class MlflowConfig:
     unless ``tracking_uri`` names a server."""
 
     enabled: bool = False
+    """Log to MLflow (extra restlit[mlflow])."""
     experiment: str = "restlit"
+    """MLflow experiment name."""
     run_name: str | None = None
+    """MLflow run name; null: MLflow's."""
     tracking_uri: str | None = None
+    """MLflow tracking server; null: a file store in OUTPUT_DIR/mlruns."""
 
 
 @dataclass
@@ -325,10 +406,15 @@ class LoggingConfig:
     the opt-in ``wandb`` and ``mlflow``."""
 
     csv: bool = True
+    """Write metrics.csv (one row per step)."""
     tensorboard: bool = True
+    """Write TensorBoard logs when TensorBoard is installed."""
     progress_bar: bool = True
+    """Show Lightning's progress bar."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases (see logging.wandb)."""
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    """MLflow (see logging.mlflow)."""
 
 
 @dataclass
@@ -338,11 +424,17 @@ class SFTConfig:
     (``null``: the model's), whose batches and memory differ from ``fit``'s."""
 
     epochs: int = 1
+    """Passes over the training samples (when max_steps is 0)."""
     max_steps: int = 0
+    """Optimizer steps of the warm start (0: epochs decide)."""
     batch_size: int = 4
+    """Samples per optimizer step (one backward per sample)."""
     lr: float = 5e-5
+    """AdamW learning rate of the warm start."""
     max_seq_tokens: int = 3072
+    """Prompt + target tokens per sample, cut beyond; must exceed data.max_prompt_tokens."""
     gradient_checkpointing: bool | Literal["selective"] | None = None
+    """The warm start's own checkpointing mode; null: model.gradient_checkpointing."""
 
 
 @dataclass
@@ -354,11 +446,17 @@ class AblationConfig:
     at most ``eval_tokens`` new tokens."""
 
     arms: dict[str, list[str]] = field(default_factory=dict)
+    """Arm name -> its KEY=VALUE config overrides; empty: the five default arms."""
     seeds: int = 1
+    """Runs per arm (trainer.seed 0 .. seeds-1)."""
     eval_every: int = 0
+    """Score each arm every this many steps (0: only at the end)."""
     suites: list[str] = field(default_factory=lambda: ["heldout"])
+    """restlit eval suite names each arm is scored on."""
     eval_limit: int = 32
+    """Items scored per suite (the first ones)."""
     eval_tokens: int = 128
+    """Generation length cap when scoring."""
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -377,13 +475,24 @@ class RunConfig:
     """A whole run. ``output_dir`` holds checkpoints, logs, the resolved config and ``final/``."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy (see model)."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Training data (see data)."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Sampling of completions (see rollout)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
+    """Reward ranges (see reward)."""
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    """Weights, loss, advantages, curriculum (see objective)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and LR schedule of fit (see optim)."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Lightning Trainer and the shape of a step (see trainer)."""
     sft: SFTConfig = field(default_factory=SFTConfig)
+    """The supervised warm start (see sft)."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Loggers (see logging)."""
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    """restlit ablate's arms and scoring (see ablation)."""
     output_dir: str = "runs/default"
+    """The run directory: config, metrics, checkpoints, final model."""

@@ -103,7 +103,7 @@ def fit(config: RunConfig, *, resume: bool = False, overwrite: bool = False, rew
     """Run ResT training as configured; returns the run directory. ``reward_fn`` replaces
     ToolRL's reward (see :class:`restlit.training.module.RestModule`); ``callbacks`` join the trainer's. An ``output_dir`` that already holds
     a run needs ``resume`` (continue from ``checkpoints/last.ckpt``) or ``overwrite`` (replace it);
-    see the README's "Runs and outputs"."""
+    see docs/training.md, "Runs and outputs"."""
     from restlit.training.data import ToolUseDataModule
     from restlit.training.module import RestModule
 
