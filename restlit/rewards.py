@@ -21,7 +21,8 @@ from restlit.formats import Format, get_format
 from restlit.formats.toolrl import CANONICAL_LAYOUTS, format_ok, predicted_calls
 
 __all__ = ["CANONICAL_LAYOUTS", "Ramp", "Reward", "RewardBounds", "RewardConfig", "compute_reward",
-           "correctness_reward", "format_ok", "format_reward", "multiset_jaccard", "predicted_calls",
+           "correctness_reward", "format_ok", "format_reward", "load_reward_function", "multiset_jaccard",
+           "predicted_calls",
            "reward_bounds", "tool_call_score"]
 
 RewardMode = Literal["fixed", "scheduled"]
@@ -68,12 +69,32 @@ class RewardConfig:
     ``fn(completion, item, step) -> Reward`` like ``fit(reward_fn=...)``."""
 
     def __post_init__(self) -> None:
+        if self.function is not None:
+            load_reward_function(self.function)
         if self.mode not in ("fixed", "scheduled"):
             raise ValueError(f"reward mode must be 'fixed' or 'scheduled', got {self.mode!r}")
         for name in ("format_range", "correctness_range"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name}: min {lo} > max {hi}")
+
+
+def load_reward_function(spec: str) -> Any:
+    """The callable ``package.module:callable`` names; a ValueError (one line) when the module does
+    not import or the attribute is missing or not callable."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"function: {spec!r} is not 'package.module:callable'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any failure to import is the user's to fix, in one line
+        raise ValueError(f"function: {spec!r}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"function: {spec!r}: {module_name} has no callable {attr!r}")  # noqa: TRY004
+    return fn
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,8 @@ class DataConfig:
     limit: int = 0
     val_limit: int = 64
     seed: int = 0
+    tool_format: Literal["toolrl", "hermes", "llama3_json", "pythonic"] = "toolrl"
+    """Output format the policy learns to write (``restlit.formats``, docs/formats.md); ``format`` is the raw input's."""
 
 
 @dataclass
