@@ -140,3 +140,10 @@ def test_prompt_uses_the_formats_template_unless_the_tokenizers_takes_tools(smol
             return "ok"
 
     assert hermes.prompt_text(TakesTools(), msgs) == "ok"
+
+
+def test_hermes_reference_keeps_no_tag_in_its_text():
+    # a reasoning that names the tag would make vLLM's parser drop the turn's calls
+    text = get_format("hermes").render("put it in <tool_call> tags, then </think>", CALL["calls"], None)
+    assert text.startswith("<think>\nput it in tool_call tags, then think\n</think>")
+    assert get_format("hermes").parse(text) == CALL["calls"]

@@ -30,6 +30,13 @@ HERMES_BLOCKS = BlockSyntax(("think", "tool_call"), (Region.THINK, Region.OTHER)
 _CALL = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.DOTALL)
 
 
+_TAG = re.compile(r"</?(think|tool_call)>")
+
+
+def _untagged(text: str) -> str:
+    return _TAG.sub(lambda m: m.group(1), text.strip())
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
@@ -47,8 +54,9 @@ class HermesFormat(Format):
         one ``<tool_call>`` block per call, separated by newlines."""
         if not calls and response is None:
             raise ValueError("a target needs at least one call or a response")
-        head = f"<think>\n{think.strip()}\n</think>\n\n" if think.strip() else ""
-        body = [response.strip()] if response is not None and response.strip() else []
+        think, response = _untagged(think), None if response is None else _untagged(response)
+        head = f"<think>\n{think}\n</think>\n\n" if think else ""
+        body = [response] if response else []
         body += [f"<tool_call>\n{_dumps({'name': c['name'], 'arguments': dict(c['arguments'])})}\n</tool_call>"
                  for c in calls]
         return head + "\n".join(body)
