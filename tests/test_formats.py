@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from restlit.formats import FORMATS, TOOLS_KEY, UnknownFormat, get_format, template_takes_tools
+from restlit.formats import FORMAT_KEY, FORMATS, TOOLS_KEY, UnknownFormat, get_format, template_takes_tools
 from restlit.regions import Region
 from restlit.rewards import compute_reward, correctness_reward, format_reward
 
@@ -115,7 +115,7 @@ def test_history_turns_are_re_rendered_from_toolrl_text():
                                              "</tool_call>"},
             {"role": "tool", "content": "42"}, {"role": "assistant", "content": "<think></think>\n<response> ok </response>"}]
     msgs = get_format("hermes").messages([], hist)
-    assert msgs[0] == {"role": "system", "content": "", TOOLS_KEY: []}
+    assert msgs[0] == {"role": "system", "content": "", TOOLS_KEY: [], FORMAT_KEY: "hermes"}
     assert msgs[2]["content"] == '<think>\nt\n</think>\n\n<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>'
     assert msgs[3] == {"role": "tool", "content": "42"} and msgs[4]["content"] == "ok"
     assert get_format("pythonic").messages([], hist)[2]["content"] == "[f(a=1)]"

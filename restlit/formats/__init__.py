@@ -20,15 +20,17 @@ Standard library only (no torch): ``import restlit.formats`` is as light as ``re
 
 from __future__ import annotations
 
+from typing import Any
+
 from restlit.errors import UserError
-from restlit.formats.base import TOOLS_KEY, Format, openai_tools, template_takes_tools
+from restlit.formats.base import FORMAT_KEY, TOOLS_KEY, Format, openai_tools, template_takes_tools
 from restlit.formats.hermes import HermesFormat
 from restlit.formats.llama3_json import Llama3JsonFormat
 from restlit.formats.pythonic import PythonicFormat
 from restlit.formats.toolrl import ToolRLFormat
 
-__all__ = ["DEFAULT_FORMAT", "FORMATS", "TOOLS_KEY", "Format", "UnknownFormat", "get_format", "openai_tools",
-           "template_takes_tools"]
+__all__ = ["DEFAULT_FORMAT", "FORMATS", "FORMAT_KEY", "TOOLS_KEY", "Format", "UnknownFormat", "get_format",
+           "openai_tools", "prompt_ids", "template_takes_tools"]
 
 FORMATS: dict[str, Format] = {f.name: f for f in (ToolRLFormat(), HermesFormat(), Llama3JsonFormat(),
                                                    PythonicFormat())}
@@ -47,3 +49,10 @@ def get_format(name: str | Format | None = None) -> Format:
         return FORMATS[name or DEFAULT_FORMAT]
     except KeyError:
         raise UnknownFormat(f"unknown output format {name!r}; choose one of: {', '.join(FORMATS)}") from None
+
+
+def prompt_ids(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
+    """The prompt token ids of ``messages`` built by any format's :meth:`Format.messages`: the
+    format named in the first message (:data:`FORMAT_KEY`), ToolRL's when none is."""
+    name = messages[0].get(FORMAT_KEY) if messages else None
+    return get_format(name).prompt_ids(tokenizer, messages)

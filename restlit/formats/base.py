@@ -16,11 +16,13 @@ from typing import Any
 from restlit.formats.structure import structured
 from restlit.regions import Span
 
-__all__ = ["TOOLS_KEY", "Format", "openai_tools", "template_takes_tools"]
+__all__ = ["FORMAT_KEY", "TOOLS_KEY", "Format", "openai_tools", "template_takes_tools"]
 
-# The key of the first (system) message that carries the tools of a non-ToolRL prompt to
-# :meth:`Format.prompt_ids`, which hands them to ``apply_chat_template(..., tools=...)``.
+# The keys of the first (system) message that carry the tools of a non-ToolRL prompt and the
+# format's name to :meth:`Format.prompt_ids`, which hands the tools to
+# ``apply_chat_template(..., tools=...)`` (see :func:`restlit.formats.prompt_ids`).
 TOOLS_KEY = "restlit_tools"
+FORMAT_KEY = "restlit_format"
 
 
 def openai_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -71,6 +73,23 @@ class Format:
             return None
         return calls
 
+    def attempts_call(self, completion: str) -> bool:
+        """Whether ``completion`` starts (or opens) a call in this format, parsed or not."""
+        raise NotImplementedError
+
+    def read_calls(self, completion: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """For evaluation: the calls :meth:`parse` reads, and one error when the completion
+        attempts a call (:meth:`attempts_call`) the parser cannot read."""
+        calls = self.parse(completion)
+        if not calls and self.attempts_call(completion):
+            return [], [f"no call the {self.name} parser can read"]
+        return calls, []
+
+    def final_calls(self, completion: str) -> tuple[list[dict[str, Any]], str | None]:
+        """For API-Bank: the calls of the completion's last call group, or ``([], reason)``."""
+        calls, errors = self.read_calls(completion)
+        return (calls, None) if calls else ([], errors[0] if errors else "no tool call in the output")
+
     # -- regions and the format reward -------------------------------------------------------
     def tag(self, text: str) -> list[Span]:
         """Region spans partitioning ``text`` (see :func:`restlit.regions.tag`)."""
@@ -104,7 +123,8 @@ class Format:
         """Chat messages of one sample: a system message carrying ``system`` (extra instructions,
         may be empty) and the tools (under :data:`TOOLS_KEY`, for :meth:`prompt_ids`), the history,
         and the reference answer when ``target`` is given."""
-        first: dict[str, Any] = {"role": "system", "content": system or "", TOOLS_KEY: openai_tools(tools)}
+        first: dict[str, Any] = {"role": "system", "content": system or "", TOOLS_KEY: openai_tools(tools),
+                                 FORMAT_KEY: self.name}
         out = [first] + [self.history_message(m) for m in history]
         if target is not None:
             out.append({"role": "assistant", "content": self.render_target(target)})
@@ -118,6 +138,8 @@ class Format:
         """The prompt's text: ``apply_chat_template(messages, tools=...)`` with :meth:`template_for`."""
         msgs = [dict(m) for m in messages]
         tools = msgs[0].pop(TOOLS_KEY, None) if msgs else None
+        if msgs:
+            msgs[0].pop(FORMAT_KEY, None)
         if msgs and msgs[0]["role"] == "system" and not msgs[0]["content"]:
             msgs.pop(0)
         return tokenizer.apply_chat_template(msgs, tools=tools or None, chat_template=self.template_for(tokenizer),

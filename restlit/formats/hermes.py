@@ -80,6 +80,9 @@ class HermesFormat(Format):
             return []
         return out
 
+    def attempts_call(self, completion: str) -> bool:
+        return "<tool_call>" in completion
+
     def tag(self, text: str) -> list[Span]:
         """``<think>``/``<tool_call>`` tags FORMAT, the reasoning THINK, the calls' names, keys and
         values, free text outside the blocks RESPONSE (whitespace between blocks OTHER)."""

@@ -78,6 +78,9 @@ class Llama3JsonFormat(Format):
             return i, skip_ws(text, i + len(PYTHON_TAG), len(text))
         return (None, i) if text.startswith("{", i) else None
 
+    def attempts_call(self, completion: str) -> bool:
+        return self._call_start(completion) is not None
+
     def tag(self, text: str) -> list[Span]:
         """A text that starts with ``<|python_tag|>`` (FORMAT) or ``{`` is calls: names, keys and
         values tagged, the JSON punctuation and ``;`` OTHER; any other text is RESPONSE (its

@@ -132,6 +132,9 @@ class PythonicFormat(Format):
         except (SyntaxError, ValueError, IndexError, RecursionError, MemoryError):
             return []
 
+    def attempts_call(self, completion: str) -> bool:
+        return completion.lstrip().startswith("[")
+
     def tag(self, text: str) -> list[Span]:
         """A text that starts with ``[`` is calls: the list's ``[`` and ``]`` FORMAT, each call's
         name TOOL_NAME, keywords PARAM_NAME, values PARAM_VALUE, the rest OTHER; any other text is

@@ -106,6 +106,22 @@ class ToolRLFormat(Format):
     def predicted_calls(self, completion: str) -> list[dict[str, Any]] | None:
         return predicted_calls(completion)
 
+    def attempts_call(self, completion: str) -> bool:
+        return any(b.kind == "tool_call" for b in blocks(completion))
+
+    def read_calls(self, completion: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """restlit's tolerant parse with its per-line errors."""
+        parsed = parse_tool_calls(completion)
+        return [c.as_dict() for c in parsed.calls], parsed.errors
+
+    def final_calls(self, completion: str) -> tuple[list[dict[str, Any]], str | None]:
+        """The calls of the last ``<tool_call>`` block (the API-Bank paper's protocol)."""
+        found = [b for b in blocks(completion) if b.kind == "tool_call"]
+        if not found:
+            return [], "no <tool_call> block in the output"
+        calls = parse_tool_calls(completion[found[-1].inner_start : found[-1].inner_end]).calls
+        return [c.as_dict() for c in calls], None if calls else "no tool call in the last <tool_call> block"
+
     def tag(self, text: str) -> list[Span]:
         return tag(text)
 
