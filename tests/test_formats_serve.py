@@ -88,7 +88,10 @@ def test_vllm_serves_a_hermes_trained_model_with_parsed_tool_calls(tmp_path):
     log = (tmp_path / "serve.log").open("w")
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(final), "--served-model-name", "tiny",
+        # `vllm serve` itself is this module behind a CLI that asks importlib.metadata for the
+        # version of a distribution named "vllm": the CPU build installs as "vllm-cpu", so the CLI
+        # stops there (PackageNotFoundError). The server module takes the same arguments.
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(final), "--served-model-name", "tiny",
          "--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--host", "127.0.0.1", "--port", str(port),
          "--max-model-len", "1024", "--dtype", "float32", "--enforce-eager"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
