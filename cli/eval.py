@@ -48,6 +48,10 @@ def eval_command(
         "hf", "--engine",
         help="Generate with hf (transformers; multi-turn keeps each entry's KV cache) or vllm (vLLM, its prefix cache)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an eval.json already in OUT."),
+    tool_format: str | None = typer.Option(
+        None, "--format",
+        help="Output format to prompt and parse in: toolrl, hermes, llama3_json or pythonic "
+             "(default: the one recorded with --model's export, else toolrl)."),
 ) -> None:
     """Score tool calls: BFCL (AST and executed multi-turn), API-Bank, or a prepared validation split."""
     from restlit.evaluation import run
@@ -56,9 +60,16 @@ def eval_command(
         fail("give --predictions (saved outputs) or --model (generate), not both")
     if (out / "eval.json").exists() and not overwrite:
         fail(f"{out} already holds an evaluation (eval.json); use another --out or --overwrite")
+    from restlit.formats import UnknownFormat, get_format
+    from restlit.formats.record import recorded_format
+
+    try:
+        fmt = get_format(tool_format or (recorded_format(model) if model else None))
+    except UnknownFormat as exc:
+        fail(str(exc))
     try:
         names = run.parse_suites(suite)
-        suites = [run.load_suite(name, data=data, limit=limit, prompt=prompt) for name in names]
+        suites = [run.load_suite(name, data=data, limit=limit, prompt=prompt, fmt=fmt) for name in names]
         if predictions is not None:
             outputs = run.load_predictions(predictions)
         else:
@@ -72,7 +83,8 @@ def eval_command(
               "model": None if predictions is not None else (model or DEFAULT_MODEL),
               "max_new_tokens": None if predictions is not None else max_new_tokens,
               "prompt": prompt if any(n.startswith("apibank:") for n in names) else None,
-              "max_context": max_context, "engine": None if predictions is not None else engine}
+              "max_context": max_context, "engine": None if predictions is not None else engine,
+              "format": fmt.name}
     path = run.write_report(result, out, config)
     known = {i for s in suites for i in s.ids}
     _print_summary(result, path, unused=sum(1 for k in outputs if k not in known))

@@ -1,7 +1,9 @@
-"""``restlit tag``: show the regions of a completion, and optionally of its tokens."""
+"""``restlit tag``: show the regions of a completion in an output format, and optionally of its
+tokens; ``--json`` prints the spans and the parsed calls for scripts."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -26,14 +28,24 @@ def tag(
     tokenizer: str | None = typer.Option(
         None, "--tokenizer", help="Tokenizer directory or model alias (e.g. smollm2-135m): adds a per-token table."
     ),
+    tool_format: str = typer.Option(
+        "toolrl", "--format", help="Output format of the text: toolrl, hermes, llama3_json or pythonic."),
+    as_json: bool = typer.Option(
+        False, "--json", help='Print {"format", "spans": [{"start", "end", "region", "text"}], "calls": '
+                              '[{"name", "arguments"}]} as JSON instead of colours.'),
 ) -> None:
     """Print TEXT coloured by region (format, think, tool name, parameter name/value, response)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from restlit.formats import UnknownFormat, get_format
     from restlit.regions import Region, token_regions
-    from restlit.regions import tag as tag_text
+
+    try:
+        fmt = get_format(tool_format)
+    except UnknownFormat as exc:
+        fail(str(exc))
 
     if text is not None and file is not None:
         fail("give either a TEXT argument or --file, not both")
@@ -48,8 +60,14 @@ def tag(
         text = sys.stdin.read()
     text = text.replace("\\n", "\n") if "\n" not in text else text
 
+    spans = fmt.tag(text)
+    if as_json:
+        payload = {"format": fmt.name,
+                   "spans": [{"start": a, "end": b, "region": r.name, "text": text[a:b]} for a, b, r in spans],
+                   "calls": fmt.parse(text)}
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        return
     console = Console(highlight=False)
-    spans = tag_text(text)
     out = Text()
     for start, end, region in spans:
         out.append(text[start:end], style=STYLES[region.name])

@@ -223,7 +223,7 @@ def scan_calls(s: str, a: int, b: int) -> list[ScannedCall]:
                 i = _scan_json_list(s, i, b, calls)
             else:
                 i = _scan_python_list(s, k, b, calls)
-        elif c == ",":
+        elif c in ",;":  # ";" separates Llama 3's JSON calls
             i += 1
         else:
             m = _PY_CALL.match(s, i, b)

@@ -1,7 +1,9 @@
-"""The one place that renders prompts and reference answers.
+"""ToolRL's prompts and reference answers (the default output format, :mod:`restlit.formats.toolrl`;
+the other formats render their own).
 
-``restlit prepare``, training and evaluation all call these functions, so the policy is trained
-and scored on exactly the text it is prompted with:
+``restlit prepare`` stores references in this format, and training and evaluation in ToolRL's
+format call these functions, so the policy is trained and scored on exactly the text it is
+prompted with:
 
 * :func:`render_system_prompt` - the system message: the tools as JSON Schema, one per line, and
   the output format of docs/method.md, "Output format";

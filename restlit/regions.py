@@ -56,7 +56,8 @@ from typing import NamedTuple
 
 from restlit.callscan import scan_calls, starts_like_call
 
-__all__ = ["Block", "Region", "Span", "blocks", "tag", "token_regions"]
+__all__ = ["TOOLRL_BLOCKS", "Block", "BlockSyntax", "Region", "Span", "blocks", "call_spans", "partition", "tag",
+           "token_regions"]
 
 
 
@@ -94,9 +95,34 @@ PRIORITY: tuple[Region, ...] = (
 _RANK = {r: i for i, r in enumerate(PRIORITY)}
 _RANK_BYTE = {r: bytes([i]) for r, i in _RANK.items()}
 
-_KINDS = ("think", "tool_call", "response")
-_INNER_REGION = {"think": Region.THINK, "tool_call": Region.OTHER, "response": Region.RESPONSE}
-_TAG = re.compile(r"<(/?)(think|tool_call|response)>")
+
+
+@dataclass(frozen=True)
+class BlockSyntax:
+    """The tag-level syntax of an output format: the kinds of ``<kind> ... </kind>`` blocks, the
+    region of each block's inside (``call_kinds`` are scanned for calls instead), and the region of
+    text outside every block (``outside``; whitespace-only gaps stay OTHER). The output formats of
+    :mod:`restlit.formats` pass theirs; the default is ToolRL's (:data:`TOOLRL_BLOCKS`)."""
+
+    kinds: tuple[str, ...]
+    inner: tuple[Region, ...]
+    call_kinds: frozenset[str] = frozenset({"tool_call"})
+    outside: Region = Region.OTHER
+
+    @property
+    def pattern(self) -> re.Pattern:
+        return _tag_pattern(self.kinds)
+
+
+def _tag_pattern(kinds: tuple[str, ...]) -> re.Pattern:
+    pat = _PATTERNS.get(kinds)
+    if pat is None:
+        pat = _PATTERNS[kinds] = re.compile(r"<(/?)(" + "|".join(map(re.escape, kinds)) + r")>")
+    return pat
+
+
+_PATTERNS: dict[tuple[str, ...], re.Pattern] = {}
+TOOLRL_BLOCKS = BlockSyntax(("think", "tool_call", "response"), (Region.THINK, Region.OTHER, Region.RESPONSE))
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,13 +144,13 @@ class Block:
     closed: bool
 
 
-def _scan_tags(text: str) -> tuple[list[Block], list[tuple[int, int]]]:
+def _scan_tags(text: str, syntax: BlockSyntax = TOOLRL_BLOCKS) -> tuple[list[Block], list[tuple[int, int]]]:
     """Blocks and stray closing tags (as character ranges), per the module's rules."""
-    tags = [(m.start(), m.end(), m.group(1) == "/", m.group(2)) for m in _TAG.finditer(text)]
+    tags = [(m.start(), m.end(), m.group(1) == "/", m.group(2)) for m in syntax.pattern.finditer(text)]
     out: list[Block] = []
     stray: list[tuple[int, int]] = []
     # For each kind, the positions of its closing tags, so "is it closed later?" is a bisect.
-    closes = {k: [t[0] for t in tags if t[2] and t[3] == k] for k in _KINDS}
+    closes = {k: [t[0] for t in tags if t[2] and t[3] == k] for k in syntax.kinds}
     i, n = 0, len(tags)
     while i < n:
         start, end, closing, kind = tags[i]
@@ -150,12 +176,13 @@ def _scan_tags(text: str) -> tuple[list[Block], list[tuple[int, int]]]:
     return out, stray
 
 
-def blocks(text: str) -> list[Block]:
-    """The ``<think>`` / ``<tool_call>`` / ``<response>`` blocks of ``text`` in order.
+def blocks(text: str, syntax: BlockSyntax = TOOLRL_BLOCKS) -> list[Block]:
+    """The blocks of ``text`` in order: ToolRL's ``<think>`` / ``<tool_call>`` / ``<response>``,
+    or the kinds of another format's ``syntax``.
 
     Tolerant of malformed text, following the rules in the module docstring; never raises.
     """
-    return _scan_tags(text)[0]
+    return _scan_tags(text, syntax)[0]
 
 
 def call_ranges(text: str) -> list[tuple[int, int]]:
@@ -175,7 +202,7 @@ def call_ranges(text: str) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _call_spans(s: str, a: int, b: int, out: list[Span]) -> None:
+def call_spans(s: str, a: int, b: int, out: list[Span]) -> None:
     """Append the TOOL_NAME / PARAM_NAME / PARAM_VALUE spans of the calls in ``s[a:b]``."""
     for call in scan_calls(s, a, b):
         if call.name is not None:
@@ -187,32 +214,56 @@ def _call_spans(s: str, a: int, b: int, out: list[Span]) -> None:
                 out.append(Span(value.start, value.end, Region.PARAM_VALUE))
 
 
-def tag(text: str) -> list[Span]:
-    """Partition ``text`` into region spans.
+def tag(text: str, syntax: BlockSyntax = TOOLRL_BLOCKS) -> list[Span]:
+    """Partition ``text`` into region spans (ToolRL's format, or another format's ``syntax``).
 
     Returns spans sorted by position, non-overlapping, non-empty, adjacent spans of equal region
     merged, together covering every character exactly once (OTHER where nothing else applies).
     Malformed text follows the rules in the module docstring; never raises.
     """
-    blks, stray = _scan_tags(text)
+    blks, stray = _scan_tags(text, syntax)
     marks: list[Span] = [Span(a, b, Region.FORMAT) for a, b in stray]
+    inner = dict(zip(syntax.kinds, syntax.inner))
+    last = 0
     for blk in blks:
+        if syntax.outside is not Region.OTHER:
+            _outside(text, last, blk.start, syntax.outside, marks)
+        last = blk.end
         marks.append(Span(blk.start, blk.inner_start, Region.FORMAT))
-        region = _INNER_REGION[blk.kind]
-        if region is not Region.OTHER:
-            marks.append(Span(blk.inner_start, blk.inner_end, region))
-        else:
-            _call_spans(text, blk.inner_start, blk.inner_end, marks)
+        if blk.kind in syntax.call_kinds:
+            call_spans(text, blk.inner_start, blk.inner_end, marks)
+        elif inner[blk.kind] is not Region.OTHER:
+            marks.append(Span(blk.inner_start, blk.inner_end, inner[blk.kind]))
         if blk.closed:
             marks.append(Span(blk.inner_end, blk.end, Region.FORMAT))
-    marks.sort()
+    if syntax.outside is not Region.OTHER:
+        _outside(text, last, len(text), syntax.outside, marks)
+    return partition(text, marks)
+
+
+def _outside(text: str, a: int, b: int, region: Region, marks: list[Span]) -> None:
+    """Mark ``text[a:b]`` (between blocks) as ``region`` around the stray tags already marked, its
+    leading and trailing whitespace left OTHER."""
+    inside = [m for m in marks if a <= m.start < b]
+    pos = a
+    for m in sorted(inside) + [Span(b, b, Region.OTHER)]:
+        seg = text[pos : m.start]
+        if seg.strip():
+            lead = len(seg) - len(seg.lstrip())
+            marks.append(Span(pos + lead, pos + len(seg.rstrip()), region))
+        pos = max(pos, m.end)
+
+
+def partition(text: str, marks: Sequence[Span]) -> list[Span]:
+    """Non-overlapping ``marks`` completed into a partition of ``text``: sorted, gaps OTHER,
+    adjacent spans of one region merged (what :func:`tag` returns)."""
     spans: list[Span] = []
     pos = 0
-    for start, end, region in marks:
+    for start, end, region in sorted(marks):
         if start > pos:
             _append(spans, pos, start, Region.OTHER)
-        _append(spans, start, end, region)
-        pos = end
+        _append(spans, max(start, pos), end, region)
+        pos = max(pos, end)
     if pos < len(text):
         _append(spans, pos, len(text), Region.OTHER)
     return spans

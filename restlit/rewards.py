@@ -12,14 +12,18 @@ needs no torch.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from restlit.regions import blocks
-from restlit.toolcalls import parse_tool_calls
+from restlit.formats import Format, get_format
+from restlit.formats.toolrl import CANONICAL_LAYOUTS, format_ok, predicted_calls
+
+__all__ = ["CANONICAL_LAYOUTS", "Ramp", "Reward", "RewardBounds", "RewardConfig", "compute_reward",
+           "correctness_reward", "format_ok", "format_reward", "load_reward_function", "multiset_jaccard",
+           "predicted_calls",
+           "reward_bounds", "tool_call_score"]
 
 RewardMode = Literal["fixed", "scheduled"]
 
@@ -70,14 +74,37 @@ class RewardConfig:
     """scheduled: the correctness reward's upper bound over steps."""
     correctness_min: Ramp = field(default_factory=lambda: Ramp(-2.0, -3.0, 150))
     """scheduled: the correctness reward's lower bound over steps."""
+    function: str | None = None
+    """A user's reward ``package.module:callable`` that ``fit`` uses in place of this one, called as
+    ``fn(completion, item, step) -> Reward`` like ``fit(reward_fn=...)``."""
 
     def __post_init__(self) -> None:
+        if self.function is not None:
+            load_reward_function(self.function)
         if self.mode not in ("fixed", "scheduled"):
             raise ValueError(f"reward mode must be 'fixed' or 'scheduled', got {self.mode!r}")
         for name in ("format_range", "correctness_range"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name}: min {lo} > max {hi}")
+
+
+def load_reward_function(spec: str) -> Any:
+    """The callable ``package.module:callable`` names; a ValueError (one line) when the module does
+    not import or the attribute is missing or not callable."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"function: {spec!r} is not 'package.module:callable'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any failure to import is the user's to fix, in one line
+        raise ValueError(f"function: {spec!r}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"function: {spec!r}: {module_name} has no callable {attr!r}")  # noqa: TRY004
+    return fn
 
 
 @dataclass(frozen=True)
@@ -116,48 +143,11 @@ def reward_bounds(step: int, config: RewardConfig = RewardConfig()) -> RewardBou
                         config.correctness_min(step), config.correctness_max(step))
 
 
-def _expected_kinds(target: Mapping[str, Any]) -> tuple[str, ...]:
-    return ("think",) + (("tool_call",) if target.get("calls") else ()) + (
-        ("response",) if target.get("response") is not None else ()
-    )
-
-
-# The layouts of a canonical output when no reference says which one is expected.
-CANONICAL_LAYOUTS = (("think", "tool_call"), ("think", "response"), ("think", "tool_call", "response"))
-
-
-def format_ok(completion: str, target: Mapping[str, Any] | None = None) -> bool:
-    """True when ``completion`` has exactly the blocks the target's case needs, closed, each once, in order:
-    ``think + tool_call``, ``think + response`` or ``think + tool_call + response`` (``think`` alone when the
-    target has neither), and nothing but whitespace outside them (no stray tag or text, as ToolRL's
-    ``^<think>...</think>\\n<tool_call>...</tool_call>$`` patterns require).
-
-    Without a target (evaluation: is the output canonical, whatever the reference?) any of the three
-    layouts :data:`CANONICAL_LAYOUTS` is accepted, and every line of a ``<tool_call>`` block must be one
-    canonical JSON call (:func:`predicted_calls`).
-
-    Blocks are :func:`restlit.regions.blocks`, so a tag named inside a block's text ("I put the call in the
-    <tool_call> tags") is text, not a tag. ToolRL counts raw tag strings instead, which fails 17 of the 400
-    references in its own ``rlla_sft.json``.
-    """
-    found = blocks(completion)
-    kinds = tuple(b.kind for b in found)
-    layouts = CANONICAL_LAYOUTS if target is None else (_expected_kinds(target),)
-    if kinds not in layouts or not all(b.closed for b in found):
-        return False
-    outside, last = [], 0
-    for b in found:
-        outside.append(completion[last : b.start])
-        last = b.end
-    outside.append(completion[last:])
-    if any(part.strip() for part in outside):
-        return False
-    return target is not None or "tool_call" not in kinds or predicted_calls(completion) is not None
-
-
-def format_reward(completion: str, target: Mapping[str, Any], lo: float = 0.0, hi: float = 1.0) -> float:
-    """``hi`` if :func:`format_ok`, else ``lo``."""
-    return hi if format_ok(completion, target) else lo
+def format_reward(completion: str, target: Mapping[str, Any], lo: float = 0.0, hi: float = 1.0,
+                  fmt: Format | str | None = None) -> float:
+    """``hi`` if the output format ``fmt`` (default ToolRL's) finds ``completion`` well-formed for
+    the target's case (:meth:`restlit.formats.Format.format_ok`), else ``lo``."""
+    return hi if get_format(fmt).format_ok(completion, target) else lo
 
 
 def multiset_jaccard(a: Sequence[Hashable], b: Sequence[Hashable]) -> float:
@@ -200,43 +190,19 @@ def tool_call_score(gt: Sequence[Mapping[str, Any]], pred: Sequence[Mapping[str,
     return score, s_max
 
 
-def predicted_calls(completion: str) -> list[dict] | None:
-    """The completion's calls as ``{"name", "arguments"}`` dicts, or None when ToolRL would give the minimum:
-    no closed ``<tool_call>`` block, or a non-blank line inside one that is not exactly one JSON object with a
-    string ``"name"`` and a ``"parameters"`` object (the canonical JSON-lines format; the tolerant forms
-    :func:`restlit.toolcalls.parse_tool_calls` also reads, Python calls, JSON lists, single quotes, two calls on
-    a line or one spread over lines, all count as malformed here)."""
-    tool_blocks = [b for b in blocks(completion) if b.kind == "tool_call"]
-    if not tool_blocks or not all(b.closed for b in tool_blocks):
-        return None
-    parsed = parse_tool_calls(completion)
-    if parsed.errors or parsed.syntax != "json_lines":
-        return None
-    lines = [line.strip() for b in tool_blocks for line in completion[b.inner_start : b.inner_end].split("\n")]
-    call_texts = [completion[c.start : c.end].strip() for c in parsed.calls]
-    if [line for line in lines if line] != call_texts:
-        return None
-    for text in call_texts:
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(obj, dict) or not isinstance(obj.get("parameters"), dict):
-            return None
-    return [c.as_dict() for c in parsed.calls]
+def correctness_reward(completion: str, target: Mapping[str, Any], lo: float = -3.0, hi: float = 3.0,
+                       fmt: Format | str | None = None) -> float:
+    """ToolRL's tool-call correctness in ``[lo, hi]``, the calls read by the output format ``fmt``
+    (default ToolRL's, :func:`predicted_calls`; see :meth:`restlit.formats.Format.predicted_calls`).
 
-
-def correctness_reward(completion: str, target: Mapping[str, Any], lo: float = -3.0, hi: float = 3.0) -> float:
-    """ToolRL's tool-call correctness in ``[lo, hi]``.
-
-    0 if the target has no call; ``lo`` if :func:`predicted_calls` finds the tags missing or a malformed line;
+    0 if the target has no call; ``lo`` if the format finds no call (ToolRL's: the tags missing or a malformed line);
     ``hi`` on an exact match of the call list (names and arguments, in order); else
     ``(hi - lo) * score / S_max + lo`` with :func:`tool_call_score`.
     """
     gt = [{"name": c["name"], "arguments": dict(c["arguments"])} for c in target.get("calls") or ()]
     if not gt:
         return 0.0
-    pred = predicted_calls(completion)
+    pred = get_format(fmt).predicted_calls(completion)
     if pred is None:
         return lo
     if pred == gt:
@@ -246,10 +212,12 @@ def correctness_reward(completion: str, target: Mapping[str, Any], lo: float = -
 
 
 def compute_reward(
-    completion: str, target: Mapping[str, Any], step: int = 0, config: RewardConfig = RewardConfig()
+    completion: str, target: Mapping[str, Any], step: int = 0, config: RewardConfig = RewardConfig(),
+    fmt: Format | str | None = None,
 ) -> Reward:
-    """``format + correctness`` for one completion at global step ``step`` (see :func:`reward_bounds`)."""
+    """``format + correctness`` for one completion at global step ``step`` (see :func:`reward_bounds`),
+    in the output format ``fmt`` (default ToolRL's)."""
     b = reward_bounds(step, config)
-    fmt = format_reward(completion, target, b.format_min, b.format_max)
-    cor = correctness_reward(completion, target, b.correctness_min, b.correctness_max)
-    return Reward(fmt, cor, fmt + cor, b)
+    form = format_reward(completion, target, b.format_min, b.format_max, fmt)
+    cor = correctness_reward(completion, target, b.correctness_min, b.correctness_max, fmt)
+    return Reward(form, cor, form + cor, b)

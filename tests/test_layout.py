@@ -143,6 +143,7 @@ def test_the_method_and_the_config_import_without_torch():
         "            raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import restlit.config, restlit.regions, restlit.callscan, restlit.toolcalls, restlit.rewards, restlit.prompts\n"
+        "import restlit.formats\n"
         "cfg = restlit.config.load_config(None, ['objective.weights.mode=uniform'])\n"
         "assert cfg.objective.weights.mode == 'uniform'\n"
         "print('ok')\n"

@@ -203,6 +203,8 @@ class DataConfig:
     """At most this many validation prompts scored during training."""
     seed: int = 0
     """Seed of the train / validation split of raw files."""
+    tool_format: Literal["toolrl", "hermes", "llama3_json", "pythonic"] = "toolrl"
+    """Output format the policy learns to write (``restlit.formats``, docs/formats.md); ``format`` is the raw input's."""
 
 
 @dataclass

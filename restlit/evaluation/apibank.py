@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from restlit.evaluation.ast_checker import Verdict
-from restlit.regions import blocks
-from restlit.toolcalls import parse_tool_calls
+from restlit.formats import Format, get_format
 
 __all__ = ["DATA_DIR", "LEVELS", "PROMPTS", "APIBankItem", "load_level", "messages", "reference_output",
            "score_output", "tools_of"]
@@ -72,15 +71,13 @@ def tools_of(item: APIBankItem) -> list[dict[str, Any]]:
     return tools
 
 
-def messages(item: APIBankItem, prompt: str = "native") -> list[dict[str, str]]:
-    """The chat messages of one item: its own system prompt, or restlit's listing the same tools;
-    the user message is the item's dialogue text either way."""
+def messages(item: APIBankItem, prompt: str = "native", fmt: Format | str | None = None) -> list[dict[str, Any]]:
+    """The chat messages of one item: its own system prompt, or restlit's listing the same tools
+    in the output format ``fmt``; the user message is the item's dialogue text either way."""
     if prompt == "native":
         return [{"role": "system", "content": item.system}, {"role": "user", "content": item.user}]
     if prompt == "restlit":
-        from restlit.prompts import build_messages
-
-        return build_messages(tools_of(item), [{"role": "user", "content": item.user}])
+        return get_format(fmt).messages(tools_of(item), [{"role": "user", "content": item.user}])
     raise ValueError(f"unknown prompt {prompt!r}; expected one of {', '.join(PROMPTS)}")
 
 
@@ -99,28 +96,25 @@ def _typed(value: Any) -> Any:
     return ("other", repr(value))
 
 
-def score_output(item: APIBankItem, output: str) -> Verdict:
-    """Soft match: some call of the output's last ``<tool_call>`` block has the answer's name and
+def score_output(item: APIBankItem, output: str, fmt: Format | str | None = None) -> Verdict:
+    """Soft match: some call of the output's last ``<tool_call>`` block (another output format
+    ``fmt``: of its calls, :meth:`restlit.formats.Format.final_calls`) has the answer's name and
     exactly its parameters (an output without a block fails, as in the paper's protocol)."""
-    found = [b for b in blocks(output) if b.kind == "tool_call"]
-    if not found:
-        return Verdict(False, "no <tool_call> block in the output")
-    calls = parse_tool_calls(output[found[-1].inner_start : found[-1].inner_end]).calls
-    if not calls:
-        return Verdict(False, "no tool call in the last <tool_call> block")
+    calls, missing = get_format(fmt).final_calls(output)
+    if missing:
+        return Verdict(False, missing)
     name, expected = item.answer["name"], _typed(item.answer["parameters"])
-    same_name = [c for c in calls if c.name == name]
-    if any(_typed(c.arguments) == expected for c in same_name):
+    same_name = [c for c in calls if c["name"] == name]
+    if any(_typed(c["arguments"]) == expected for c in same_name):
         return Verdict(True, "a call matches the answer")
     if not same_name:
-        return Verdict(False, f"no call of {name!r} (got {', '.join(repr(c.name) for c in calls)})")
-    got = json.dumps(same_name[0].arguments, ensure_ascii=False)[:120]
+        return Verdict(False, f"no call of {name!r} (got {', '.join(repr(c['name']) for c in calls)})")
+    got = json.dumps(same_name[0]["arguments"], ensure_ascii=False)[:120]
     want = json.dumps(item.answer["parameters"], ensure_ascii=False)[:120]
     return Verdict(False, f"call {name!r}: parameters {got} differ from {want}")
 
 
-def reference_output(item: APIBankItem) -> str:
-    """The answer as a canonical completion (for tests and the predictions path)."""
-    from restlit.prompts import render_target
-
-    return render_target("", [{"name": item.answer["name"], "arguments": item.answer["parameters"]}], None)
+def reference_output(item: APIBankItem, fmt: Format | str | None = None) -> str:
+    """The answer as a canonical completion in the output format ``fmt`` (for tests and the
+    predictions path)."""
+    return get_format(fmt).render("", [{"name": item.answer["name"], "arguments": item.answer["parameters"]}], None)

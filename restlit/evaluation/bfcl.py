@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from restlit.evaluation.ast_checker import Verdict, check_calls, check_irrelevance
-from restlit.toolcalls import parse_tool_calls
+from restlit.formats import Format, get_format
 
 __all__ = [
     "CATEGORIES",
@@ -109,43 +109,41 @@ def load_category(category: str, limit: int | None = None) -> list[BFCLItem]:
     return items
 
 
-def item_messages(item: BFCLItem) -> list[dict[str, str]]:
+def item_messages(item: BFCLItem, fmt: Format | str | None = None) -> list[dict[str, Any]]:
     """Chat messages for one item, rendered by restlit's one prompt renderer.
 
     The functions are normalised to JSON Schema (``restlit.data_prep.schema``: ``dict`` -> ``object``,
     ``float`` -> ``number``, ...) as training tools are, and listed in restlit's system prompt with
     the canonical output format. A system message of the item itself (some live items have one)
-    is appended to restlit's system prompt, since the renderer owns the system message.
+    is appended to restlit's system prompt, since the renderer owns the system message. Another
+    output format ``fmt`` renders the tools its way (:meth:`restlit.formats.Format.messages`).
     """
     from restlit.data_prep.schema import normalize_tools
-    from restlit.prompts import build_messages
 
     tools, _warnings = normalize_tools(item.functions)
     own_system = [m["content"] for m in item.messages if m["role"] == "system"]
     history = [m for m in item.messages if m["role"] != "system"]
-    messages = build_messages(tools, history)
-    if own_system:
-        messages[0] = {"role": "system", "content": "\n\n".join([messages[0]["content"], *own_system])}
-    return messages
+    return get_format(fmt).messages(tools, history, system="\n\n".join(own_system) or None)
 
 
-def score_output(item: BFCLItem, output: str) -> Verdict:
+def score_output(item: BFCLItem, output: str, fmt: Format | str | None = None) -> Verdict:
     """Score one model output (any text) on ``item`` with BFCL's AST rules.
 
     The calls are read by :func:`restlit.toolcalls.parse_tool_calls` (canonical ``<tool_call>`` JSON
     lines, a JSON list, or Python-call syntax). Irrelevance items pass when no call parses (text
     that fails to parse counts as no call, as in BFCL). Other items fail on any malformed call,
-    since BFCL fails an output it cannot decode.
+    since BFCL fails an output it cannot decode. In another output format ``fmt`` the calls are
+    that format's parse (:meth:`restlit.formats.Format.read_calls`).
     """
-    parsed = parse_tool_calls(output)
-    calls = [(c.name, c.arguments) for c in parsed.calls]
+    found, errors = get_format(fmt).read_calls(output)
+    calls = [(c["name"], c["arguments"]) for c in found]
     if item.irrelevance:
         verdict = check_irrelevance(calls)
-        if verdict.passed and parsed.errors:
-            return Verdict(True, f"no call, as expected (unparseable call text ignored: {parsed.errors[0]})")
+        if verdict.passed and errors:
+            return Verdict(True, f"no call, as expected (unparseable call text ignored: {errors[0]})")
         return verdict
-    if parsed.errors:
-        return Verdict(False, f"malformed tool call: {parsed.errors[0]}")
+    if errors:
+        return Verdict(False, f"malformed tool call: {errors[0]}")
     if not calls:
         return Verdict(False, "no tool call in the output")
     return check_calls(calls, item.ground_truth, item.functions)
@@ -172,13 +170,15 @@ def _pick_dict(possible: dict) -> dict:
     return {key: alternatives[0] for key, alternatives in possible.items() if "" not in alternatives}
 
 
-def reference_output(item: BFCLItem) -> str:
+def reference_output(item: BFCLItem, fmt: Format | str | None = None) -> str:
     """A canonical completion built from the item's possible answers (what a perfect model could
-    write); for irrelevance items, a response with no call. Used by tests and the benchmark."""
-    from restlit.prompts import NO_CALL_RESPONSE, render_target
+    write, in the output format ``fmt``); for irrelevance items, a response with no call. Used by
+    tests and the benchmark."""
+    from restlit.prompts import NO_CALL_RESPONSE
 
+    render = get_format(fmt).render
     if item.irrelevance:
-        return render_target("", [], NO_CALL_RESPONSE)
+        return render("", [], NO_CALL_RESPONSE)
     docs = {f["name"]: f for f in item.functions}
     calls = []
     for entry in item.ground_truth:
@@ -190,4 +190,4 @@ def reference_output(item: BFCLItem) -> str:
             if keep:
                 args[param] = value
         calls.append({"name": name, "arguments": args})
-    return render_target("", calls, None)
+    return render("", calls, None)

@@ -118,8 +118,8 @@ def generate_outputs(
     """
     from restlit.evaluation.multiturn import ContextOverflow
     from restlit.evaluation.session import PrefixCacheGenerator
+    from restlit.formats import prompt_ids
     from restlit.rollout.base import SamplingConfig
-    from restlit.tokens import prompt_ids
 
     tokenizer, policy = load_model(model) if isinstance(model, str) else model
     check_engine(engine)

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from restlit.evaluation.ast_checker import Verdict
-from restlit.rewards import format_ok
-from restlit.toolcalls import parse_tool_calls
+from restlit.formats import Format, get_format
 
 __all__ = ["HeldoutScore", "load_heldout", "score_output", "summarize"]
 
@@ -120,25 +119,26 @@ def _triples(calls: Sequence[Mapping[str, Any]]) -> Counter:
     return Counter((c["name"], p, _key(v)) for c in calls for p, v in c["arguments"].items())
 
 
-def score_output(target: Mapping[str, Any], output: str) -> HeldoutScore:
+def score_output(target: Mapping[str, Any], output: str, fmt: Format | str | None = None) -> HeldoutScore:
     """Score ``output`` against a sample's target ``{"think", "calls", "response"}``.
 
     Calls are read with :func:`restlit.toolcalls.parse_tool_calls` (so a JSON list or Python-call
     output is scored on its content; :func:`restlit.rewards.format_ok` says whether it was canonical). The
     exact match is a multiset equality of ``(name, arguments)`` with JSON equality of values; a
-    malformed call line fails it. Parameter triples count the calls that did parse.
+    malformed call line fails it. Parameter triples count the calls that did parse. In another
+    output format ``fmt`` the calls and the format validity are that format's.
     """
+    fmt = get_format(fmt)
     gold = [{"name": c["name"], "arguments": c["arguments"]} for c in target.get("calls") or ()]
-    parsed = parse_tool_calls(output)
-    pred = [c.as_dict() for c in parsed.calls]
+    pred, errors = fmt.read_calls(output)
     if not gold:
         if pred:
             names = ", ".join(repr(c["name"]) for c in pred)
             verdict = Verdict(False, f"expected no call, got {len(pred)} call{'s' * (len(pred) != 1)} ({names})")
         else:
             verdict = Verdict(True, "no call, as expected")
-    elif parsed.errors:
-        verdict = Verdict(False, f"malformed tool call: {parsed.errors[0]}")
+    elif errors:
+        verdict = Verdict(False, f"malformed tool call: {errors[0]}")
     elif not pred:
         verdict = Verdict(False, "no tool call in the output")
     elif Counter(map(_call_key, pred)) == Counter(map(_call_key, gold)):
@@ -154,7 +154,7 @@ def score_output(target: Mapping[str, Any], output: str) -> HeldoutScore:
         param_tp=sum(tp_triples.values()),
         param_pred=sum(len(c["arguments"]) for c in pred),
         param_gold=sum(len(c["arguments"]) for c in gold),
-        format_valid=format_ok(output),
+        format_valid=fmt.format_ok(output),
     )
 
 

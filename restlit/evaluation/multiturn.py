@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from restlit.evaluation.bfcl import INSTALL_HINT, BFCLUnavailable, data_dir
-from restlit.toolcalls import parse_tool_calls
+from restlit.formats import Format, get_format
 
 __all__ = [
     "CATEGORIES",
@@ -253,12 +253,10 @@ def _tools(docs: Sequence[Mapping[str, Any]]) -> list[dict]:
     return tools
 
 
-def initial_messages(entry: Entry) -> list[dict[str, str]]:
-    """The system message: the entry's functions (held-out ones excluded), rendered by
-    :mod:`restlit.prompts` as training prompts are."""
-    from restlit.prompts import build_messages
-
-    return build_messages(_tools(entry.functions), [])
+def initial_messages(entry: Entry, fmt: Format | str | None = None) -> list[dict[str, Any]]:
+    """The system message: the entry's functions (held-out ones excluded), rendered by the output
+    format ``fmt`` (:meth:`restlit.formats.Format.messages`) as training prompts are."""
+    return get_format(fmt).messages(_tools(entry.functions), [])
 
 
 def turn_message(entry: Entry, turn: int) -> list[dict[str, str]]:
@@ -276,13 +274,14 @@ def turn_message(entry: Entry, turn: int) -> list[dict[str, str]]:
 # Decoding and scoring
 
 
-def decode_step(text: str) -> tuple[list[Call], str | None]:
-    """The calls of one model step, or ``([], reason)`` when it does not decode: BFCL drops a step
-    it cannot decode as a whole, so one malformed call drops the step's other calls too."""
-    parsed = parse_tool_calls(text)
-    if parsed.errors:
-        return [], parsed.errors[0]
-    return [Call(c.name, c.arguments) for c in parsed.calls], None
+def decode_step(text: str, fmt: Format | str | None = None) -> tuple[list[Call], str | None]:
+    """The calls of one model step (in the output format ``fmt``), or ``([], reason)`` when it does
+    not decode: BFCL drops a step it cannot decode as a whole, so one malformed call drops the
+    step's other calls too."""
+    calls, errors = get_format(fmt).read_calls(text)
+    if errors:
+        return [], errors[0]
+    return [Call(c["name"], c["arguments"]) for c in calls], None
 
 
 def _missing(expected: Sequence[str], got: Sequence[str]) -> list[str]:
@@ -311,9 +310,11 @@ def _turn_verdict(model_env: Environment, gt_env: Environment, made_call: bool, 
     return None
 
 
-def score_trajectory(entry: Entry, turns: Sequence[Sequence[str]], stop: str | None = None) -> dict[str, Any]:
+def score_trajectory(entry: Entry, turns: Sequence[Sequence[str]], stop: str | None = None,
+                     fmt: Format | str | None = None) -> dict[str, Any]:
     """Execute and score one entry's model outputs: ``turns[t]`` are the raw texts of turn ``t``'s
-    steps; ``stop`` the reason a generation was cut short (``context_overflow``, ``step limit``).
+    steps; ``stop`` the reason a generation was cut short (``context_overflow``, ``step limit``);
+    ``fmt`` the output format the steps are decoded in.
 
     Returns ``{"passed", "reason", "failed_turn", "trajectory"}``; ``trajectory`` has, per turn,
     the steps (``text``, decoded ``calls`` with their ``results``, or the decode ``error``) and the
@@ -329,7 +330,7 @@ def score_trajectory(entry: Entry, turns: Sequence[Sequence[str]], stop: str | N
             break
         steps, made_call, call_steps = [], False, 0
         for text in turns[t]:
-            calls, error = decode_step(text)
+            calls, error = decode_step(text, fmt)
             step: dict[str, Any] = {"text": text}
             if error:
                 step["error"] = error
@@ -358,14 +359,15 @@ def score_trajectory(entry: Entry, turns: Sequence[Sequence[str]], stop: str | N
     return {"passed": False, "reason": verdict[0], "failed_turn": verdict[1], "trajectory": trajectory}
 
 
-def reference_turns(entry: Entry) -> list[list[str]]:
-    """The ground truth as model output: one step per turn with all the turn's calls (canonical
-    ``<tool_call>`` JSON lines), then a step with no call; a turn without calls gets a response."""
-    from restlit.prompts import NO_CALL_RESPONSE, render_target
+def reference_turns(entry: Entry, fmt: Format | str | None = None) -> list[list[str]]:
+    """The ground truth as model output in the output format ``fmt``: one step per turn with all
+    the turn's calls, then a step with no call; a turn without calls gets a response."""
+    from restlit.prompts import NO_CALL_RESPONSE
 
-    done = render_target("", [], "Done.")
-    return [[render_target("", [c.as_dict() for c in calls], None), done] if calls
-            else [render_target("", [], NO_CALL_RESPONSE)] for calls in entry.ground_truth]
+    render = get_format(fmt).render
+    done = render("", [], "Done.")
+    return [[render("", [c.as_dict() for c in calls], None), done] if calls
+            else [render("", [], NO_CALL_RESPONSE)] for calls in entry.ground_truth]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,8 +378,8 @@ class ContextOverflow(Exception):
     """Raised by a generator whose prompt no longer fits the model's context."""
 
 
-def entry_steps(entry: Entry, *, step_limit: int = STEP_LIMIT) -> Generator[list[dict[str, str]], str | None,
-                                                                             dict[str, Any]]:
+def entry_steps(entry: Entry, *, step_limit: int = STEP_LIMIT, fmt: Format | str | None = None,
+                ) -> Generator[list[dict[str, str]], str | None, dict[str, Any]]:
     """BFCL's inference on one entry, as a generator: it yields the conversation the model answers
     next and is sent the model's text (None: the conversation no longer fits the model's context).
 
@@ -386,10 +388,11 @@ def entry_steps(entry: Entry, *, step_limit: int = STEP_LIMIT) -> Generator[list
     ``tool`` message; the turn ends at the first step with no call (or that does not decode). A
     turn whose model is still calling after ``step_limit`` steps ends the entry (``step limit``),
     as an overflowing prompt does (``context_overflow``). Returns ``{"turns": [[step text, ...],
-    ...], "stop": None | reason}``, which :func:`score_trajectory` scores.
+    ...], "stop": None | reason}``, which :func:`score_trajectory` scores. ``fmt``: the output
+    format prompted and decoded in.
     """
     env = Environment(entry)
-    messages = initial_messages(entry)
+    messages = initial_messages(entry, fmt)
     turns: list[list[str]] = []
     for t in range(len(entry.turns)):
         messages.extend(turn_message(entry, t))
@@ -402,7 +405,7 @@ def entry_steps(entry: Entry, *, step_limit: int = STEP_LIMIT) -> Generator[list
                 return {"turns": turns, "stop": "context_overflow"}
             steps.append(text)
             messages.append({"role": "assistant", "content": text})
-            calls, _error = decode_step(text)
+            calls, _error = decode_step(text, fmt)
             if not calls:
                 break
             messages.extend({"role": "tool", "content": env.execute(c)} for c in calls)

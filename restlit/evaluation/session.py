@@ -43,12 +43,12 @@ from typing import Any
 import torch
 
 from restlit.evaluation.multiturn import ContextOverflow
+from restlit.formats import prompt_ids
 from restlit.kernels.attention import ROWS
 from restlit.kernels.kvcache import PreallocatedLayer, preallocate, rows_cache
 from restlit.kernels.packed import packed_linears
 from restlit.kernels.sdpa import GROUPED_SDPA
 from restlit.rollout.base import SamplingConfig, eos_ids
-from restlit.tokens import prompt_ids
 
 __all__ = ["EngineGenerator", "Feed", "PrefixCacheGenerator", "common_prefix", "serve_in_rounds"]
 

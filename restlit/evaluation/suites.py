@@ -16,6 +16,7 @@ from typing import Any
 
 from restlit.errors import UserError
 from restlit.evaluation import apibank, bfcl, heldout, multiturn
+from restlit.formats import Format, get_format
 
 __all__ = ["BFCL_ALL", "HELDOUT", "MULTI_TURN", "EvalError", "Suite", "load_suite", "parse_suites"]
 
@@ -95,42 +96,43 @@ def parse_suites(specs: Sequence[str]) -> list[str]:
     return out
 
 
-def _bfcl_suite(category: str, limit: int | None) -> Suite:
+def _bfcl_suite(category: str, limit: int | None, fmt: Format) -> Suite:
     items = bfcl.load_category(category, limit)
 
     def score(i: int, output: str) -> dict[str, Any]:
-        v = bfcl.score_output(items[i], output)
+        v = bfcl.score_output(items[i], output, fmt)
         return {"passed": v.passed, "reason": v.reason}
 
-    return Suite(f"bfcl:{category}", [it.id for it in items], lambda i: bfcl.item_messages(items[i]), score)
+    return Suite(f"bfcl:{category}", [it.id for it in items], lambda i: bfcl.item_messages(items[i], fmt), score)
 
 
-def _multi_turn_suite(category: str, limit: int | None) -> Suite:
+def _multi_turn_suite(category: str, limit: int | None, fmt: Format) -> Suite:
     entries = multiturn.load_category(category, limit)
 
     def score(i: int, output: Any) -> dict[str, Any]:
         if not isinstance(output, dict) or "turns" not in output:
             return {"passed": False, "reason": "expected the steps of each turn ('turns'), got one output text",
                     "failed_turn": None, "stop": None, "trajectory": []}
-        result = multiturn.score_trajectory(entries[i], output["turns"], output.get("stop"))
+        result = multiturn.score_trajectory(entries[i], output["turns"], output.get("stop"), fmt)
         return {"passed": result["passed"], "reason": result["reason"], "failed_turn": result["failed_turn"],
                 "stop": output.get("stop"), "trajectory": result["trajectory"]}
 
     return Suite(f"bfcl:{category}", [e.id for e in entries], None, score,
-                 steps=lambda i: multiturn.entry_steps(entries[i]))
+                 steps=lambda i: multiturn.entry_steps(entries[i], fmt=fmt))
 
 
-def _apibank_suite(level: str, limit: int | None, prompt: str) -> Suite:
+def _apibank_suite(level: str, limit: int | None, prompt: str, fmt: Format) -> Suite:
     items = apibank.load_level(level, limit)
 
     def score(i: int, output: str) -> dict[str, Any]:
-        v = apibank.score_output(items[i], output)
+        v = apibank.score_output(items[i], output, fmt)
         return {"passed": v.passed, "reason": v.reason}
 
-    return Suite(f"apibank:{level}", [it.id for it in items], lambda i: apibank.messages(items[i], prompt), score)
+    return Suite(f"apibank:{level}", [it.id for it in items], lambda i: apibank.messages(items[i], prompt, fmt),
+                 score)
 
 
-def _heldout_suite(data: str | Path | None, limit: int | None) -> Suite:
+def _heldout_suite(data: str | Path | None, limit: int | None, fmt: Format) -> Suite:
     if data is None:
         raise EvalError("the heldout suite needs --data DIR (a `restlit prepare` output)")
     try:
@@ -141,7 +143,7 @@ def _heldout_suite(data: str | Path | None, limit: int | None) -> Suite:
     scores: dict[int, heldout.HeldoutScore] = {}
 
     def score(i: int, output: str) -> dict[str, Any]:
-        s = heldout.score_output(samples[i].target, output)
+        s = heldout.score_output(samples[i].target, output, fmt)
         scores[i] = s
         return {"passed": s.verdict.passed, "reason": s.verdict.reason, "format_valid": s.format_valid,
                 "names_ok": s.names_ok, "param_tp": s.param_tp, "param_pred": s.param_pred,
@@ -152,27 +154,30 @@ def _heldout_suite(data: str | Path | None, limit: int | None) -> Suite:
         out.pop("items")
         return out
 
-    return Suite(HELDOUT, [s.id for s in samples], lambda i: samples[i].messages(), score, metrics)
+    return Suite(HELDOUT, [s.id for s in samples], lambda i: fmt.messages(samples[i].tools, samples[i].history),
+                 score, metrics)
 
 
 def load_suite(name: str, *, data: str | Path | None = None, limit: int | None = None,
-               prompt: str = "native") -> Suite:
+               prompt: str = "native", fmt: Format | str | None = None) -> Suite:
     """Load one suite by name (see :func:`parse_suites`), its first ``limit`` items; ``prompt``
-    (``native`` or ``restlit``) is the system prompt of the API-Bank suites.
+    (``native`` or ``restlit``) is the system prompt of the API-Bank suites; ``fmt`` the output
+    format prompted and parsed in (default ToolRL's, :mod:`restlit.formats`).
 
     EvalError for user mistakes: heldout without a usable ``data`` directory, bfcl-eval missing
     (the message gives the install command), an unknown prompt.
     """
+    fmt = get_format(fmt)
     if name == HELDOUT:
-        return _heldout_suite(data, limit)
+        return _heldout_suite(data, limit, fmt)
     family, _, category = name.partition(":")
     if prompt not in apibank.PROMPTS:
         raise EvalError(f"unknown prompt {prompt!r}: expected one of {', '.join(apibank.PROMPTS)}")
     try:
         if family == "apibank":
-            return _apibank_suite(category, limit, prompt)
+            return _apibank_suite(category, limit, prompt, fmt)
         if category in multiturn.CATEGORIES:
-            return _multi_turn_suite(category, limit)
-        return _bfcl_suite(category, limit)
+            return _multi_turn_suite(category, limit, fmt)
+        return _bfcl_suite(category, limit, fmt)
     except (bfcl.BFCLUnavailable, ValueError) as exc:
         raise EvalError(str(exc)) from None

@@ -86,7 +86,7 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
     evals: dict[str, dict[str, Any]] = {}
     bfcl = f"bfcl:{bfcl_category}"
     suites = {"heldout": heldout_limit, bfcl: bfcl_limit}
-    kwargs = {"max_new_tokens": eval_tokens, "console": console}
+    kwargs = {"max_new_tokens": eval_tokens, "console": console, "fmt": config.data.tool_format}
     t = _stage(console, "2/7 evaluate the base model")
     base = config.model.path
     if config.model.init == "random":  # the initial policy exists only in memory: save it to score it

@@ -11,17 +11,22 @@ __all__ = ["evaluate", "item_scores"]
 
 
 def evaluate(model: str, suites: dict[str, int], data_dir: Path, out_dir: Path, *, max_new_tokens: int,
-             console: Any = None) -> dict[str, Any]:
+             console: Any = None, fmt: str | None = None) -> dict[str, Any]:
     """Greedy scoring of ``model`` on ``restlit eval`` suites (name -> number of items; ``heldout``
     reads the prepared ``data_dir``) with :mod:`restlit.evaluation.run`; writes ``out_dir/eval.json``
     and returns :func:`restlit.evaluation.run.score`'s result. Held-out records get
-    ``expects_call`` (whether the reference has a call), which tool-name accuracy counts over."""
+    ``expects_call`` (whether the reference has a call), which tool-name accuracy counts over.
+    ``fmt``: the output format prompted and parsed in (default: the one recorded with ``model``,
+    else ToolRL's)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from restlit.evaluation import heldout, run
+    from restlit.formats import get_format
+    from restlit.formats.record import recorded_format
 
-    loaded = [run.load_suite(name, data=data_dir, limit=limit) for name, limit in suites.items()]
+    form = get_format(fmt or recorded_format(model))
+    loaded = [run.load_suite(name, data=data_dir, limit=limit, fmt=form) for name, limit in suites.items()]
     ids = [i for s in loaded for i in s.ids]
     conversations = [s.messages(i) for s in loaded for i in range(len(s.ids))]
     console = console or Console(stderr=True)
@@ -36,7 +41,8 @@ def evaluate(model: str, suites: dict[str, int], data_dir: Path, out_dir: Path, 
         for rec in result["items"]:
             if rec["suite"] == "heldout":
                 rec["expects_call"] = expects[rec["id"]]
-    run.write_report(result, out_dir, {"model": model, "suites": suites, "max_new_tokens": max_new_tokens})
+    run.write_report(result, out_dir, {"model": model, "suites": suites, "max_new_tokens": max_new_tokens,
+                                       "format": form.name})
     return result
 
 

@@ -4,8 +4,9 @@ Data comes from a ``restlit prepare`` directory, or from raw files that ``prepar
 through the same ``data_prep`` pipeline once, cached under ``data.cache_dir`` by a hash of the
 inputs and options (so ``fit`` on raw files gets the same validation, rejects and manifest).
 
-Prompts are rendered by the one prompt renderer (``Sample.messages``) and the tokenizer's chat
-template; prompts over ``max_prompt_tokens`` are dropped and counted.
+Prompts and reference answers are rendered from the structured samples by the run's output format
+(``data.tool_format``, :mod:`restlit.formats`) and the chat template; prompts over
+``max_prompt_tokens`` are dropped and counted.
 
 Batches are a pure function of the step: step ``s`` takes prompts ``[s*B*W, (s+1)*B*W)`` of an
 endless sequence of epoch permutations (each seeded by ``(seed, epoch)``), and rank ``r`` of ``W``
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from restlit.config import DataConfig
 from restlit.errors import UserError
-from restlit.tokens import prompt_ids
+from restlit.formats import get_format
 
 
 @dataclass
@@ -162,12 +163,13 @@ class ToolUseDataModule(L.LightningDataModule):
             samples = samples[:limit]
         items = []
         dropped = 0
+        fmt = get_format(self.config.tool_format)  # renders the structured samples in the run's format
         for sample in samples:
-            ids = prompt_ids(self.tokenizer, sample.messages())
+            ids = fmt.prompt_ids(self.tokenizer, fmt.messages(sample.tools, sample.history))
             if len(ids) > self.config.max_prompt_tokens:
                 dropped += 1
                 continue
-            items.append(PromptItem(sample.id, ids, sample.target, sample.target_text))
+            items.append(PromptItem(sample.id, ids, sample.target, fmt.render_target(sample.target)))
         self.counts[f"{split}_prompts"] = len(items)
         self.counts[f"{split}_dropped_too_long"] = dropped
         return items

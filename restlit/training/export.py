@@ -1,5 +1,6 @@
-"""Exporting a trained policy: ``RUN/final`` with ``save_pretrained`` (weights and tokenizer),
-written by rank 0 into a temporary directory that replaces ``final/`` only once complete."""
+"""Exporting a trained policy: ``RUN/final`` with ``save_pretrained`` (weights and tokenizer, and
+the run's output format: :func:`restlit.formats.record.save_format`), written by rank 0 into a
+temporary directory that replaces ``final/`` only once complete."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import lightning as L
 
+from restlit.formats.record import save_format
 from restlit.runtime.outputs import replace_dir
 
 __all__ = ["export_final"]
@@ -29,6 +31,7 @@ def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path,
             def write(tmp: Path) -> None:
                 module.policy.save_pretrained(tmp, state_dict=policy_state)
                 tokenizer.save_pretrained(tmp)
+                save_format(tmp, tokenizer, module.config.data.tool_format)  # template + restlit.json
 
             replace_dir(out, write)
     finally:

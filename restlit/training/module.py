@@ -58,6 +58,7 @@ import lightning as L
 import torch
 
 from restlit.config import RunConfig
+from restlit.formats import get_format
 from restlit.kernels.grouping import group_hidden
 from restlit.objective import (
     grpo_advantages,
@@ -72,7 +73,7 @@ from restlit.objective import (
     token_weights,
 )
 from restlit.regions import Region, token_regions
-from restlit.rewards import Reward, compute_reward
+from restlit.rewards import Reward, compute_reward, load_reward_function
 from restlit.rollout import build_engine
 from restlit.rollout.base import Completion
 from restlit.tokens import completion_offsets
@@ -116,8 +117,11 @@ class RestModule(L.LightningModule):
         self.__dict__["reference"] = reference.eval().requires_grad_(False) if reference is not None else None
         self.engine: Any = None
         self.curriculum = EntropyCurriculum(config.objective.curriculum, config.trainer.max_steps)
+        self.format = get_format(config.data.tool_format)
+        if reward_fn is None and config.reward.function:
+            reward_fn = load_reward_function(config.reward.function)
         self.reward_fn = reward_fn or (lambda comp, item, step: compute_reward(comp.text, item.target, step,
-                                                                                config.reward))
+                                                                                config.reward, self.format))
 
     # -- Lightning plumbing ----------------------------------------------------------------
 
@@ -249,7 +253,8 @@ class RestModule(L.LightningModule):
                 tokens[i, :n] = torch.as_tensor(comp.token_ids)
                 mask[i, :n] = 1.0
                 text, offsets = completion_offsets(self.tokenizer, comp.token_ids)
-                regions[i, :n] = torch.as_tensor([int(r) for r in token_regions(text, offsets)])
+                regions[i, :n] = torch.as_tensor([int(r) for r in token_regions(text, offsets,
+                                                                                         self.format.tag(text))])
                 if entropy is not None:
                     entropy[i, :n] = torch.as_tensor(comp.entropies)
                 if engine_logp is not None:
