@@ -101,9 +101,9 @@ def prepare(
     records). ``on_invalid`` decides what happens to a reference call that breaks its tool's
     schema: ``reject`` the turn, ``keep`` it (counted as ``kept_<kind>`` warnings), or
     ``coerce`` the values that can be converted safely and reject the turn if it still fails.
-    Calls to unknown tools are always rejected. ``mask_names`` is the fraction of samples
-    (picked by a hash of the sample id and ``mask_seed``) whose tool and parameter names are
-    replaced by random identifiers (:mod:`restlit.data_prep.masking`); ``export_chat`` also writes
+    Calls to unknown tools, and to tools whose schema has a ``$ref`` that does not resolve inside
+    it, are always rejected. ``mask_names`` is the fraction of samples (picked by a hash of the
+    sample id and ``mask_seed``) whose tool and parameter names are replaced by random identifiers (:mod:`restlit.data_prep.masking`); ``export_chat`` also writes
     every sample to that JSON-lines file in the chat layout (:mod:`restlit.data_prep.export`), which
     must not exist unless ``overwrite``. ``workers`` processes share the per-record work
     on inputs of 8 MB or more (default: the CPU count, at most 8; 1 runs everything in this

@@ -1,0 +1,106 @@
+"""What is on disk is never trusted (issue 33, security): a tool schema's ``$ref`` never fetches a
+URL or reads a file, a checkpoint cannot run code, writes never follow a symlink restlit did not
+make, and ``--overwrite`` removes only what restlit wrote.
+
+Each case was a failure before its fix."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from restlit.toolcalls import validate_calls
+
+# ---------------------------------------------------------------- $ref in a tool schema
+
+
+class _CountingServer:
+    """A local HTTP server that counts the GETs it answers (with a permissive schema)."""
+
+    def __init__(self) -> None:
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                body = json.dumps({"type": "string"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/schema.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http_schema():
+    server = _CountingServer()
+    yield server
+    server.close()
+
+
+def _tool(prop: dict, **extra) -> dict:
+    return {"name": "f", "description": "d",
+            "parameters": {"type": "object", "properties": {"x": prop}, "required": ["x"], **extra}}
+
+
+def test_remote_ref_is_never_fetched(http_schema) -> None:
+    (v,) = validate_calls([{"name": "f", "arguments": {"x": "a"}}], [_tool({"$ref": http_schema.url})])
+    assert http_schema.hits == []
+    assert v.kind == "unresolvable_ref" and http_schema.url in v.reason and "\n" not in v.reason
+
+
+def test_file_ref_is_never_read(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"type": "integer"}))  # would make "a" a wrong_type if it were read
+    (v,) = validate_calls([{"name": "f", "arguments": {"x": "a"}}], [_tool({"$ref": secret.as_uri()})])
+    assert v.kind == "unresolvable_ref" and secret.as_uri() in v.reason
+
+
+@pytest.mark.parametrize("ref", ["#/definitions/missing", "#/$defs/missing", "other.json#/x", "#nope"])
+def test_unresolvable_ref_is_a_violation_not_a_traceback(ref: str) -> None:
+    (v,) = validate_calls([{"name": "f", "arguments": {"x": "a"}}], [_tool({"$ref": ref})])
+    assert v.kind == "unresolvable_ref" and ref.split("#")[0] in v.reason
+
+
+def test_ref_inside_the_schema_still_resolves() -> None:
+    tool = _tool({"$ref": "#/$defs/word"}, **{"$defs": {"word": {"type": "string"}}})
+    assert validate_calls([{"name": "f", "arguments": {"x": "a"}}], [tool]) == []
+    (v,) = validate_calls([{"name": "f", "arguments": {"x": 1}}], [tool])
+    assert v.kind == "wrong_type"
+    legacy = _tool({"$ref": "#/definitions/n"}, definitions={"n": {"type": "integer"}})
+    assert validate_calls([{"name": "f", "arguments": {"x": 1}}], [legacy]) == []
+
+
+def test_prepare_rejects_a_record_whose_schema_refers_outside(tmp_path: Path, http_schema) -> None:
+    from restlit.data_prep.pipeline import prepare
+
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"type": "integer"}))
+    lines = []
+    for i, ref in enumerate([None, http_schema.url, secret.as_uri(), "#/definitions/x"]):
+        prop = {"type": "string"} if ref is None else {"$ref": ref}
+        lines.append(json.dumps({"id": i, "query": "q", "tools": json.dumps([_tool(prop)]),
+                                 "answers": json.dumps([{"name": "f", "arguments": {"x": "a"}}])}))
+    path = tmp_path / "refs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    counts = prepare([path], out, format="xlam", val_fraction=0.0, on_invalid="keep").totals
+    assert http_schema.hits == []
+    assert (counts.samples_written, counts.rejected) == (1, {"unresolvable_ref": 3})
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [r["record_index"] for r in rejects] == [1, 2, 3] and all(r["detail"] for r in rejects)
