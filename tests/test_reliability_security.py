@@ -104,3 +104,52 @@ def test_prepare_rejects_a_record_whose_schema_refers_outside(tmp_path: Path, ht
     assert (counts.samples_written, counts.rejected) == (1, {"unresolvable_ref": 3})
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert [r["record_index"] for r in rejects] == [1, 2, 3] and all(r["detail"] for r in rejects)
+
+
+# ---------------------------------------------------------------- a checkpoint cannot run code
+
+
+class _Payload:
+    """Pickles to a call of ``open(marker, "w")``: loading it with pickle creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _crafted_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A run directory with the tiny config and a ``last.ckpt`` whose step is a code payload."""
+    import torch
+
+    from restlit.config import save_config
+    from tests.test_reliability import tiny
+
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    config = tiny(tmp_path, "trainer.max_steps=4")
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(config, run / "config.yaml")
+    torch.save({"global_step": _Payload(marker), "state_dict": {}}, run / "checkpoints" / "last.ckpt")
+    return run, marker
+
+
+def test_crafted_checkpoint_is_refused_and_never_runs(tmp_path: Path) -> None:
+    from tests.test_reliability import cli_fit, one_line_error
+
+    run, marker = _crafted_run(tmp_path)
+    err = one_line_error(cli_fit(run, tmp_path, "--resume", "--set", "trainer.max_steps=4"), "last.ckpt")
+    assert "not a checkpoint restlit wrote" in err
+    assert not marker.exists()
+
+
+def test_checkpoint_reader_refuses_a_payload(tmp_path: Path) -> None:
+    from restlit.runtime.outputs import OutputError
+    from restlit.training.checkpoints import AtomicCheckpointIO, checkpoint_step
+
+    run, marker = _crafted_run(tmp_path)
+    with pytest.raises(OutputError, match="not a checkpoint restlit wrote"):
+        checkpoint_step(run / "checkpoints" / "last.ckpt")
+    with pytest.raises(OutputError, match="not a checkpoint restlit wrote"):
+        AtomicCheckpointIO().load_checkpoint(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not marker.exists()

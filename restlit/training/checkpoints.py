@@ -16,8 +16,30 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from restlit.config import RunConfig, load_config, save_config, to_dict
 from restlit.runtime.outputs import OutputError, existing, is_rank_zero, reason, remove
 
-__all__ = ["RESUME_MAY_CHANGE", "RUN_FILES", "AtomicCheckpointIO", "changed_keys", "check_resume",
-           "checkpoint_step", "claim_run_dir", "start_run"]
+__all__ = ["RESUME_MAY_CHANGE", "RUN_FILES", "SAFE_GLOBALS", "AtomicCheckpointIO", "changed_keys", "check_resume",
+           "checkpoint_step", "claim_run_dir", "load_checkpoint_file", "start_run"]
+
+
+# What a restlit checkpoint holds beyond tensors, numbers, strings and containers: nothing (the
+# module's state, the optimizer's and scheduler's state dicts, loop and callback state are all
+# plain). A class a future checkpoint needs is added here, never ``weights_only=False``.
+SAFE_GLOBALS: tuple[Any, ...] = ()
+
+
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu", **kwargs: Any) -> Any:
+    """``torch.load(path, weights_only=True)`` allowing only :data:`SAFE_GLOBALS`: a file that
+    would run code when unpickled (or holds any other object) is refused with an
+    :class:`~restlit.runtime.outputs.OutputError` before anything in it runs; a truncated or
+    foreign file too, in one line."""
+    try:
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            return torch.load(path, map_location=map_location, weights_only=True, **kwargs)
+    except pickle.UnpicklingError:
+        raise OutputError(f"{path} holds Python objects beyond tensors and numbers: it is not a checkpoint "
+                          f"restlit wrote, and restlit will not load it (loading could run code)") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:  # torch reports a truncated zip as RuntimeError
+        raise OutputError(f"{path} cannot be read ({reason(exc)}): it is truncated or not a checkpoint; "
+                          f"copy an earlier checkpoints/step=N.ckpt over it to resume from there") from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -26,7 +48,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     serialises the whole checkpoint into memory first (weights + optimizer state, then a copy of
     those bytes), which doubled a small model's peak memory; this one never holds it twice.
     A write that fails (full disk, unwritable directory) removes its temporary file, keeps the
-    previous checkpoint and ends the run with an :class:`~restlit.runtime.outputs.OutputError` naming the path."""
+    previous checkpoint and ends the run with an :class:`~restlit.runtime.outputs.OutputError` naming the path.
+    Checkpoints are read with :func:`load_checkpoint_file` (``weights_only``, whatever the caller asks)."""
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint_file(path, map_location if map_location is not None else "cpu")
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         if storage_options is not None:
@@ -73,11 +99,12 @@ def changed_keys(saved: RunConfig, config: RunConfig) -> list[str]:
 
 def checkpoint_step(path: Path) -> int:
     """The global step a Lightning checkpoint was saved at (memory-mapped: the weights stay on
-    disk); one line when the file is truncated or not a checkpoint."""
+    disk; read by :func:`load_checkpoint_file`); one line when the file is truncated, not a
+    checkpoint, or holds anything that could run code."""
+    ckpt = load_checkpoint_file(path, mmap=True)
     try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
         return int(ckpt["global_step"])
-    except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:  # torch reports a truncated zip as RuntimeError, a foreign file as pickle errors
+    except (KeyError, TypeError, ValueError) as exc:
         raise OutputError(f"{path} cannot be read ({reason(exc)}): it is truncated or not a checkpoint; "
                           f"copy an earlier checkpoints/step=N.ckpt over it to resume from there") from None
 
