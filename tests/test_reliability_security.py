@@ -153,3 +153,86 @@ def test_checkpoint_reader_refuses_a_payload(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="not a checkpoint restlit wrote"):
         AtomicCheckpointIO().load_checkpoint(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- writes never follow a symlink
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    return victim
+
+
+def test_a_planted_checkpoint_tmp_link_is_not_written_through(tmp_path: Path) -> None:
+    from restlit.training.checkpoints import AtomicCheckpointIO, checkpoint_step
+
+    victim = _victim(tmp_path)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    (last.parent / "last.ckpt.tmp").symlink_to(victim)
+    AtomicCheckpointIO().save_checkpoint({"global_step": 3}, last)
+    assert victim.read_text() == "precious"
+    assert checkpoint_step(last) == 3 and not last.is_symlink()
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    from restlit.data_prep.pipeline import prepare
+    from tests.conftest import HAMMER, data_file
+
+    out = tmp_path_factory.mktemp("prep") / "data"
+    prepare([data_file(HAMMER)], out, val_fraction=0.5, workers=1)
+    return out
+
+
+def _eval(prepared: Path, out: Path, *args: str):
+    from typer.testing import CliRunner
+
+    from restlit.cli.main import app
+
+    preds = out.parent / "preds.jsonl"
+    preds.write_text('{"id": "none", "output": ""}\n')
+    return CliRunner().invoke(app, ["eval", "-s", "heldout", "--data", str(prepared), "--predictions", str(preds),
+                                    "-o", str(out), *args])
+
+
+def test_a_planted_eval_tmp_link_is_not_written_through(tmp_path: Path, prepared: Path) -> None:
+    victim = _victim(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "eval.json.tmp").symlink_to(victim)
+    res = _eval(prepared, out)
+    assert res.exit_code == 0, res.output
+    assert victim.read_text() == "precious"
+    assert json.loads((out / "eval.json").read_text())["summary"]["heldout"]["items"] > 0
+
+
+def test_a_linked_eval_json_is_refused(tmp_path: Path, prepared: Path) -> None:
+    from tests.test_reliability import one_line_error
+
+    victim = _victim(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "eval.json").symlink_to(victim)
+    one_line_error(_eval(prepared, out, "--overwrite"), "symbolic link")
+    assert victim.read_text() == "precious" and (out / "eval.json").is_symlink()
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "metrics.csv", "checkpoints"])
+def test_a_linked_file_in_a_run_dir_is_refused_on_resume(tmp_path: Path, name: str) -> None:
+    from restlit.config import save_config
+    from restlit.training.checkpoints import AtomicCheckpointIO
+    from tests.test_reliability import cli_fit, one_line_error, tiny
+
+    run = tmp_path / "run"
+    save_config(tiny(tmp_path, "trainer.max_steps=4"), run / "config.yaml")
+    (run / "metrics.csv").write_text("step,loss\n0,1.0\n")
+    AtomicCheckpointIO().save_checkpoint({"global_step": 1}, run / "checkpoints" / "last.ckpt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run / name).rename(elsewhere / name)
+    (run / name).symlink_to(elsewhere / name)
+    before = {p.name: p.read_bytes() for p in elsewhere.rglob("*") if p.is_file()}
+    one_line_error(cli_fit(run, tmp_path, "--resume", "--set", "trainer.max_steps=4"), name, "symbolic link")
+    assert {p.name: p.read_bytes() for p in elsewhere.rglob("*") if p.is_file()} == before

@@ -12,6 +12,11 @@ any command that writes a directory can use the same four calls:
   leaves the old one intact.
 - ``replace_dir(target, write)`` -- ``write(tmp)`` fills a temporary sibling, which then takes
   ``target``'s place; a failed write leaves ``target`` as it was and no temporary directory.
+- ``atomic_write(path, write)`` / ``atomic_write_text(path, text)`` -- a file written into a
+  temporary sibling created exclusively (a random name, ``O_EXCL``: a planted link is never
+  followed), synced, then renamed over ``path``; a ``path`` that is a symbolic link is refused.
+- ``refuse_links(directory, entries)`` -- one line when any of ``entries`` in ``directory`` is a
+  symbolic link: restlit never writes through a link it did not make.
 - ``is_rank_zero()`` -- whether this process is global rank 0 of a distributed launch (torchrun,
   SLURM, Lightning's own launcher), read from the environment before any process group exists:
   only rank 0 locks, checks and writes the run's shared files.
@@ -29,6 +34,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from restlit.errors import UserError
 
@@ -62,6 +68,58 @@ def writable_dir(directory: str | Path) -> Path:
     except OSError as exc:
         raise OutputError(f"{directory}: cannot write here: {reason(exc)}") from None
     return directory
+
+
+def refuse_links(directory: str | Path, entries: Iterable[str]) -> None:
+    """An :class:`OutputError` naming the first of ``entries`` inside ``directory`` that is a
+    symbolic link (restlit would write through it, outside the output directory)."""
+    for e in entries:
+        p = Path(directory) / e
+        if p.is_symlink():
+            raise OutputError(f"{p} is a symbolic link; restlit does not write through links it did not make: "
+                              f"remove it or use another output directory")
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", **kwargs: object) -> Iterator[IO]:
+    """``with atomic_write(path) as f:`` -- ``f`` is a new temporary sibling of ``path``, created
+    exclusively under a random name (a planted file or link there is never followed), synced and
+    renamed over ``path`` when the block ends; the block's failure removes it and leaves ``path``
+    as it was. A ``path`` that is a symbolic link, and a write that fails (full disk), end in an
+    :class:`OutputError` naming ``path``."""
+    path = Path(path)
+    refuse_links(path.parent, [path.name])
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {reason(exc)}") from None
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {reason(exc)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` with :func:`atomic_write`; returns ``path``."""
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return Path(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _holder(lock: Path) -> dict | None:
@@ -164,5 +222,5 @@ def replace_dir(target: str | Path, write: Callable[[Path], object]) -> Path:
     return target
 
 
-__all__ = ["LOCK_NAME", "OutputError", "existing", "is_rank_zero", "lock", "reason", "remove", "replace_dir",
-           "writable_dir"]
+__all__ = ["LOCK_NAME", "OutputError", "atomic_write", "atomic_write_text", "existing", "is_rank_zero", "lock",
+           "reason", "refuse_links", "remove", "replace_dir", "writable_dir"]

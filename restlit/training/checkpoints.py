@@ -4,7 +4,6 @@ replace (``--overwrite``)."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import warnings
 from pathlib import Path
@@ -14,7 +13,15 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from restlit.config import RunConfig, load_config, save_config, to_dict
-from restlit.runtime.outputs import OutputError, existing, is_rank_zero, reason, remove
+from restlit.runtime.outputs import (
+    OutputError,
+    atomic_write,
+    existing,
+    is_rank_zero,
+    reason,
+    refuse_links,
+    remove,
+)
 
 __all__ = ["RESUME_MAY_CHANGE", "RUN_FILES", "SAFE_GLOBALS", "AtomicCheckpointIO", "changed_keys", "check_resume",
            "checkpoint_step", "claim_run_dir", "load_checkpoint_file", "start_run"]
@@ -49,6 +56,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     those bytes), which doubled a small model's peak memory; this one never holds it twice.
     A write that fails (full disk, unwritable directory) removes its temporary file, keeps the
     previous checkpoint and ends the run with an :class:`~restlit.runtime.outputs.OutputError` naming the path.
+    The temporary file is created exclusively under a random name
+    (:func:`~restlit.runtime.outputs.atomic_write`): a planted link is never written through.
     Checkpoints are read with :func:`load_checkpoint_file` (``weights_only``, whatever the caller asks)."""
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
@@ -58,18 +67,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("storage_options is not supported by restlit's checkpoint writer")
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+            refuse_links(path.parent.parent, [path.parent.name])
+            with atomic_write(path) as f:
                 torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+        except OutputError as exc:
+            raise OutputError(f"cannot write checkpoint {exc} (earlier checkpoints are kept)") from None
         except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
             raise OutputError(f"cannot write checkpoint {path}: {reason(exc)} (earlier checkpoints are kept)") from None
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 # What a run directory holds once a fit or sft has written it; --overwrite removes exactly these.
@@ -113,6 +119,7 @@ def check_resume(config: RunConfig, run_dir: Path) -> int:
     """What ``fit --resume`` needs before anything is touched: a readable ``last.ckpt``, the same
     config as the saved ``config.yaml`` (but :data:`RESUME_MAY_CHANGE`), and steps left to train.
     Returns the checkpoint's step."""
+    refuse_links(run_dir, RUN_FILES)
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise OutputError(f"--resume: no checkpoint at {last}")
@@ -135,7 +142,11 @@ def claim_run_dir(config: RunConfig, run_dir: Path, *, resume: bool, overwrite: 
     and what ``--overwrite`` will remove once the run is ready (only on rank 0)."""
     if resume:
         return check_resume(config, run_dir), []
-    return 0, existing(run_dir, RUN_FILES, overwrite=overwrite) if is_rank_zero() else []
+    if not is_rank_zero():
+        return 0, []
+    found = existing(run_dir, RUN_FILES, overwrite=overwrite)
+    refuse_links(run_dir, RUN_FILES)
+    return 0, found
 
 
 def start_run(run_dir: Path, config: RunConfig, start: int, old: list[Path]) -> None:
