@@ -236,3 +236,52 @@ def test_a_linked_file_in_a_run_dir_is_refused_on_resume(tmp_path: Path, name: s
     before = {p.name: p.read_bytes() for p in elsewhere.rglob("*") if p.is_file()}
     one_line_error(cli_fit(run, tmp_path, "--resume", "--set", "trainer.max_steps=4"), name, "symbolic link")
     assert {p.name: p.read_bytes() for p in elsewhere.rglob("*") if p.is_file()} == before
+
+
+# ---------------------------------------------------------------- --overwrite removes only restlit's files
+
+
+def _legacy_run(tmp_path: Path) -> Path:
+    """A run directory as a restlit without the manifest left it (config, metrics, checkpoints, final)."""
+    from restlit.config import save_config
+    from tests.test_reliability import tiny
+
+    run = tmp_path / "run"
+    save_config(tiny(tmp_path), run / "config.yaml")
+    (run / "metrics.csv").write_text("step,loss\n0,1.0\n")
+    for name in ("last.ckpt", "step=1.ckpt"):
+        (run / "checkpoints").mkdir(exist_ok=True)
+        (run / "checkpoints" / name).write_bytes(b"ckpt")
+    (run / "final").mkdir()
+    (run / "final" / "model.safetensors").write_bytes(b"w")
+    return run
+
+
+@pytest.mark.parametrize("foreign", ["report/notes.md", "wandb/settings", "checkpoints/other.pt", "final/README.md"])
+def test_overwrite_refuses_files_restlit_did_not_write(tmp_path: Path, foreign: str) -> None:
+    from tests.test_reliability import cli_fit, one_line_error
+
+    run = _legacy_run(tmp_path)
+    (run / foreign).parent.mkdir(exist_ok=True)
+    (run / foreign).write_text("mine")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    one_line_error(cli_fit(run, tmp_path, "--overwrite"), foreign, "did not write")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_overwrite_keeps_a_foreign_file_of_a_run_with_a_manifest(tmp_path: Path) -> None:
+    """A run restlit wrote (with its manifest): its own files go, a file added later is refused."""
+    from restlit.runtime.owned import MANIFEST, claim, remove_owned
+    from restlit.training.checkpoints import RUN_FILES, is_run_file
+    from restlit.training.run import fit
+    from tests.test_reliability import tiny
+
+    run = fit(tiny(tmp_path, "trainer.max_steps=1"))
+    listed = json.loads((run / MANIFEST).read_text())["files"]
+    assert {"config.yaml", "metrics.csv", "checkpoints/last.ckpt", "final/config.json"} <= set(listed)
+    (run / "checkpoints" / "other.pt").write_text("mine")
+    with pytest.raises(Exception, match="other.pt"):
+        claim(run, RUN_FILES, overwrite=True, what="a run", hint="", legacy=is_run_file)
+    (run / "checkpoints" / "other.pt").unlink()
+    remove_owned(run, claim(run, RUN_FILES, overwrite=True, what="a run", hint="", legacy=is_run_file), RUN_FILES)
+    assert sorted(p.name for p in run.iterdir()) == []

@@ -5,6 +5,7 @@ replace (``--overwrite``)."""
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,11 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from restlit.config import RunConfig, load_config, save_config, to_dict
-from restlit.runtime.outputs import (
-    OutputError,
-    atomic_write,
-    existing,
-    is_rank_zero,
-    reason,
-    refuse_links,
-    remove,
-)
+from restlit.runtime.outputs import OutputError, atomic_write, is_rank_zero, reason, refuse_links
+from restlit.runtime.owned import claim, record, remove_owned
 
 __all__ = ["RESUME_MAY_CHANGE", "RUN_FILES", "SAFE_GLOBALS", "AtomicCheckpointIO", "changed_keys", "check_resume",
-           "checkpoint_step", "claim_run_dir", "load_checkpoint_file", "start_run"]
+           "checkpoint_step", "claim_run_dir", "is_run_file", "load_checkpoint_file", "start_run"]
 
 
 # What a restlit checkpoint holds beyond tensors, numbers, strings and containers: nothing (the
@@ -70,6 +64,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             refuse_links(path.parent.parent, [path.parent.name])
+            record(path.parent.parent, [f"{path.parent.name}/{path.name}"])
             with atomic_write(path) as f:
                 torch.save(checkpoint, f)
         except OutputError as exc:
@@ -78,9 +73,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise OutputError(f"cannot write checkpoint {path}: {reason(exc)} (earlier checkpoints are kept)") from None
 
 
-# What a run directory holds once a fit or sft has written it; --overwrite removes exactly these.
+# What a run directory holds once a fit or sft has written it; --overwrite removes the files
+# restlit wrote there (its manifest, restlit.runtime.owned), or in a run without one (an older
+# restlit) those that is_run_file names; anything else in the way is refused.
 RUN_FILES = ("config.yaml", "metrics.csv", "hparams.yaml", "checkpoints", "final", "curriculum", "tensorboard",
              "wandb", "mlruns", "report")
+_LEGACY_RUN_FILE = re.compile(
+    r"(config\.yaml|metrics\.csv|hparams\.yaml|checkpoints/(last|step=\d+)(-v\d+)?\.ckpt|curriculum/rank\d+\.pt"
+    r"|tensorboard/(events\.out\.tfevents\.[^/]+|hparams\.yaml)|final/((generation_|tokenizer_|adapter_)?config"
+    r"|tokenizer|special_tokens_map|added_tokens|vocab)\.json|final/(model|adapter_model)(-\d+-of-\d+)?\.safetensors"
+    r"|final/model\.safetensors\.index\.json|final/(merges\.txt|chat_template\.jinja|tokenizer\.model)"
+    r"|report/(report\.md|(rewards|entropy|weights|throughput|training|sft)\.png))")
+
+
+def is_run_file(rel: str) -> bool:
+    """Whether ``rel`` (a path inside a run directory) is a name restlit's fit or sft writes: the
+    rule for a run directory without a manifest (written by an older restlit), with the default
+    ``report/``'s files. ``wandb/`` and ``mlruns/`` files are not (their names are not restlit's
+    to know): such a run refuses ``--overwrite`` naming them, to be removed by hand."""
+    return _LEGACY_RUN_FILE.fullmatch(rel) is not None
+
+
 # Keys a --resume may change: how long to train and how to log; anything else would make the
 # resumed run a different experiment than its checkpoint's.
 RESUME_MAY_CHANGE = ("trainer.max_steps", "trainer.log_every_n_steps", "trainer.checkpoint_every", "logging.",
@@ -136,28 +149,34 @@ def check_resume(config: RunConfig, run_dir: Path) -> int:
     return step
 
 
-def claim_run_dir(config: RunConfig, run_dir: Path, *, resume: bool, overwrite: bool) -> tuple[int, list[Path]]:
+def claim_run_dir(config: RunConfig, run_dir: Path, *, resume: bool, overwrite: bool,
+                  hint: str = "use --resume, another output_dir, or --overwrite") -> tuple[int, list[Path]]:
     """Checks before a run loads anything: resume (see :func:`check_resume`) or a fresh run
-    directory (an earlier run there refuses without ``overwrite``). Returns the step to start from
-    and what ``--overwrite`` will remove once the run is ready (only on rank 0)."""
+    directory (an earlier run there refuses without ``overwrite``, saying ``hint``; with it, files
+    restlit did not write refuse: :func:`restlit.runtime.owned.claim`). Returns the step to start
+    from and the files ``--overwrite`` will remove once the run is ready (only on rank 0)."""
     if resume:
         return check_resume(config, run_dir), []
     if not is_rank_zero():
         return 0, []
-    found = existing(run_dir, RUN_FILES, overwrite=overwrite)
+    found = claim(run_dir, RUN_FILES, overwrite=overwrite, what="a run", hint=hint, legacy=is_run_file)
     refuse_links(run_dir, RUN_FILES)
     return 0, found
 
 
 def start_run(run_dir: Path, config: RunConfig, start: int, old: list[Path]) -> None:
-    """On rank 0, just before training: remove the replaced run, keep the metrics rows the
-    checkpoint holds, write config.yaml."""
+    """On rank 0, just before training: remove the replaced run's files, keep the metrics rows the
+    checkpoint holds, write config.yaml and record what the run writes in its manifest."""
     from restlit.training.loggers import keep_rows_before
 
-    remove(old)
+    remove_owned(run_dir, old, RUN_FILES)
     if start:
         missing = keep_rows_before(run_dir, start)
         if missing:
             warnings.warn(f"{run_dir / 'metrics.csv'} has no row for step(s) {missing} "
                           f"(the run was stopped before they were written)", stacklevel=2)
     save_config(config, run_dir / "config.yaml")
+    log = config.logging
+    trees = [name for name, on in (("curriculum", True), ("tensorboard", log.tensorboard), ("wandb", log.wandb.enabled),
+                                   ("mlruns", log.mlflow.enabled and not log.mlflow.tracking_uri)) if on]
+    record(run_dir, ["config.yaml", "metrics.csv", "hparams.yaml"], trees)

@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 
 from restlit.runtime.outputs import replace_dir
+from restlit.runtime.owned import record
 
 __all__ = ["export_final"]
 
@@ -31,6 +32,7 @@ def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path,
                 tokenizer.save_pretrained(tmp)
 
             replace_dir(out, write)
+            record(out.parent, [out.name])
     finally:
         trainer.strategy.barrier()
     return out
