@@ -10,14 +10,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from restlit.config import RunConfig, load_config, save_config, to_dict
 from restlit.runtime.outputs import OutputError, atomic_write, is_rank_zero, reason, refuse_links
 from restlit.runtime.owned import claim, record, remove_owned
 
-__all__ = ["RESUME_MAY_CHANGE", "RUN_FILES", "SAFE_GLOBALS", "AtomicCheckpointIO", "changed_keys", "check_resume",
+__all__ = ["RESUME_MAY_CHANGE", "RUN_FILES", "SAFE_GLOBALS", "AtomicCheckpointIO", "CheckpointOnSigterm", "changed_keys", "check_resume",
            "checkpoint_step", "claim_run_dir", "is_run_file", "load_checkpoint_file", "start_run"]
 
 
@@ -71,6 +73,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise OutputError(f"cannot write checkpoint {exc} (earlier checkpoints are kept)") from None
         except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
             raise OutputError(f"cannot write checkpoint {path}: {reason(exc)} (earlier checkpoints are kept)") from None
+
+
+class CheckpointOnSigterm(L.Callback):
+    """Saves ``path`` (the run's ``last.ckpt``) when SIGTERM stops training: Lightning ends the
+    step under way, then raises ``SIGTERMException`` (a ``SystemExit`` whose status is 0, so the
+    run would look finished); :func:`restlit.training.run.fit` turns it into one line and a
+    non-zero exit, and ``--resume`` continues from this checkpoint."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path)
 
 
 # What a run directory holds once a fit or sft has written it; --overwrite removes the files

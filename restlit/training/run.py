@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from restlit.config import RunConfig
 from restlit.errors import UserError
@@ -22,7 +23,7 @@ from restlit.kernels import memory
 from restlit.models import load_policy, load_tokenizer
 from restlit.runtime.outputs import is_rank_zero, lock, reason
 from restlit.training import checkpointing
-from restlit.training.checkpoints import AtomicCheckpointIO, claim_run_dir, start_run
+from restlit.training.checkpoints import AtomicCheckpointIO, CheckpointOnSigterm, claim_run_dir, start_run
 from restlit.training.export import export_final
 from restlit.training.loggers import build_loggers
 
@@ -80,6 +81,7 @@ def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoint
     t = config.trainer
     callbacks = [*callbacks, ReleaseFreedMemory()]
     if checkpoints:
+        callbacks.append(CheckpointOnSigterm(run_dir / "checkpoints" / "last.ckpt"))
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="{step}",
                                          every_n_train_steps=max(1, t.checkpoint_every), save_top_k=-1,
                                          save_last=True))
@@ -125,6 +127,9 @@ def fit(config: RunConfig, *, resume: bool = False, overwrite: bool = False, rew
         last = run_dir / "checkpoints" / "last.ckpt"
         try:
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+        except SIGTERMException:
+            raise UserError(f"{run_dir}: stopped by SIGTERM at step {trainer.global_step} of "
+                            f"{config.trainer.max_steps}; {last} holds it: continue with --resume") from None
         except RuntimeError as exc:
             if resume and "state_dict" in str(exc):
                 raise UserError(f"--resume: {last} does not fit this model ({reason(exc)})") from None
@@ -160,6 +165,10 @@ def sft(config: RunConfig, *, overwrite: bool = False) -> Path:
         trainer = make_trainer(config, run_dir, max_steps=steps, checkpoints=False)
         if trainer.is_global_zero and is_rank_zero():
             start_run(run_dir, config, 0, old)
-        trainer.fit(module, datamodule=data)
+        try:
+            trainer.fit(module, datamodule=data)
+        except SIGTERMException:
+            raise UserError(f"{run_dir}: sft stopped by SIGTERM at step {trainer.global_step} of {steps}, before "
+                            f"its final/ was written; run it again with --overwrite") from None
         export_final(trainer, module, tokenizer, run_dir)
     return run_dir

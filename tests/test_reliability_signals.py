@@ -1,0 +1,67 @@
+"""A run stopped by a signal never looks like a success (issue 33): SIGTERM during ``fit`` or
+``sft`` exits non-zero with one line; a fit keeps a checkpoint ``--resume`` continues from."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_reliability import ENV, TINY, steps
+
+
+def _start(tmp_path: Path, command: str, *sets: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "restlit.cli.main", command, "--config", str(TINY), "--set",
+           f"output_dir={tmp_path / 'run'}", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    for s in sets:
+        cmd += ["--set", s]
+    return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _term_when(proc: subprocess.Popen, ready) -> tuple[int, str]:
+    """SIGTERM ``proc`` once ``ready()``; its exit status and stderr."""
+    deadline = time.monotonic() + 300
+    while not ready():
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def _last_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert "Traceback" not in err, err[-3000:]
+    return lines[-1] if lines else ""
+
+
+@pytest.mark.slow
+def test_sigterm_during_fit_exits_nonzero_and_keeps_a_resumable_checkpoint(tmp_path: Path) -> None:
+    from restlit.training.checkpoints import checkpoint_step
+
+    run = tmp_path / "run"
+    proc = _start(tmp_path, "fit", "trainer.max_steps=200", "trainer.checkpoint_every=1000")
+    code, err = _term_when(proc, lambda: (run / "metrics.csv").is_file() and 0 in steps(run))
+    assert code != 0
+    last = _last_line(err)
+    assert last.startswith("error: ") and "SIGTERM" in last and "--resume" in last, err[-2000:]
+    assert not (run / "final").exists()
+    k = checkpoint_step(run / "checkpoints" / "last.ckpt")
+    assert 1 <= k < 200 and f"step {k}" in last
+
+
+@pytest.mark.slow
+def test_sigterm_during_sft_exits_nonzero(tmp_path: Path) -> None:
+    run = tmp_path / "run" / "sft"
+    proc = _start(tmp_path, "sft", "sft.max_steps=500")
+    code, err = _term_when(proc, lambda: (run / "metrics.csv").is_file() and len(steps(run)) >= 1)
+    assert code != 0
+    last = _last_line(err)
+    assert last.startswith("error: ") and "SIGTERM" in last and "--resume" not in last, err[-2000:]
+    assert not (run / "final").exists()
