@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 
+from restlit.errors import UserError
 from restlit.runtime.outputs import replace_dir
 from restlit.runtime.owned import record
 
@@ -19,13 +21,18 @@ def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path,
 
     The weights come from ``strategy.lightning_module_state_dict()``, which every rank calls (under
     FSDP it gathers the full parameters); rank 0 writes, into a temporary directory that replaces
-    ``final/`` only once complete (a failed export names the path and leaves no temporary files)."""
+    ``final/`` only once complete (a failed export names the path and leaves no temporary files).
+    Weights that are not finite (a diverged run) are never exported: a :class:`UserError` instead."""
     state = trainer.strategy.lightning_module_state_dict()
     out = out or run_dir / "final"
     try:
         if trainer.is_global_zero:
             prefix = "policy."
             policy_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            bad = [k for k, v in policy_state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+            if bad:
+                raise UserError(f"{out} not written: the trained weights are not finite (NaN or inf in "
+                                f"{len(bad)} tensors, first {bad[0]}); lower optim.lr / sft.lr or set optim.grad_clip")
 
             def write(tmp: Path) -> None:
                 module.policy.save_pretrained(tmp, state_dict=policy_state)

@@ -1,0 +1,53 @@
+"""A failure is never reported as a success (issue 33): nonsense or non-finite config values are
+refused at load, non-finite weights are never exported, a finished run whose export was lost gets
+it on ``--resume``, skipped steps log only what they measured, two evaluations into one ``-o``
+cannot race, and a held-out evaluation with no item is an error."""
+
+from __future__ import annotations
+
+import pytest
+
+from restlit.config import ConfigError, load_config
+from tests.test_reliability import TINY
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=.inf", "optim.lr: must be a finite number, got inf"),
+    ("optim.lr=.nan", "optim.lr: must be a finite number, got nan"),
+    ("optim.eps=0", "optim.eps: must be > 0, got 0.0"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay: must be >= 0"),
+    ("optim.grad_clip=.nan", "optim.grad_clip: must be a finite number"),
+    ("optim.grad_clip=-1", "optim.grad_clip: must be >= 0 (0: no clipping)"),
+    ("optim.betas=[0.9, 1.0]", "optim.betas: must be two numbers in [0, 1)"),
+    ("optim.warmup_steps=-1", "optim.warmup_steps: must be >= 0"),
+    ("objective.loss.kl_coef=.nan", "objective.loss.kl_coef: must be a finite number"),
+    ("objective.loss.kl_coef=-0.1", "objective.loss.kl_coef: must be >= 0"),
+    ("sft.lr=-1e-5", "sft.lr: must be > 0"),
+    ("sft.lr=0", "sft.lr: must be > 0"),
+    ("sft.lr=1e30", "sft.lr: must be <= 1"),
+    ("optim.lr=10", "optim.lr: must be <= 1"),
+    ("objective.weights.w_max=.inf", "objective.weights.w_max: must be a finite number"),
+])
+def test_nonsense_and_non_finite_values_are_refused_at_load(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(TINY, [override])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_non_finite_weights_are_never_exported(tmp_path) -> None:
+    import lightning as L
+    import torch
+
+    from restlit.errors import UserError
+    from restlit.training.run import fit
+    from tests.test_reliability import tiny
+
+    class Poison(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            with torch.no_grad():
+                next(pl_module.policy.parameters()).view(-1)[0] = float("nan")
+
+    with pytest.raises(UserError, match="not finite") as info:
+        fit(tiny(tmp_path, "trainer.max_steps=1"), callbacks=[Poison()])
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run" / "final").exists()
