@@ -51,3 +51,22 @@ def test_non_finite_weights_are_never_exported(tmp_path) -> None:
         fit(tiny(tmp_path, "trainer.max_steps=1"), callbacks=[Poison()])
     assert "\n" not in str(info.value)
     assert not (tmp_path / "run" / "final").exists()
+
+
+def test_resume_of_a_finished_run_exports_a_lost_final(tmp_path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from restlit.training.run import fit
+    from tests.test_reliability import tiny
+
+    config = tiny(tmp_path, "trainer.max_steps=1")
+    run = fit(config)
+    before = load_file(run / "final" / "model.safetensors")
+    shutil.rmtree(run / "final")  # lost: SIGTERM during the export, a full disk
+    fit(config, resume=True)
+    after = load_file(run / "final" / "model.safetensors")
+    assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
+    with pytest.raises(Exception, match="already finished"):  # final/ is there: nothing to do
+        fit(config, resume=True)

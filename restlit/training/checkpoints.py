@@ -20,7 +20,7 @@ from restlit.runtime.outputs import OutputError, atomic_write, is_rank_zero, rea
 from restlit.runtime.owned import claim, record, remove_owned
 
 __all__ = ["RESUME_MAY_CHANGE", "RUN_FILES", "SAFE_GLOBALS", "AtomicCheckpointIO", "CheckpointOnSigterm", "changed_keys", "check_resume",
-           "checkpoint_step", "claim_run_dir", "is_run_file", "load_checkpoint_file", "start_run"]
+           "checkpoint_step", "claim_run_dir", "has_final", "is_run_file", "load_checkpoint_file", "start_run"]
 
 
 # What a restlit checkpoint holds beyond tensors, numbers, strings and containers: nothing (the
@@ -144,9 +144,16 @@ def checkpoint_step(path: Path) -> int:
                           f"copy an earlier checkpoints/step=N.ckpt over it to resume from there") from None
 
 
+def has_final(run_dir: Path) -> bool:
+    """Whether ``run_dir/final`` holds an export (its ``config.json`` and weights)."""
+    final = Path(run_dir) / "final"
+    return (final / "config.json").is_file() and any(final.glob("*.safetensors"))
+
+
 def check_resume(config: RunConfig, run_dir: Path) -> int:
     """What ``fit --resume`` needs before anything is touched: a readable ``last.ckpt``, the same
-    config as the saved ``config.yaml`` (but :data:`RESUME_MAY_CHANGE`), and steps left to train.
+    config as the saved ``config.yaml`` (but :data:`RESUME_MAY_CHANGE`), and steps left to train
+    or a ``final/`` export missing (a finished run whose export was lost: resuming exports it).
     Returns the checkpoint's step."""
     refuse_links(run_dir, RUN_FILES)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -159,7 +166,7 @@ def check_resume(config: RunConfig, run_dir: Path) -> int:
             raise OutputError(f"--resume: the config differs from {saved} in {', '.join(changed)}; "
                               f"resume with the saved values, or start a new run in another output_dir")
     step = checkpoint_step(last)
-    if step >= config.trainer.max_steps:
+    if step >= config.trainer.max_steps and has_final(run_dir):
         raise OutputError(f"{run_dir} already finished at step {step} (trainer.max_steps {config.trainer.max_steps}); "
                           f"raise trainer.max_steps to train further")
     return step
