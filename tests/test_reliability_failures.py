@@ -70,3 +70,30 @@ def test_resume_of_a_finished_run_exports_a_lost_final(tmp_path) -> None:
     assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
     with pytest.raises(Exception, match="already finished"):  # final/ is there: nothing to do
         fit(config, resume=True)
+
+
+def test_skipped_steps_log_only_what_they_measured(tmp_path) -> None:
+    """Two of four steps have no advantage (every completion scores the same): their rows carry no loss,
+    grad norm, lr or entropy of an earlier update, and the updating steps no ``skipped/...`` flag."""
+    from restlit.training.run import fit
+    from tests.test_reliability import rows, tiny
+    from tests.training import constant_reward, even_token_reward
+
+    def reward(completion, item, step):  # every other step has no advantage
+        return (constant_reward if step % 2 else even_token_reward)(completion, item, step)
+
+    run = fit(tiny(tmp_path, "trainer.max_steps=4", "trainer.checkpoint_every=100"), reward_fn=reward)
+    by_step = {}
+    for r in rows(run):
+        if r.get("step"):
+            by_step.setdefault(int(float(r["step"])), {}).update({k: v for k, v in r.items() if v != ""})
+    assert sorted(by_step) == [0, 1, 2, 3]
+    assert sorted(r["skipped"] for r in by_step.values()) == ["0.0", "0.0", "1.0", "1.0"]
+    for r in by_step.values():
+        if r["skipped"] == "1.0":
+            assert r["skipped"] == "1.0" and r["skipped/no_advantage"] == "1.0", r
+            assert not {"train/loss", "train/grad_norm", "train/lr"} & r.keys(), r
+            assert not [k for k in r if k.startswith("entropy/")], r
+        else:
+            assert r["skipped"] == "0.0" and "skipped/no_advantage" not in r, r
+            assert {"train/loss", "train/grad_norm", "train/lr"} <= r.keys(), r
