@@ -97,3 +97,49 @@ def test_skipped_steps_log_only_what_they_measured(tmp_path) -> None:
         else:
             assert r["skipped"] == "0.0" and "skipped/no_advantage" not in r, r
             assert {"train/loss", "train/grad_norm", "train/lr"} <= r.keys(), r
+
+
+def test_eval_locks_its_output_like_fit(tmp_path) -> None:
+    """An ``-o`` another live process writes is refused in one line; its eval.json is untouched."""
+    import json
+    import socket
+    import subprocess
+
+    from restlit.runtime.outputs import LOCK_NAME
+    from tests.test_reliability import one_line_error
+    from tests.test_reliability_security import _eval
+
+    prepared = _prepared(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (out / LOCK_NAME).write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
+        one_line_error(_eval(prepared, out), "in use by process", str(other.pid))
+        assert not (out / "eval.json").exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert _eval(prepared, out).exit_code == 0  # the stale lock is taken over
+    assert not (out / LOCK_NAME).exists()
+
+
+def _prepared(tmp_path):
+    from restlit.data_prep.pipeline import prepare
+    from tests.conftest import HAMMER, data_file
+
+    out = tmp_path / "data"
+    prepare([data_file(HAMMER)], out, val_fraction=0.5, workers=1)
+    return out
+
+
+def test_heldout_eval_with_no_item_is_an_error(tmp_path) -> None:
+    from restlit.data_prep.pipeline import prepare
+    from tests.conftest import HAMMER, data_file
+    from tests.test_reliability import one_line_error
+    from tests.test_reliability_security import _eval
+
+    data = tmp_path / "data"
+    prepare([data_file(HAMMER)], data, val_fraction=0.0, workers=1)  # an empty validation split
+    one_line_error(_eval(data, tmp_path / "out"), "no item")
+    assert not (tmp_path / "out" / "eval.json").exists()

@@ -39,7 +39,8 @@ class HeldoutScore:
 def load_heldout(directory: str | Path, limit: int | None = None) -> list[Any]:
     """The validation samples (``restlit.data_prep.samples.Sample``) of a prepared dataset, in order.
 
-    ValueError (one line) when ``directory`` is not a prepared dataset or has no validation split.
+    ValueError (one line) when ``directory`` is not a prepared dataset or has no validation split,
+    or an empty one (a score over no item is no score).
     """
     from restlit.data_prep.samples import Sample, load_samples
 
@@ -53,6 +54,9 @@ def load_heldout(directory: str | Path, limit: int | None = None) -> list[Any]:
     if "validation" not in splits:
         raise ValueError(f"{path}: the prepared dataset has no validation split")
     rows = splits["validation"]
+    if len(rows) == 0:
+        raise ValueError(f"{path}: the validation split has no item to score "
+                         f"(prepare with --val-fraction > 0, or with more records)")
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
     return [Sample.from_row(row) for row in rows]
