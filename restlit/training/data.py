@@ -145,17 +145,21 @@ class ToolUseDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_items:
             return
-        from restlit.data_prep.samples import Sample, load_samples
+        from restlit.data_prep.samples import read_split
 
         directory = self.directory
         if not (directory / "manifest.json").is_file():
             raise DataError(f"data: {directory} is not a `restlit prepare` output (no manifest.json)")
-        dataset = load_samples(directory)
+        try:
+            train, validation = read_split(directory, "train"), read_split(directory, "validation")
+        except ValueError as exc:
+            raise DataError(f"data: {exc}") from None
+        if train is None:
+            raise DataError(f"data: {directory} has no train split; prepare it again")
         self.counts = {}
-        self.train_items = self._encode([Sample.from_row(r) for r in dataset["train"]], "train", self.config.limit)
-        if "validation" in dataset:
-            self.val_items = self._encode([Sample.from_row(r) for r in dataset["validation"]], "validation",
-                                          self.config.val_limit)
+        self.train_items = self._encode(train, "train", self.config.limit)
+        if validation is not None:
+            self.val_items = self._encode(validation, "validation", self.config.val_limit)
 
     def _encode(self, samples: list[Any], split: str, limit: int) -> list[PromptItem]:
         if limit:
