@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from restlit.errors import UserError
-from tests.test_reliability import cli, one_line_error, tiny
+from tests.test_reliability import one_line_error, tiny
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +61,80 @@ def test_a_corrupt_prepared_dataset_in_heldout_eval_is_one_line(prepared: Path, 
 
     data = _corrupt(prepared, tmp_path, how, "validation")
     one_line_error(_eval(data, tmp_path / "out"), str(data))
+
+
+# ---------------------------------------------------------------- full disks
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_writing_eval_json_is_one_line(prepared: Path, tmp_path: Path, monkeypatch) -> None:
+    from restlit.runtime import outputs
+    from tests.test_reliability_security import _eval
+
+    monkeypatch.setattr(outputs.os, "fsync", _enospc)
+    out = tmp_path / "out"
+    one_line_error(_eval(prepared, out), "No space left on device", "eval.json")
+    assert not [p for p in out.iterdir() if "tmp" in p.name]
+
+
+def test_a_full_disk_taking_the_lock_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    from restlit.runtime import outputs
+
+    class Full:
+        def __init__(self, fd, *args, **kwargs):
+            self.fd = fd
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            outputs.os.close(self.fd)
+
+        def write(self, text):
+            _enospc()
+
+    monkeypatch.setattr(outputs.os, "fdopen", Full)
+    with pytest.raises(outputs.OutputError, match="No space left on device") as info, outputs.lock(tmp_path / "out"):
+        pass
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out" / outputs.LOCK_NAME).exists()
+
+
+def test_a_full_disk_in_the_final_export_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    from safetensors import SafetensorError
+    from transformers import PreTrainedModel
+
+    from restlit.training.run import fit
+
+    def full(self, *args, **kwargs):
+        raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
+    with pytest.raises(UserError, match="final: cannot write: No space left on device") as info:
+        fit(tiny(tmp_path, "trainer.max_steps=1"))
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_a_full_disk_during_a_checkpoint_says_so(tmp_path: Path, monkeypatch) -> None:
+    """torch reports a failed write as ``PytorchStreamWriter failed writing file``: the one line
+    says what the disk said."""
+    import torch
+
+    from restlit.runtime import outputs
+    from restlit.training.checkpoints import AtomicCheckpointIO
+
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed")
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(outputs, "_free_bytes", lambda path: 0)
+    with pytest.raises(outputs.OutputError, match="No space left on device"):
+        AtomicCheckpointIO().save_checkpoint({"global_step": 1}, tmp_path / "checkpoints" / "last.ckpt")

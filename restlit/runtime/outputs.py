@@ -26,6 +26,7 @@ Every failure is an :class:`OutputError` (a :class:`~restlit.errors.UserError`, 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -50,6 +51,24 @@ def reason(exc: BaseException) -> str:
     """The first line of why an OS call failed (``No space left on device``)."""
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return (text.strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def write_reason(exc: BaseException, directory: str | Path) -> str:
+    """:func:`reason` for a failed write into ``directory``; a library's own wording of a full
+    disk (torch's ``PytorchStreamWriter failed writing file``) becomes ``No space left on
+    device`` when the disk is (nearly) full."""
+    try:
+        full = _free_bytes(Path(directory)) < 16 << 20
+    except OSError:
+        full = False
+    if full and not (isinstance(exc, OSError) and exc.errno is not None):
+        return os.strerror(errno.ENOSPC)
+    return reason(exc)
 
 
 def is_rank_zero() -> bool:
@@ -165,8 +184,12 @@ def lock(directory: str | Path) -> Iterator[Path]:
                     f"(lock file {path}; delete it if that process is gone)") from None
             path.unlink(missing_ok=True)  # stale: its writer is dead (or the file is unreadable)
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(mine + "\n")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(mine + "\n")
+        except OSError as exc:  # a full disk: the empty lock file would block the next run
+            path.unlink(missing_ok=True)
+            raise OutputError(f"{path}: cannot take the lock: {reason(exc)}") from None
         break
     else:
         raise OutputError(f"{path}: cannot take the lock (another process keeps taking it)")
@@ -223,4 +246,4 @@ def replace_dir(target: str | Path, write: Callable[[Path], object]) -> Path:
 
 
 __all__ = ["LOCK_NAME", "OutputError", "atomic_write", "atomic_write_text", "existing", "is_rank_zero", "lock",
-           "reason", "refuse_links", "remove", "replace_dir", "writable_dir"]
+           "reason", "refuse_links", "remove", "replace_dir", "writable_dir", "write_reason"]

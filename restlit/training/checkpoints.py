@@ -16,7 +16,14 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from restlit.config import RunConfig, load_config, save_config, to_dict
-from restlit.runtime.outputs import OutputError, atomic_write, is_rank_zero, reason, refuse_links
+from restlit.runtime.outputs import (
+    OutputError,
+    atomic_write,
+    is_rank_zero,
+    reason,
+    refuse_links,
+    write_reason,
+)
 from restlit.runtime.owned import claim, record, remove_owned
 
 __all__ = ["RESUME_MAY_CHANGE", "RUN_FILES", "SAFE_GLOBALS", "AtomicCheckpointIO", "CheckpointOnSigterm", "changed_keys", "check_resume",
@@ -72,7 +79,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except OutputError as exc:
             raise OutputError(f"cannot write checkpoint {exc} (earlier checkpoints are kept)") from None
         except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
-            raise OutputError(f"cannot write checkpoint {path}: {reason(exc)} (earlier checkpoints are kept)") from None
+            raise OutputError(f"cannot write checkpoint {path}: {write_reason(exc, path.parent)} "
+                              f"(earlier checkpoints are kept)") from None
 
 
 class CheckpointOnSigterm(L.Callback):

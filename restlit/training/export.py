@@ -8,9 +8,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from safetensors import SafetensorError
 
 from restlit.errors import UserError
-from restlit.runtime.outputs import replace_dir
+from restlit.runtime.outputs import replace_dir, write_reason
 from restlit.runtime.owned import record
 
 __all__ = ["export_final"]
@@ -35,11 +36,23 @@ def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path,
                                 f"{len(bad)} tensors, first {bad[0]}); lower optim.lr / sft.lr or set optim.grad_clip")
 
             def write(tmp: Path) -> None:
-                module.policy.save_pretrained(tmp, state_dict=policy_state)
-                tokenizer.save_pretrained(tmp)
+                try:
+                    module.policy.save_pretrained(tmp, state_dict=policy_state)
+                    tokenizer.save_pretrained(tmp)
+                except SafetensorError as exc:  # a full disk, in safetensors' words
+                    raise OSError(_os_error(str(exc)) or write_reason(exc, tmp)) from None
 
             replace_dir(out, write)
             record(out.parent, [out.name])
     finally:
         trainer.strategy.barrier()
     return out
+
+
+def _os_error(text: str) -> str | None:
+    """The OS's message for safetensors' ``... (os error 28)``: ``No space left on device``."""
+    import os
+    import re
+
+    m = re.search(r"os error (\d+)", text)
+    return os.strerror(int(m.group(1))) if m else None
