@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from restlit.errors import UserError
-from tests.test_reliability import one_line_error, tiny
+from tests.test_reliability import cli, one_line_error, tiny
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +138,40 @@ def test_a_full_disk_during_a_checkpoint_says_so(tmp_path: Path, monkeypatch) ->
     monkeypatch.setattr(outputs, "_free_bytes", lambda path: 0)
     with pytest.raises(outputs.OutputError, match="No space left on device"):
         AtomicCheckpointIO().save_checkpoint({"global_step": 1}, tmp_path / "checkpoints" / "last.ckpt")
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def test_a_config_with_a_non_utf8_byte_is_one_line(tmp_path: Path) -> None:
+    from restlit.config import ConfigError, load_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"optim:\n  lr: 1.0e-3 # caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8") as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "line 2" in str(info.value)
+    one_line_error(cli("fit", "--config", str(path)), "not UTF-8")
+
+
+@pytest.mark.parametrize("target", [".", ".."])
+def test_prepare_into_the_current_directory_is_one_line(tmp_path: Path, monkeypatch, target: str) -> None:
+    from tests.conftest import HAMMER, data_file
+
+    here = tmp_path / "a" / "b"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    res = cli("prepare", str(data_file(HAMMER)), "-o", target)
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "current directory" in res.output, res.output
+    assert list(tmp_path.rglob("*")) == [tmp_path / "a", here]
+
+
+def test_a_non_numeric_step_in_metrics_csv_on_resume_is_one_line(tmp_path: Path) -> None:
+    from restlit.runtime.outputs import OutputError
+    from restlit.training.loggers import keep_rows_before
+
+    (tmp_path / "metrics.csv").write_text("step,loss\n0,1.0\nabc,2.0\n2,3.0\n")
+    with pytest.raises(OutputError, match="step 'abc'") as info:
+        keep_rows_before(tmp_path, 1)
+    assert "\n" not in str(info.value) and "metrics.csv" in str(info.value)
+    assert (tmp_path / "metrics.csv").read_text() == "step,loss\n0,1.0\nabc,2.0\n2,3.0\n"

@@ -26,7 +26,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from restlit.config import LoggingConfig, RunConfig
 from restlit.errors import UserError
-from restlit.runtime.outputs import atomic_write
+from restlit.runtime.outputs import OutputError, atomic_write
 
 METRICS = "metrics.csv"
 
@@ -71,6 +71,12 @@ def keep_rows_before(run_dir: Path, step: int) -> list[int]:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         rows = list(reader)
+    for i, r in enumerate(rows, start=2):
+        try:
+            float(r.get("step") or 0)
+        except ValueError:
+            raise OutputError(f"{path}: line {i} has step {r['step']!r}, not a number; fix or delete that line "
+                              f"to resume") from None
     kept = [r for r in rows if r.get("step", "") != "" and int(float(r["step"])) < step]
     if len(kept) != len(rows):
         with atomic_write(path, "w", newline="") as f:
