@@ -39,11 +39,13 @@ accounting lives in :mod:`restlit.data_prep.manifest`, the per-record work in
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
 import pickle
 import shutil
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -103,8 +105,8 @@ def prepare(
     ``coerce`` the values that can be converted safely and reject the turn if it still fails.
     Calls to unknown tools, and to tools whose schema has a ``$ref`` that does not resolve inside
     it, are always rejected. ``mask_names`` is the fraction of samples (picked by a hash of the
-    sample id and ``mask_seed``) whose tool and parameter names are replaced by random identifiers (:mod:`restlit.data_prep.masking`); ``export_chat`` also writes
-    every sample to that JSON-lines file in the chat layout (:mod:`restlit.data_prep.export`), which
+    sample id and ``mask_seed``) whose tool and parameter names are replaced by random
+    identifiers (:mod:`restlit.data_prep.masking`); ``export_chat`` also writes every sample to that JSON-lines file in the chat layout (:mod:`restlit.data_prep.export`), which
     must not exist unless ``overwrite``. ``workers`` processes share the per-record work
     on inputs of 8 MB or more (default: the CPU count, at most 8; 1 runs everything in this
     process); the output does not depend on it. Workers are started with the ``spawn`` method,
@@ -138,10 +140,7 @@ def prepare(
             raise InputError(f"{out}: cannot write the dataset ({exc.strerror or exc})") from None
         if export is not None:
             # the chat file first: once the dataset is in place, nothing is left to fail
-            try:
-                shutil.move(staging / _EXPORT_NAME, export)
-            except OSError as exc:
-                raise InputError(f"{export}: cannot write ({exc.strerror or exc})") from None
+            _place(staging / _EXPORT_NAME, export)
         manifest.warnings.extend(output.replace(staging, out, overwrite))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -178,6 +177,27 @@ def _mark_duplicates(infos: list[InputInfo]) -> None:
         info.duplicate_of = first_of.setdefault(info.sha256, info.path)
         if info.duplicate_of == info.path:
             info.duplicate_of = None
+
+
+def _place(src: Path, export: Path) -> None:
+    """Move the finished chat file to ``export``: a rename, or across file systems a copy into a
+    temporary sibling that takes ``export``'s name only once complete (a full disk leaves no
+    partial file behind). InputError naming ``export`` when it cannot be written."""
+    try:
+        os.rename(src, export)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise InputError(f"{export}: cannot write ({exc.strerror or exc})") from None
+    fd, name = tempfile.mkstemp(prefix=f".{export.name}.tmp-", dir=export.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, name)
+        os.replace(name, export)
+    except OSError as exc:
+        raise InputError(f"{export}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def _check_export(export: Path, out: Path, inputs: Sequence[Path], overwrite: bool) -> None:

@@ -175,3 +175,30 @@ def test_a_non_numeric_step_in_metrics_csv_on_resume_is_one_line(tmp_path: Path)
         keep_rows_before(tmp_path, 1)
     assert "\n" not in str(info.value) and "metrics.csv" in str(info.value)
     assert (tmp_path / "metrics.csv").read_text() == "step,loss\n0,1.0\nabc,2.0\n2,3.0\n"
+
+
+def test_a_full_disk_during_export_chat_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    """The chat file is moved out of the staging directory; across file systems it is copied,
+    into a temporary file that takes its name only once complete."""
+    import os
+
+    from tests.conftest import HAMMER, data_file
+
+    export = tmp_path / "elsewhere" / "chat.jsonl"
+    export.parent.mkdir()
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if Path(dst) == export:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_rename(src, dst)
+
+    def copyfile(src, dst, *args, **kwargs):
+        Path(dst).write_text('{"id": "partial')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    res = cli("prepare", str(data_file(HAMMER)), "-o", str(tmp_path / "out"), "--export-chat", str(export))
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "No space left on device" in res.output, res.output
+    assert list(export.parent.iterdir()) == []
