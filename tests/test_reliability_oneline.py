@@ -202,3 +202,54 @@ def test_a_full_disk_during_export_chat_leaves_no_partial_file(tmp_path: Path, m
     res = cli("prepare", str(data_file(HAMMER)), "-o", str(tmp_path / "out"), "--export-chat", str(export))
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "No space left on device" in res.output, res.output
     assert list(export.parent.iterdir()) == []
+
+
+# ---------------------------------------------------------------- models
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, tiny_parts) -> Path:
+    """The tiny random policy and its tokenizer, saved as a model directory."""
+    tokenizer, policy = tiny_parts
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    policy.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_a_truncated_model_safetensors_is_one_line(tiny_model_dir: Path, prepared: Path, tmp_path: Path) -> None:
+    from restlit.models import load_policy
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    _truncate(model / "model.safetensors")
+    with pytest.raises(UserError, match="model.safetensors|cannot be loaded") as info:
+        load_policy(str(model))
+    assert "\n" not in str(info.value) and str(model) in str(info.value)
+    one_line_error(cli("eval", "-s", "heldout", "--data", str(prepared), "--model", str(model), "-o",
+                       str(tmp_path / "out")), str(model))
+
+
+def test_a_model_whose_vocabulary_is_smaller_than_its_tokenizer_is_one_line(tmp_path: Path) -> None:
+    from restlit.training.run import fit
+
+    arch = "{model_type: llama, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, " \
+           "num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 1000}"
+    with pytest.raises(UserError, match="vocabulary") as info:
+        fit(tiny(tmp_path, f"model.architecture={arch}", "trainer.max_steps=1"))
+    assert "\n" not in str(info.value) and "1000" in str(info.value)
+
+
+def test_a_tokenizer_with_extra_tokens_is_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from restlit.evaluation.generation import load_model
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.add_tokens([f"<extra_{i}>" for i in range(8)])
+    tok.save_pretrained(model)
+    with pytest.raises(UserError, match="vocabulary") as info:
+        load_model(str(model))
+    assert "\n" not in str(info.value)

@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from restlit.config import RunConfig
 from restlit.errors import UserError
 from restlit.kernels import memory
-from restlit.models import load_policy, load_tokenizer
+from restlit.models import check_vocabulary, load_policy, load_tokenizer
 from restlit.runtime.outputs import is_rank_zero, lock, reason
 from restlit.training import checkpointing
 from restlit.training.checkpoints import AtomicCheckpointIO, CheckpointOnSigterm, claim_run_dir, start_run
@@ -38,6 +38,7 @@ def build_tokenizer_and_policy(config: RunConfig, gradient_checkpointing: checkp
         tokenizer.pad_token = tokenizer.eos_token
     policy = load_policy(m.path, init=m.init, architecture=m.architecture, dtype=m.dtype, tokenizer=tokenizer,
                          seed=m.seed)
+    check_vocabulary(policy, tokenizer, m.tokenizer or m.path)
     checkpointing.enable(policy, m.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing)
     return tokenizer, policy
 
