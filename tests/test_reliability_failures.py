@@ -143,3 +143,35 @@ def test_heldout_eval_with_no_item_is_an_error(tmp_path) -> None:
     prepare([data_file(HAMMER)], data, val_fraction=0.0, workers=1)  # an empty validation split
     one_line_error(_eval(data, tmp_path / "out"), "no item")
     assert not (tmp_path / "out" / "eval.json").exists()
+
+
+def test_sft_refusal_does_not_suggest_resume(tmp_path) -> None:
+    from tests.test_reliability import cli, one_line_error
+
+    sft = tmp_path / "run" / "sft"
+    sft.mkdir(parents=True)
+    (sft / "metrics.csv").write_text("step,train/loss\n0,1.0\n")
+    err = one_line_error(cli("sft", "--config", str(TINY), "--set", f"output_dir={tmp_path / 'run'}"),
+                         "already holds a run", "--overwrite")
+    assert "--resume" not in err
+
+
+def test_a_fit_that_never_trained_does_not_block_a_rerun(tmp_path) -> None:
+    """A fit that failed before its first step left config.yaml (and an empty metrics.csv): a rerun
+    replaces them without --overwrite; a user's file there is still refused."""
+    from restlit.config import save_config
+    from restlit.runtime.outputs import OutputError
+    from restlit.runtime.owned import record
+    from restlit.training.checkpoints import claim_run_dir
+    from tests.test_reliability import tiny
+
+    config = tiny(tmp_path)
+    run = tmp_path / "run"
+    save_config(config, run / "config.yaml")
+    (run / "metrics.csv").write_text("")
+    record(run, ["config.yaml", "metrics.csv"])
+    start, old = claim_run_dir(config, run, resume=False, overwrite=False)
+    assert start == 0 and {p.name for p in old} >= {"config.yaml", "metrics.csv"}
+    (run / "metrics.csv").write_text("step,loss\n0,1.0\n")  # a step was logged: a run to keep
+    with pytest.raises(OutputError, match="already holds a run"):
+        claim_run_dir(config, run, resume=False, overwrite=False)

@@ -27,7 +27,7 @@ from restlit.runtime.outputs import (
 from restlit.runtime.owned import claim, record, remove_owned
 
 __all__ = ["RESUME_MAY_CHANGE", "RUN_FILES", "SAFE_GLOBALS", "AtomicCheckpointIO", "CheckpointOnSigterm", "changed_keys", "check_resume",
-           "checkpoint_step", "claim_run_dir", "has_final", "is_run_file", "load_checkpoint_file", "start_run"]
+           "checkpoint_step", "claim_run_dir", "has_final", "is_run_file", "load_checkpoint_file", "never_trained", "start_run"]
 
 
 # What a restlit checkpoint holds beyond tensors, numbers, strings and containers: nothing (the
@@ -158,6 +158,22 @@ def has_final(run_dir: Path) -> bool:
     return (final / "config.json").is_file() and any(final.glob("*.safetensors"))
 
 
+def never_trained(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that stopped before its first step was logged (no
+    checkpoint, no ``final/``, no row in ``metrics.csv``): nothing there is worth an
+    ``--overwrite`` to replace (only restlit's own files are, still)."""
+    run_dir = Path(run_dir)
+    if any((run_dir / "checkpoints").glob("*.ckpt")) or (run_dir / "final").exists():
+        return False
+    try:
+        with open(run_dir / "metrics.csv", newline="") as f:
+            return sum(1 for _ in f) <= 1  # at most the header
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
 def check_resume(config: RunConfig, run_dir: Path) -> int:
     """What ``fit --resume`` needs before anything is touched: a readable ``last.ckpt``, the same
     config as the saved ``config.yaml`` (but :data:`RESUME_MAY_CHANGE`), and steps left to train
@@ -183,14 +199,16 @@ def check_resume(config: RunConfig, run_dir: Path) -> int:
 def claim_run_dir(config: RunConfig, run_dir: Path, *, resume: bool, overwrite: bool,
                   hint: str = "use --resume, another output_dir, or --overwrite") -> tuple[int, list[Path]]:
     """Checks before a run loads anything: resume (see :func:`check_resume`) or a fresh run
-    directory (an earlier run there refuses without ``overwrite``, saying ``hint``; with it, files
-    restlit did not write refuse: :func:`restlit.runtime.owned.claim`). Returns the step to start
+    directory (an earlier run there refuses without ``overwrite``, saying ``hint``, unless it
+    never trained: :func:`never_trained`; files restlit did not write always refuse:
+    :func:`restlit.runtime.owned.claim`). Returns the step to start
     from and the files ``--overwrite`` will remove once the run is ready (only on rank 0)."""
     if resume:
         return check_resume(config, run_dir), []
     if not is_rank_zero():
         return 0, []
-    found = claim(run_dir, RUN_FILES, overwrite=overwrite, what="a run", hint=hint, legacy=is_run_file)
+    found = claim(run_dir, RUN_FILES, overwrite=overwrite or never_trained(run_dir), what="a run", hint=hint,
+                  legacy=is_run_file)
     refuse_links(run_dir, RUN_FILES)
     return 0, found
 

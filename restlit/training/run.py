@@ -155,7 +155,8 @@ def sft(config: RunConfig, *, overwrite: bool = False) -> Path:
 
     run_dir = Path(config.output_dir) / "sft"
     with lock(run_dir) if is_rank_zero() else contextlib.nullcontext():
-        _, old = claim_run_dir(config, run_dir, resume=False, overwrite=overwrite)
+        _, old = claim_run_dir(config, run_dir, resume=False, overwrite=overwrite,
+                               hint="use another output_dir or --overwrite")
         L.seed_everything(config.trainer.seed, workers=True, verbose=False)
         tokenizer, policy = build_tokenizer_and_policy(config, config.sft.gradient_checkpointing)
         module = SFTModule(config, policy, tokenizer)
