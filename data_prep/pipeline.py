@@ -45,7 +45,9 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -131,21 +133,48 @@ def prepare(
 
     staging = output.staging_dir(out)
     try:
-        try:
-            manifest = _write(staging, paths, infos, export is not None,
-                              {"format": format, "on_invalid": on_invalid, "val_fraction": val_fraction, "seed": seed,
-                               "parquet": parquet, "mask_names": mask_names, "mask_seed": mask_seed},
-                              workers, progress)
-        except OSError as exc:
-            raise InputError(f"{out}: cannot write the dataset ({exc.strerror or exc})") from None
-        if export is not None:
-            # the chat file first: once the dataset is in place, nothing is left to fail
-            _place(staging / _EXPORT_NAME, export)
-        manifest.warnings.extend(output.replace(staging, out, overwrite))
+        with _stop_on_sigterm(out):
+            manifest = _staged(staging, out, paths, infos, export, overwrite, workers, progress,
+                               {"format": format, "on_invalid": on_invalid, "val_fraction": val_fraction,
+                                "seed": seed, "parquet": parquet, "mask_names": mask_names, "mask_seed": mask_seed})
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _staged(staging: Path, out: Path, paths: list[Path], infos: list[InputInfo], export: Path | None,
+            overwrite: bool, workers: int, progress: ProgressFn | None, options: dict[str, Any]) -> Manifest:
+    """Write the dataset into ``staging``, then put it (and the chat export) in place."""
+    try:
+        manifest = _write(staging, paths, infos, export is not None, options, workers, progress)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write the dataset ({exc.strerror or exc})") from None
+    if export is not None:
+        # the chat file first: once the dataset is in place, nothing is left to fail
+        _place(staging / _EXPORT_NAME, export)
+    manifest.warnings.extend(output.replace(staging, out, overwrite))
+    return manifest
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(out: Path) -> Iterator[None]:
+    """SIGTERM (in the main thread) raises an InputError where the run is, so the staging
+    directory and the worker processes are cleaned up as on any failure (Python's default
+    SIGTERM ends the process at once and leaves both behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop; the cleanup runs undisturbed
+        raise InputError(f"prepare stopped by SIGTERM: nothing was written to {out}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_options(format: str, on_invalid: str, val_fraction: float, mask_names: float) -> None:
@@ -266,6 +295,13 @@ def _write(staging: Path, paths: list[Path], infos: list[InputInfo], export: boo
                                           options["val_fraction"], options["seed"], options["mask_names"],
                                           options["mask_seed"], export)
                     _write_input(path, info, processor, (writers, rejects, chat), pool, workers, progress)
+    except BaseException:
+        if pool is not None:  # stopped (SIGTERM, Ctrl-C) or failed: the workers go now, not when idle
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = None
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

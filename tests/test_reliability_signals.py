@@ -65,3 +65,55 @@ def test_sigterm_during_sft_exits_nonzero(tmp_path: Path) -> None:
     last = _last_line(err)
     assert last.startswith("error: ") and "SIGTERM" in last and "--resume" not in last, err[-2000:]
     assert not (run / "final").exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_sigterm_during_prepare_leaves_no_staging_and_no_workers(tmp_path: Path) -> None:
+    import json
+
+    line = json.dumps({"id": 0, "query": "q" * 200, "answers": json.dumps([{"name": "f", "arguments": {"x": 1}}]),
+                       "tools": json.dumps([{"name": "f", "description": "d" * 100,
+                                             "parameters": {"x": {"type": "int", "description": ""}}}])})
+    big = tmp_path / "big.jsonl"
+    with open(big, "w") as f:
+        for i in range((12 << 20) // len(line)):
+            f.write(line.replace('"id": 0', f'"id": {i}', 1) + "\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "restlit.cli.main", "prepare", str(big), "-o", str(out),
+                             "--format", "xlam"], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+
+    def working() -> bool:
+        workers[:] = [c for c in _children(proc.pid) if _alive(c)]
+        return len(workers) >= 2 and any(p.name.startswith(".out.partial") for p in tmp_path.iterdir())
+
+    code, err = _term_when(proc, working)
+    assert code != 0
+    last = _last_line(err)
+    assert last.startswith("error: ") and "SIGTERM" in last, err[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl"]
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [w for w in workers if _alive(w)]
