@@ -96,8 +96,7 @@ def test_sigterm_during_prepare_leaves_no_staging_and_no_workers(tmp_path: Path)
                                              "parameters": {"x": {"type": "int", "description": ""}}}])})
     big = tmp_path / "big.jsonl"
     with open(big, "w") as f:
-        for i in range((12 << 20) // len(line)):
-            f.write(line.replace('"id": 0', f'"id": {i}', 1) + "\n")
+        f.writelines(line.replace('"id": 0', f'"id": {i}', 1) + "\n" for i in range((12 << 20) // len(line)))
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "restlit.cli.main", "prepare", str(big), "-o", str(out),
                              "--format", "xlam"], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
@@ -117,3 +116,19 @@ def test_sigterm_during_prepare_leaves_no_staging_and_no_workers(tmp_path: Path)
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [w for w in workers if _alive(w)]
+
+
+@pytest.mark.slow
+def test_two_fits_on_a_cold_cache_prepare_it_once(tmp_path: Path) -> None:
+    """Two processes prepare the same raw data into one cache entry at once: one prepares, the
+    other waits for it and reads the same entry; no ``.new`` copy or staging is left behind."""
+    script = ("import sys; from restlit.config import load_config; from restlit.training.data import "
+              "ToolUseDataModule; c = load_config(sys.argv[1], ['data.cache_dir=' + sys.argv[2]]); "
+              "ToolUseDataModule(c.data, None).prepare_data()")
+    cache = tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(TINY), str(cache)], cwd=REPO, env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    entries = [p.name for p in cache.iterdir() if not p.name.endswith(".lock")]
+    assert len(entries) == 1 and entries[0].startswith("prepared-"), entries
