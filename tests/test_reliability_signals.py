@@ -132,3 +132,15 @@ def test_two_fits_on_a_cold_cache_prepare_it_once(tmp_path: Path) -> None:
     assert [p.returncode for p in procs] == [0, 0], errs
     entries = [p.name for p in cache.iterdir() if not p.name.endswith(".lock")]
     assert len(entries) == 1 and entries[0].startswith("prepared-"), entries
+
+
+@pytest.mark.slow
+def test_the_python_api_is_as_quiet_as_the_command_line(tmp_path: Path) -> None:
+    script = ("import sys; from restlit.config import load_config; from restlit.training.run import fit; "
+              "fit(load_config(sys.argv[1], ['output_dir=' + sys.argv[2], 'data.cache_dir=' + sys.argv[3], "
+              "'trainer.max_steps=1', 'trainer.checkpoint_every=1']))")
+    res = subprocess.run([sys.executable, "-c", script, str(TINY), str(tmp_path / "run"), str(tmp_path / "cache")],
+                         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for noise in ("litlogger", "LeafSpec", "manual optimization", "in eval mode"):
+        assert noise not in res.stderr, res.stderr[-3000:]

@@ -22,6 +22,7 @@ from restlit.errors import UserError
 from restlit.kernels import memory
 from restlit.models import check_vocabulary, load_policy, load_tokenizer
 from restlit.runtime.outputs import is_rank_zero, lock, reason
+from restlit.runtime.quiet import quiet
 from restlit.training import checkpointing
 from restlit.training.checkpoints import AtomicCheckpointIO, CheckpointOnSigterm, claim_run_dir, start_run
 from restlit.training.export import export_final
@@ -110,6 +111,7 @@ def fit(config: RunConfig, *, resume: bool = False, overwrite: bool = False, rew
     from restlit.training.data import ToolUseDataModule
     from restlit.training.module import RestModule
 
+    quiet()  # as quiet as the command line (RESTLIT_VERBOSE=1 shows everything)
     memory.release_large_frees()
 
     run_dir = Path(config.output_dir)
@@ -151,6 +153,7 @@ def sft(config: RunConfig, *, overwrite: bool = False) -> Path:
         # that rank would skip the gradient all-reduce the others wait in
         raise UserError(f"sft.max_seq_tokens ({config.sft.max_seq_tokens}) must exceed data.max_prompt_tokens "
                         f"({config.data.max_prompt_tokens}): every sample needs a target token")
+    quiet()
     memory.release_large_frees()
 
     run_dir = Path(config.output_dir) / "sft"
