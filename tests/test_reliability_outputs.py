@@ -30,3 +30,26 @@ def test_a_report_replaces_its_own_earlier_report_and_records_it(tmp_path: Path)
     assert "report.md" in listed and "rewards.png" in listed
     res = cli("report", str(run))  # its own earlier report: replaced without a flag
     assert res.exit_code == 0, res.output
+
+
+def test_the_demo_closing_table_is_readable_at_80_columns() -> None:
+    from rich.console import Console
+
+    from restlit.experiments.demo import closing_table
+    from restlit.stats import wilson_interval
+
+    columns = [("heldout format valid", "heldout", "format_validity"),
+               ("heldout tool name", "heldout", "tool_name_accuracy"),
+               ("heldout param F1", "heldout", "param_f1"),
+               ("heldout exact match", "heldout", "exact_match"),
+               ("BFCL simple_python", "bfcl:simple_python", "accuracy")]
+    cell = {"format_validity": wilson_interval(29, 32), "tool_name_accuracy": wilson_interval(17, 27),
+            "param_f1": None, "exact_match": wilson_interval(5, 32)}
+    cells = {name: {"heldout": cell, "bfcl:simple_python": {"accuracy": wilson_interval(3, 32)}}
+             for name in ("base", "SFT", "ResT")}
+    console = Console(width=80, record=True, force_terminal=False)
+    console.print(closing_table("restlit demo: SmolLM2-135M, 1234 s in all", columns, cells))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for whole in ("90.6", "[75.8, 96.8]", "15.6", "[6.9, 31.8]", "ResT", "SFT", "heldout exact match"):
+        assert whole in text, text  # no number or name broken across lines
