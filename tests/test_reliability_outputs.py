@@ -53,3 +53,23 @@ def test_the_demo_closing_table_is_readable_at_80_columns() -> None:
     assert max(len(line) for line in text.splitlines()) <= 80
     for whole in ("90.6", "[75.8, 96.8]", "15.6", "[6.9, 31.8]", "ResT", "SFT", "heldout exact match"):
         assert whole in text, text  # no number or name broken across lines
+
+
+def test_demo_overwrite_refuses_a_file_it_did_not_write(tmp_path: Path, monkeypatch) -> None:
+    import pytest
+
+    import restlit.experiments.demo as demo
+    from restlit.runtime.outputs import OutputError
+    from restlit.runtime.owned import record
+    from tests.test_reliability import tiny
+
+    out = tmp_path / "demo"
+    (out / "eval" / "base").mkdir(parents=True)
+    (out / "eval" / "base" / "eval.json").write_text("{}")
+    (out / "demo.json").write_text("{}")
+    record(out, ["eval", "demo.json"])
+    (out / "eval" / "notes.md").write_text("mine")
+    monkeypatch.setattr(demo, "_run_demo", lambda *a, **k: pytest.fail("a stage ran"))
+    with pytest.raises(OutputError, match="notes.md"):
+        demo.run_demo(tiny(tmp_path, name="demo"), overwrite=True)
+    assert (out / "eval" / "notes.md").read_text() == "mine" and (out / "demo.json").is_file()

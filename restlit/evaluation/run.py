@@ -40,6 +40,7 @@ from restlit.evaluation.suites import (
     parse_suites,
 )
 from restlit.runtime.outputs import atomic_write_text
+from restlit.runtime.owned import record
 
 __all__ = [
     "BFCL_ALL",
@@ -73,4 +74,6 @@ def write_report(result: dict[str, Any], out_dir: str | Path, config: dict[str, 
     path = out / "eval.json"
     payload = {"config": config, "summary": result["summary"], "groups": result.get("groups", {}),
                "missing": result["missing"], "items": result["items"]}
-    return atomic_write_text(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    record(out, [path.name])  # what an --overwrite of a directory holding it may remove
+    return path

@@ -60,15 +60,27 @@ def run_demo(config: RunConfig, *, heldout_limit: int = 32, bfcl_category: str =
              bfcl_limit: int = 32, eval_tokens: int = 128, overwrite: bool = False) -> Path:
     """Run every stage into ``config.output_dir``; returns the report's path. ``OUT/demo.json``
     keeps each stage's seconds and the three models' scores. An output_dir that holds an earlier
-    demo (or run) refuses unless ``overwrite``, which removes what the earlier demo wrote."""
+    demo (or run) refuses unless ``overwrite``, which removes what the earlier demo wrote (its
+    manifest, :mod:`restlit.runtime.owned`) and refuses, naming them, files it did not write."""
     from restlit.runtime import outputs
+    from restlit.runtime.owned import claim, remove_owned
     from restlit.training.checkpoints import RUN_FILES
 
+    entries = (*RUN_FILES, *DEMO_FILES)
     with outputs.lock(config.output_dir):
-        outputs.remove(outputs.existing(config.output_dir, (*RUN_FILES, *DEMO_FILES), overwrite=overwrite,
-                                        what="a run", hint="use another output_dir or --overwrite"))
+        remove_owned(config.output_dir, claim(config.output_dir, entries, overwrite=overwrite, what="a run",
+                                              hint="use another output_dir or --overwrite", legacy=_is_demo_file),
+                     entries)
         return _run_demo(config, heldout_limit=heldout_limit, bfcl_category=bfcl_category, bfcl_limit=bfcl_limit,
                          eval_tokens=eval_tokens)
+
+
+def _is_demo_file(rel: str) -> bool:
+    """The rule for a demo directory without a manifest (an older restlit): a run's files, the
+    demo's ``demo.json`` and everything in the directories it creates whole."""
+    from restlit.training.checkpoints import is_run_file
+
+    return is_run_file(rel) or rel == "demo.json" or rel.split("/")[0] in ("data", "base", "eval")
 
 
 def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl_limit: int,
@@ -76,6 +88,7 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
     from rich.console import Console
 
     from restlit.data_prep.pipeline import prepare
+    from restlit.runtime.owned import record
     from restlit.training.run import fit, sft
 
     console = Console()
@@ -90,6 +103,7 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
         gc.collect()
         seconds[stage] = round(time.perf_counter() - t, 1)
         console.print(f"({seconds[stage]:.0f} s)")
+        record(out, [e for e in ("data", "base", "eval") if (out / e).exists()])  # what --overwrite may remove
 
     t = _stage(console, "1/7 prepare the shipped sample")
     manifest = prepare(config.data.raw, data_dir, format=config.data.format, on_invalid=config.data.on_invalid,
@@ -158,4 +172,5 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
                                                        else None) for _, suite, key in columns} for name in evals},
                "report": str(report)}
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    record(out, ["demo.json"])
     return report
