@@ -187,6 +187,8 @@ class RestModule(L.LightningModule):
         if skip is not None:
             metrics[f"skipped/{skip}"] = 1.0
         self._log_step(metrics, step)
+        # callbacks read them in trainer.callback_metrics (restlit ablate: reward/total); not logged again
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch), logger=False)
         self.log("reward", metrics["reward/total"], prog_bar=True, on_step=True, on_epoch=False,
                  batch_size=len(batch), logger=False)
 
