@@ -58,7 +58,7 @@ def test_the_demo_closing_table_is_readable_at_80_columns() -> None:
 def test_demo_overwrite_refuses_a_file_it_did_not_write(tmp_path: Path, monkeypatch) -> None:
     import pytest
 
-    import restlit.experiments.demo as demo
+    from restlit.experiments import demo
     from restlit.runtime.outputs import OutputError
     from restlit.runtime.owned import record
     from tests.test_reliability import tiny

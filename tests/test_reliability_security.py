@@ -285,3 +285,16 @@ def test_overwrite_keeps_a_foreign_file_of_a_run_with_a_manifest(tmp_path: Path)
     (run / "checkpoints" / "other.pt").unlink()
     remove_owned(run, claim(run, RUN_FILES, overwrite=True, what="a run", hint="", legacy=is_run_file), RUN_FILES)
     assert sorted(p.name for p in run.iterdir()) == []
+
+
+def test_a_linked_report_md_is_refused_even_with_overwrite(tmp_path: Path) -> None:
+    from tests.test_reliability import cli, one_line_error
+    from tests.test_report import synthetic_run
+
+    victim = _victim(tmp_path)
+    run = synthetic_run(tmp_path, steps=5)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.md").symlink_to(victim)
+    one_line_error(cli("report", str(run), "-o", str(out), "--overwrite"), "symbolic link")
+    assert victim.read_text() == "precious"

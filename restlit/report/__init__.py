@@ -23,6 +23,7 @@ from restlit.report.logs import (
     read_metrics,
 )
 from restlit.report.markdown import write_markdown
+from restlit.runtime.outputs import OutputError, refuse_links
 from restlit.runtime.owned import owned_files, record
 
 __all__ = ["REGIONS", "REGION_COLORS", "Report", "ReportError", "build_report", "read_metrics"]
@@ -76,6 +77,10 @@ def build_report(
     except OSError as exc:
         raise ReportError(f"{out}: cannot create the output directory ({exc.strerror or exc})") from None
     names = ["report.md", *(f"{f}.png" for f in (*FIGURES, "sft"))]
+    try:
+        refuse_links(out, names)
+    except OutputError as exc:
+        raise ReportError(str(exc)) from None
     _, foreign = owned_files(out, names)
     if foreign and not overwrite:
         raise ReportError(f"{out} holds {', '.join(p.name for p in foreign)}, not written by restlit report; "
