@@ -144,3 +144,22 @@ def test_the_python_api_is_as_quiet_as_the_command_line(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     for noise in ("litlogger", "LeafSpec", "manual optimization", "in eval mode"):
         assert noise not in res.stderr, res.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_sigterm_while_fit_prepares_raw_data_leaves_no_partial_cache_entry(tmp_path: Path) -> None:
+    import json
+
+    line = json.dumps({"id": 0, "query": "q" * 200, "answers": json.dumps([{"name": "f", "arguments": {"x": 1}}]),
+                       "tools": json.dumps([{"name": "f", "description": "d" * 100,
+                                             "parameters": {"x": {"type": "int", "description": ""}}}])})
+    big = tmp_path / "big.jsonl"
+    with open(big, "w") as f:
+        f.writelines(line.replace('"id": 0', f'"id": {i}', 1) + "\n" for i in range((6 << 20) // len(line)))
+    cache = tmp_path / "cache"
+    proc = _start(tmp_path, "fit", f"data.raw=[{big}]", "data.format=xlam")
+    code, err = _term_when(proc, lambda: cache.is_dir() and any(".partial" in p.name for p in cache.iterdir()))
+    assert code != 0
+    last = _last_line(err)
+    assert last.startswith("error: ") and "SIGTERM" in last, err[-2000:]
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
