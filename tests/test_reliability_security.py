@@ -219,7 +219,7 @@ def test_a_linked_eval_json_is_refused(tmp_path: Path, prepared: Path) -> None:
     assert victim.read_text() == "precious" and (out / "eval.json").is_symlink()
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "metrics.csv", "checkpoints"])
+@pytest.mark.parametrize("name", ["config.yaml", "metrics.csv", "checkpoints", "curriculum/rank0.pt"])
 def test_a_linked_file_in_a_run_dir_is_refused_on_resume(tmp_path: Path, name: str) -> None:
     from restlit.config import save_config
     from restlit.training.checkpoints import AtomicCheckpointIO
@@ -229,8 +229,10 @@ def test_a_linked_file_in_a_run_dir_is_refused_on_resume(tmp_path: Path, name: s
     save_config(tiny(tmp_path, "trainer.max_steps=4"), run / "config.yaml")
     (run / "metrics.csv").write_text("step,loss\n0,1.0\n")
     AtomicCheckpointIO().save_checkpoint({"global_step": 1}, run / "checkpoints" / "last.ckpt")
+    (run / "curriculum").mkdir()
+    (run / "curriculum" / "rank0.pt").write_bytes(b"state")
     elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
+    (elsewhere / name).parent.mkdir(parents=True)
     (run / name).rename(elsewhere / name)
     (run / name).symlink_to(elsewhere / name)
     before = {p.name: p.read_bytes() for p in elsewhere.rglob("*") if p.is_file()}
@@ -298,3 +300,14 @@ def test_a_linked_report_md_is_refused_even_with_overwrite(tmp_path: Path) -> No
     (out / "report.md").symlink_to(victim)
     one_line_error(cli("report", str(run), "-o", str(out), "--overwrite"), "symbolic link")
     assert victim.read_text() == "precious"
+
+
+def test_a_fresh_run_removes_no_empty_directory_a_logger_made(tmp_path: Path) -> None:
+    """Nothing to replace: nothing is removed, not even an empty directory (MLflow's ``.trash``)."""
+    from restlit.runtime.owned import claim, remove_owned
+    from restlit.training.checkpoints import RUN_FILES, is_run_file
+
+    run = tmp_path / "run"
+    (run / "mlruns" / ".trash").mkdir(parents=True)
+    remove_owned(run, claim(run, RUN_FILES, overwrite=False, what="a run", hint="", legacy=is_run_file), RUN_FILES)
+    assert (run / "mlruns" / ".trash").is_dir()

@@ -123,18 +123,22 @@ def claim(directory: str | Path, entries: Iterable[str], *, overwrite: bool, wha
 
 
 def remove_owned(directory: str | Path, files: Iterable[Path], entries: Iterable[str]) -> None:
-    """Delete ``files`` (from :func:`claim`), then the directories among ``entries`` left empty."""
+    """Delete ``files`` (from :func:`claim`), then the directories they leave empty (up to, and
+    including, their entry among ``entries``); nothing else is touched."""
     directory = Path(directory)
+    tops = {directory / e for e in entries}
+    emptied: set[Path] = set()
     for f in files:
         try:
             f.unlink(missing_ok=True)
         except OSError as exc:
             raise OutputError(f"{f}: cannot remove the previous output: {reason(exc)}") from None
-    for e in entries:
-        p = directory / e
-        if p.is_dir() and not p.is_symlink():
-            for root, _, _ in sorted(os.walk(p), key=lambda w: -len(w[0])):
-                try:
-                    os.rmdir(root)
-                except OSError:
-                    pass  # not empty: a nested output's files stay
+        parent = f.parent
+        while parent != directory and any(parent == t or t in parent.parents for t in tops):
+            emptied.add(parent)
+            parent = parent.parent
+    for d in sorted(emptied, key=lambda p: -len(p.parts)):
+        try:
+            d.rmdir()
+        except OSError:
+            pass  # not empty: a nested output's files stay

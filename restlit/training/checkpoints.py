@@ -26,8 +26,9 @@ from restlit.runtime.outputs import (
 )
 from restlit.runtime.owned import claim, record, remove_owned
 
-__all__ = ["RESUME_MAY_CHANGE", "RUN_FILES", "SAFE_GLOBALS", "AtomicCheckpointIO", "CheckpointOnSigterm", "changed_keys", "check_resume",
-           "checkpoint_step", "claim_run_dir", "has_final", "is_run_file", "load_checkpoint_file", "never_trained", "start_run"]
+__all__ = ["RESUME_MAY_CHANGE", "RUN_FILES", "SAFE_GLOBALS", "AtomicCheckpointIO", "CheckpointOnSigterm",
+           "changed_keys", "check_resume", "checkpoint_step", "claim_run_dir", "has_final", "is_run_file",
+           "load_checkpoint_file", "never_trained", "refuse_run_links", "start_run"]
 
 
 # What a restlit checkpoint holds beyond tensors, numbers, strings and containers: nothing (the
@@ -152,6 +153,15 @@ def checkpoint_step(path: Path) -> int:
                           f"copy an earlier checkpoints/step=N.ckpt over it to resume from there") from None
 
 
+def refuse_run_links(run_dir: Path) -> None:
+    """One line when a run entry (:data:`RUN_FILES`), or a file in ``checkpoints/`` or
+    ``curriculum/``, is a symbolic link: the run would write through it, outside its directory."""
+    refuse_links(run_dir, RUN_FILES)
+    for sub in ("checkpoints", "curriculum"):
+        if (run_dir / sub).is_dir():
+            refuse_links(run_dir / sub, [p.name for p in (run_dir / sub).iterdir()])
+
+
 def has_final(run_dir: Path) -> bool:
     """Whether ``run_dir/final`` holds an export (its ``config.json`` and weights)."""
     final = Path(run_dir) / "final"
@@ -179,7 +189,7 @@ def check_resume(config: RunConfig, run_dir: Path) -> int:
     config as the saved ``config.yaml`` (but :data:`RESUME_MAY_CHANGE`), and steps left to train
     or a ``final/`` export missing (a finished run whose export was lost: resuming exports it).
     Returns the checkpoint's step."""
-    refuse_links(run_dir, RUN_FILES)
+    refuse_run_links(run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise OutputError(f"--resume: no checkpoint at {last}")
@@ -209,7 +219,7 @@ def claim_run_dir(config: RunConfig, run_dir: Path, *, resume: bool, overwrite: 
         return 0, []
     found = claim(run_dir, RUN_FILES, overwrite=overwrite or never_trained(run_dir), what="a run", hint=hint,
                   legacy=is_run_file)
-    refuse_links(run_dir, RUN_FILES)
+    refuse_run_links(run_dir)
     return 0, found
 
 
