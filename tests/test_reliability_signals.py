@@ -163,3 +163,28 @@ def test_sigterm_while_fit_prepares_raw_data_leaves_no_partial_cache_entry(tmp_p
     last = _last_line(err)
     assert last.startswith("error: ") and "SIGTERM" in last, err[-2000:]
     assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_final_export_leaves_no_partial_copy_and_says_so(tmp_path: Path) -> None:
+    """SIGTERM while ``final/`` is written (after Lightning gave the signal back): one line, no
+    temporary copy of the model left in the run directory, and ``--resume`` exports it."""
+    script = ("import os, signal, sys; from transformers import PreTrainedModel; "
+              "real = PreTrainedModel.save_pretrained\n"
+              "def save(self, *a, **k):\n"
+              "    real(self, *a, **k); os.kill(os.getpid(), signal.SIGTERM)\n"
+              "PreTrainedModel.save_pretrained = save\n"
+              "from restlit.cli.main import app; app()")
+    run = tmp_path / "run"
+    args = ["fit", "--config", str(TINY), "--set", f"output_dir={run}", "--set", f"data.cache_dir={tmp_path / 'c'}",
+            "--set", "trainer.max_steps=1"]
+    res = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env=ENV, capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert res.returncode != 0
+    last = _last_line(res.stderr)
+    assert last.startswith("error: ") and "SIGTERM" in last and "--resume" in last, res.stderr[-2000:]
+    assert not (run / "final").exists() and not [p for p in run.iterdir() if ".tmp" in p.name]
+    res = subprocess.run([sys.executable, "-m", "restlit.cli.main", *args, "--resume"], cwd=REPO, env=ENV,
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (run / "final" / "model.safetensors").is_file()

@@ -21,7 +21,7 @@ from restlit.config import RunConfig
 from restlit.errors import UserError
 from restlit.kernels import memory
 from restlit.models import check_vocabulary, load_policy, load_tokenizer
-from restlit.runtime.outputs import is_rank_zero, lock, reason
+from restlit.runtime.outputs import is_rank_zero, lock, reason, stop_on_sigterm
 from restlit.runtime.quiet import quiet
 from restlit.training import checkpointing
 from restlit.training.checkpoints import AtomicCheckpointIO, CheckpointOnSigterm, claim_run_dir, start_run
@@ -137,7 +137,9 @@ def fit(config: RunConfig, *, resume: bool = False, overwrite: bool = False, rew
             if resume and "state_dict" in str(exc):
                 raise UserError(f"--resume: {last} does not fit this model ({reason(exc)})") from None
             raise
-        export_final(trainer, module, tokenizer, run_dir)
+        with stop_on_sigterm(f"{run_dir}: stopped by SIGTERM while writing final/ (training had finished); "
+                             f"fit --resume writes it"):
+            export_final(trainer, module, tokenizer, run_dir)
     return run_dir
 
 
@@ -175,5 +177,6 @@ def sft(config: RunConfig, *, overwrite: bool = False) -> Path:
         except SIGTERMException:
             raise UserError(f"{run_dir}: sft stopped by SIGTERM at step {trainer.global_step} of {steps}, before "
                             f"its final/ was written; run it again with --overwrite") from None
-        export_final(trainer, module, tokenizer, run_dir)
+        with stop_on_sigterm(f"{run_dir}: sft stopped by SIGTERM while writing final/; run it again with --overwrite"):
+            export_final(trainer, module, tokenizer, run_dir)
     return run_dir
