@@ -5,7 +5,8 @@ A thin wrapper over :mod:`restlit.evaluation.run`: options -> suites -> outputs 
 or greedy generation with a progress bar) -> a summary table (accuracy with item count and 95%
 Wilson interval, then BFCL's groups) and ``OUT/eval.json`` with every item's verdict and reason.
 User mistakes end in one line and exit 2; an ``OUT`` that already holds an ``eval.json`` is refused
-unless ``--overwrite``.
+unless ``--overwrite``; ``OUT`` is locked while the command runs, as ``fit`` locks its run directory
+(:func:`restlit.runtime.outputs.lock`).
 """
 
 from __future__ import annotations
@@ -55,9 +56,19 @@ def eval_command(
 ) -> None:
     """Score tool calls: BFCL (AST and executed multi-turn), API-Bank, or a prepared validation split."""
     from restlit.evaluation import run
+    from restlit.runtime.outputs import lock
 
     if predictions is not None and model is not None:
         fail("give --predictions (saved outputs) or --model (generate), not both")
+    with lock(out):  # one evaluation at a time writes OUT (a second fails naming the first)
+        _evaluate(run, suite, data, predictions, model, limit, out, batch_size, max_new_tokens, prompt, max_context,
+                  engine, overwrite)
+
+
+def _evaluate(run, suite: list[str], data: Path | None, predictions: Path | None, model: str | None,
+              limit: int | None, out: Path, batch_size: int, max_new_tokens: int, prompt: str,
+              max_context: int | None, engine: str, overwrite: bool) -> None:
+    """The command's body, with ``OUT`` locked."""
     if (out / "eval.json").exists() and not overwrite:
         fail(f"{out} already holds an evaluation (eval.json); use another --out or --overwrite")
     from restlit.formats import UnknownFormat, get_format

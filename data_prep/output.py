@@ -21,7 +21,12 @@ WRITTEN = frozenset({"dataset_dict.json", "train", "validation", "manifest.json"
 
 
 def check(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
-    """InputError (one line) unless ``prepare`` may write to ``out``."""
+    """InputError (one line) unless ``prepare`` may write to ``out`` (never the current directory
+    or one that holds it: the output is built beside ``out`` and then takes its place)."""
+    resolved, here = out.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise InputError(f"{out}: is the current directory or holds it; prepare builds its output beside -o and "
+                         f"then moves it there: give a new directory (-o data)")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a directory")
     if out.is_dir():
@@ -35,7 +40,6 @@ def check(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
         if foreign:
             raise InputError(f"{out}: holds files prepare did not write ({', '.join(foreign[:3])}); "
                              "move them out or use another -o")
-    resolved = out.resolve()
     for p in inputs:
         if resolved == p.resolve() or resolved in p.resolve().parents:
             raise InputError(f"{out}: the output directory contains the input {p}")

@@ -39,11 +39,15 @@ accounting lives in :mod:`restlit.data_prep.manifest`, the per-record work in
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
 import pickle
 import shutil
+import signal
+import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -101,10 +105,10 @@ def prepare(
     records). ``on_invalid`` decides what happens to a reference call that breaks its tool's
     schema: ``reject`` the turn, ``keep`` it (counted as ``kept_<kind>`` warnings), or
     ``coerce`` the values that can be converted safely and reject the turn if it still fails.
-    Calls to unknown tools are always rejected. ``mask_names`` is the fraction of samples
-    (picked by a hash of the sample id and ``mask_seed``) whose tool and parameter names are
-    replaced by random identifiers (:mod:`restlit.data_prep.masking`); ``export_chat`` also writes
-    every sample to that JSON-lines file in the chat layout (:mod:`restlit.data_prep.export`), which
+    Calls to unknown tools, and to tools whose schema has a ``$ref`` that does not resolve inside
+    it, are always rejected. ``mask_names`` is the fraction of samples (picked by a hash of the
+    sample id and ``mask_seed``) whose tool and parameter names are replaced by random
+    identifiers (:mod:`restlit.data_prep.masking`); ``export_chat`` also writes every sample to that JSON-lines file in the chat layout (:mod:`restlit.data_prep.export`), which
     must not exist unless ``overwrite``. ``workers`` processes share the per-record work
     on inputs of 8 MB or more (default: the CPU count, at most 8; 1 runs everything in this
     process); the output does not depend on it. Workers are started with the ``spawn`` method,
@@ -129,24 +133,48 @@ def prepare(
 
     staging = output.staging_dir(out)
     try:
-        try:
-            manifest = _write(staging, paths, infos, export is not None,
-                              {"format": format, "on_invalid": on_invalid, "val_fraction": val_fraction, "seed": seed,
-                               "parquet": parquet, "mask_names": mask_names, "mask_seed": mask_seed},
-                              workers, progress)
-        except OSError as exc:
-            raise InputError(f"{out}: cannot write the dataset ({exc.strerror or exc})") from None
-        if export is not None:
-            # the chat file first: once the dataset is in place, nothing is left to fail
-            try:
-                shutil.move(staging / _EXPORT_NAME, export)
-            except OSError as exc:
-                raise InputError(f"{export}: cannot write ({exc.strerror or exc})") from None
-        manifest.warnings.extend(output.replace(staging, out, overwrite))
+        with _stop_on_sigterm(out):
+            manifest = _staged(staging, out, paths, infos, export, overwrite, workers, progress,
+                               {"format": format, "on_invalid": on_invalid, "val_fraction": val_fraction,
+                                "seed": seed, "parquet": parquet, "mask_names": mask_names, "mask_seed": mask_seed})
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _staged(staging: Path, out: Path, paths: list[Path], infos: list[InputInfo], export: Path | None,
+            overwrite: bool, workers: int, progress: ProgressFn | None, options: dict[str, Any]) -> Manifest:
+    """Write the dataset into ``staging``, then put it (and the chat export) in place."""
+    try:
+        manifest = _write(staging, paths, infos, export is not None, options, workers, progress)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write the dataset ({exc.strerror or exc})") from None
+    if export is not None:
+        # the chat file first: once the dataset is in place, nothing is left to fail
+        _place(staging / _EXPORT_NAME, export)
+    manifest.warnings.extend(output.replace(staging, out, overwrite))
+    return manifest
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(out: Path) -> Iterator[None]:
+    """SIGTERM (in the main thread) raises an InputError where the run is, so the staging
+    directory and the worker processes are cleaned up as on any failure (Python's default
+    SIGTERM ends the process at once and leaves both behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop; the cleanup runs undisturbed
+        raise InputError(f"prepare stopped by SIGTERM: nothing was written to {out}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_options(format: str, on_invalid: str, val_fraction: float, mask_names: float) -> None:
@@ -178,6 +206,27 @@ def _mark_duplicates(infos: list[InputInfo]) -> None:
         info.duplicate_of = first_of.setdefault(info.sha256, info.path)
         if info.duplicate_of == info.path:
             info.duplicate_of = None
+
+
+def _place(src: Path, export: Path) -> None:
+    """Move the finished chat file to ``export``: a rename, or across file systems a copy into a
+    temporary sibling that takes ``export``'s name only once complete (a full disk leaves no
+    partial file behind). InputError naming ``export`` when it cannot be written."""
+    try:
+        os.rename(src, export)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise InputError(f"{export}: cannot write ({exc.strerror or exc})") from None
+    fd, name = tempfile.mkstemp(prefix=f".{export.name}.tmp-", dir=export.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, name)
+        os.replace(name, export)
+    except OSError as exc:
+        raise InputError(f"{export}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def _check_export(export: Path, out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
@@ -246,6 +295,13 @@ def _write(staging: Path, paths: list[Path], infos: list[InputInfo], export: boo
                                           options["val_fraction"], options["seed"], options["mask_names"],
                                           options["mask_seed"], export)
                     _write_input(path, info, processor, (writers, rejects, chat), pool, workers, progress)
+    except BaseException:
+        if pool is not None:  # stopped (SIGTERM, Ctrl-C) or failed: the workers go now, not when idle
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = None
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

@@ -125,10 +125,12 @@ class Processor:
         violations = validate_calls(target.calls, tools)
         if not violations:
             return target
-        unknown = [v for v in violations if v.kind == "unknown_tool"]
-        if unknown:
-            # always rejected: the system prompt cannot describe a tool that is not in the list
-            raise RecordError("unknown_tool", "; ".join(v.reason for v in unknown)[:500])
+        for kind in ("unknown_tool", "unresolvable_ref"):
+            # always rejected: the system prompt cannot describe a tool that is not in the list,
+            # nor one whose schema refers to something it does not hold
+            found = [v for v in violations if v.kind == kind]
+            if found:
+                raise RecordError(kind, "; ".join(v.reason for v in found)[:500])
         if self.on_invalid == "keep":
             for v in violations:
                 key = f"kept_{v.kind}"

@@ -89,8 +89,27 @@ class Sample:
 def load_samples(directory: str | Path) -> Any:
     """Load a prepared dataset (``restlit prepare -o DIR``) as a ``datasets.DatasetDict``.
 
-    Rows keep the JSON columns; decode one with :meth:`Sample.from_row`.
+    Rows keep the JSON columns; decode one with :meth:`Sample.from_row`. A corrupt or incomplete
+    directory raises ``datasets``' own errors; :func:`read_split` turns them into one line.
     """
     import datasets
 
     return datasets.load_from_disk(str(directory))
+
+
+def read_split(directory: str | Path, split: str, limit: int | None = None) -> list[Sample] | None:
+    """The samples of one split of a prepared dataset (the first ``limit``), decoded; None when the
+    dataset has no such split. A ValueError (one line naming ``directory``) when the dataset cannot
+    be read: a truncated arrow file, a missing ``dataset_dict.json`` or ``state.json``, a split
+    listed but gone."""
+    try:
+        rows = load_samples(directory)
+        if split not in rows:
+            return None
+        rows = rows[split]
+        if limit is not None:
+            rows = rows.select(range(min(limit, len(rows))))
+        return [Sample.from_row(row) for row in rows]
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # pyarrow's ArrowInvalid is a ValueError, its IO errors OSError
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{directory}: the prepared dataset cannot be read ({why}); prepare it again") from None

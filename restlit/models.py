@@ -118,11 +118,23 @@ def resolve(name_or_path: str, part: str = "model") -> Path:
 
 def _loading(path: Any, load: Any) -> Any:
     """``load()``, with a model directory that transformers cannot read reported in one line."""
+    from safetensors import SafetensorError
+
     try:
         return load()
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:  # SafetensorError: a truncated weights file
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelNotFound(f"{path}: cannot be loaded as a model: {first}") from None
+
+
+def check_vocabulary(policy: Any, tokenizer: Any, name: str) -> None:
+    """ModelNotFound (one line) when ``tokenizer`` has more tokens than ``policy`` has embedding
+    rows (a model built for a smaller vocabulary, or a tokenizer given extra tokens): the first
+    such token sampled or read would index past the embedding table."""
+    rows = policy.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ModelNotFound(f"{name}: the model's vocabulary has {rows} tokens, its tokenizer {len(tokenizer)}; "
+                            f"use the tokenizer the model was trained with (or resize its embeddings)")
 
 
 def load_tokenizer(name_or_path: str) -> Any:

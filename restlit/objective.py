@@ -320,7 +320,12 @@ def tis_statistics(logp: Tensor, engine_logp: Tensor, mask: Tensor, cap: float) 
 def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: KLEstimator = "k3") -> Tensor:
     """Per-token estimate of KL(pi || pi_ref) from samples of pi, with ``d = ref_logp - logp``::
 
-        k1 = -d        k2 = d^2 / 2        k3 = exp(d) - d - 1  (>= 0, 0 iff d = 0; Schulman's estimator)
+        k1 = -d        k2 = d^2 / 2
+        k3 = min(exp(c) - c - 1, 10),  c = clamp(d, -20, 20)   (Schulman's estimator, >= 0, 0 iff d = 0)
+
+    k3 is clamped as verl's ``low_var_kl`` (log-ratio to [-20, 20], estimate to [-10, 10]; k3 is
+    never negative): a token the policy has drifted far from the reference adds at most 10 and
+    no gradient, where ``exp(d)`` would overflow to inf (``d`` > 709 in float64, > 88 in float32).
     """
     d = ref_logp - logp
     if estimator == "k1":
@@ -328,8 +333,9 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: KLEstimator = "k3") ->
     if estimator == "k2":
         return 0.5 * d * d
     if estimator == "k3":
+        c = d.clamp(-20.0, 20.0)
         # expm1 keeps k3 >= 0 and exact near d = 0, where exp(d) - 1 would cancel.
-        return torch.expm1(d) - d
+        return (torch.expm1(c) - c).clamp(max=10.0)
     raise ValueError(f"unknown KL estimator {estimator!r}")
 
 

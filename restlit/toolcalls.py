@@ -155,7 +155,8 @@ def parse_tool_calls(text: str) -> ParseResult:
 class Violation:
     """One way a call breaks its tool's schema. ``kind`` is one of ``unknown_tool``,
     ``missing_required``, ``unexpected_param``, ``wrong_type``, ``not_in_enum``, ``invalid``
-    (any other schema rule, or a tool whose schema is itself invalid)."""
+    (any other schema rule, or a tool whose schema is itself invalid), ``unresolvable_ref`` (the
+    tool's schema has a ``$ref`` to something outside it or missing from it)."""
 
     call_index: int
     tool: str
@@ -168,10 +169,19 @@ _VALIDATORS: dict[str, Any] = {}
 _VALIDATOR_CACHE_SIZE = 4096
 
 
+def _refuse_retrieval(uri: str) -> Any:
+    """The registry's ``retrieve``: a tool schema's ``$ref`` never fetches a URL or reads a file."""
+    raise LookupError(f"{uri} is outside the schema")
+
+
 def _validator(schema: Mapping) -> Any:
-    """A compiled jsonschema validator, cached by the schema's canonical JSON."""
+    """A compiled jsonschema validator, cached by the schema's canonical JSON. Its ``$ref`` resolve
+    only inside the schema itself (``#/$defs/...``, ``#/definitions/...``): a registry whose
+    ``retrieve`` refuses every other URI, so a dataset's schema cannot make restlit fetch a URL or
+    read a local file (jsonschema's default fetches both)."""
     from jsonschema import SchemaError
     from jsonschema.validators import Draft202012Validator, validator_for
+    from referencing import Registry
 
     key = json.dumps(schema, sort_keys=True, default=str)
     v = _VALIDATORS.get(key)
@@ -179,7 +189,7 @@ def _validator(schema: Mapping) -> Any:
         cls = validator_for(schema, default=Draft202012Validator)
         try:
             cls.check_schema(schema)
-            v = cls(schema)
+            v = cls(schema, registry=Registry(retrieve=_refuse_retrieval))
         except SchemaError as exc:
             v = exc
         if len(_VALIDATORS) >= _VALIDATOR_CACHE_SIZE:
@@ -226,6 +236,14 @@ def _schema_violations(idx: int, name: str, args: dict, schema: Mapping) -> list
     validator = _validator(schema)
     if isinstance(validator, Exception):
         return [Violation(idx, name, "invalid", None, f"{name}: tool schema is invalid: {validator.message}")]
+    from referencing.exceptions import Unresolvable
+
+    try:
+        errors = list(validator.iter_errors(args))
+    except Unresolvable as exc:  # a $ref outside the schema, or to nothing inside it
+        ref = getattr(getattr(exc, "_wrapped", exc), "ref", "?")
+        return [Violation(idx, name, "unresolvable_ref", None,
+                          f"{name}: tool schema has a $ref that cannot be resolved inside it: {ref!r}")]
     out: list[Violation] = []
     props = schema.get("properties")
     if isinstance(props, Mapping) and schema.get("additionalProperties") in (None, False):
@@ -235,7 +253,7 @@ def _schema_violations(idx: int, name: str, args: dict, schema: Mapping) -> list
     for req in schema.get("required") or ():
         if req not in args:
             out.append(Violation(idx, name, "missing_required", req, f"{name}: missing required parameter {req!r}"))
-    for err in validator.iter_errors(args):
+    for err in errors:
         kind = err.validator
         param = str(err.path[0]) if err.path else None
         if kind in ("required", "additionalProperties") and not err.path:

@@ -8,6 +8,7 @@ ranges are checked after the object is built. ``--set a.b=VALUE`` overrides appl
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -91,14 +92,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-6 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads 1e-6 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(number):  # no setting of restlit means anything at inf or NaN
+            raise ConfigError(f"{key}: must be a finite number, got {number}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -148,6 +154,15 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
 # (key, test, allowed range) checked after building; the message names the key and the range.
 _RANGES: list[tuple[str, Any, str]] = [
     ("optim.lr", lambda v: v > 0, "> 0"),
+    ("optim.lr", lambda v: v <= 1, "<= 1 (a larger step sends the weights to inf/NaN)"),
+    ("optim.eps", lambda v: v > 0, "> 0"),
+    ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("optim.grad_clip", lambda v: v >= 0, ">= 0 (0: no clipping)"),
+    ("optim.betas", lambda v: all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    ("optim.warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("objective.loss.kl_coef", lambda v: v >= 0, ">= 0"),
+    ("sft.lr", lambda v: v > 0, "> 0"),
+    ("sft.lr", lambda v: v <= 1, "<= 1 (a larger step sends the weights to inf/NaN)"),
     ("rollout.n", lambda v: v >= 1, ">= 1"),
     ("rollout.temperature", lambda v: v >= 0, ">= 0 (0 samples greedily)"),
     ("rollout.top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
@@ -181,9 +196,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            raw = path.read_bytes()
+            data = yaml.safe_load(raw.decode("utf-8"))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); "
+                              f"save the config as UTF-8") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark else ""

@@ -25,7 +25,7 @@ def load_model(model: str) -> tuple[Any, Any]:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from restlit.models import ModelNotFound, load_policy, load_tokenizer
+    from restlit.models import ModelNotFound, check_vocabulary, load_policy, load_tokenizer
 
     # transformers' own "Loading weights" bar would interleave with the caller's progress bar
     bar_was_on = hf_logging.is_progress_bar_enabled()
@@ -33,6 +33,7 @@ def load_model(model: str) -> tuple[Any, Any]:
     try:
         tokenizer = load_tokenizer(model)
         policy = load_policy(model)
+        check_vocabulary(policy, tokenizer, model)
     except ModelNotFound as exc:
         raise EvalError(str(exc)) from None
     finally:

@@ -38,23 +38,23 @@ class HeldoutScore:
 def load_heldout(directory: str | Path, limit: int | None = None) -> list[Any]:
     """The validation samples (``restlit.data_prep.samples.Sample``) of a prepared dataset, in order.
 
-    ValueError (one line) when ``directory`` is not a prepared dataset or has no validation split.
+    ValueError (one line) when ``directory`` is not a prepared dataset or has no validation split,
+    or an empty one (a score over no item is no score).
     """
-    from restlit.data_prep.samples import Sample, load_samples
+    from restlit.data_prep.samples import read_split
 
     path = Path(directory)
     if not path.is_dir():
         raise ValueError(f"{path}: no such directory (expected the output of `restlit prepare`)")
-    try:
-        splits = load_samples(path)
-    except (FileNotFoundError, ValueError) as exc:
-        raise ValueError(f"{path}: not a prepared dataset ({exc})") from None
-    if "validation" not in splits:
+    if not (path / "manifest.json").is_file():
+        raise ValueError(f"{path}: not a prepared dataset (no manifest.json)")
+    samples = read_split(path, "validation", limit)
+    if samples is None:
         raise ValueError(f"{path}: the prepared dataset has no validation split")
-    rows = splits["validation"]
-    if limit is not None:
-        rows = rows.select(range(min(limit, len(rows))))
-    return [Sample.from_row(row) for row in rows]
+    if not samples:
+        raise ValueError(f"{path}: the validation split has no item to score "
+                         f"(prepare with --val-fraction > 0, or with more records)")
+    return samples
 
 
 def _canonical(value: Any) -> Any:

@@ -39,6 +39,8 @@ from restlit.evaluation.suites import (
     load_suite,
     parse_suites,
 )
+from restlit.runtime.outputs import atomic_write_text
+from restlit.runtime.owned import record
 
 __all__ = [
     "BFCL_ALL",
@@ -64,14 +66,14 @@ __all__ = [
 
 
 def write_report(result: dict[str, Any], out_dir: str | Path, config: dict[str, Any]) -> Path:
-    """Write ``out_dir/eval.json`` (``config``, ``summary``, ``groups``, per-item ``items``); return
-    its path."""
+    """Write ``out_dir/eval.json`` (``config``, ``summary``, ``groups``, per-item ``items``) atomically
+    (:func:`~restlit.runtime.outputs.atomic_write_text`: never through a symbolic link, a full disk
+    is one line); return its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "eval.json"
     payload = {"config": config, "summary": result["summary"], "groups": result.get("groups", {}),
                "missing": result["missing"], "items": result["items"]}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    record(out, [path.name])  # what an --overwrite of a directory holding it may remove
     return path

@@ -24,13 +24,32 @@ def _stage(console: Any, title: str) -> float:
     return time.perf_counter()
 
 
-def _cell(interval: Any) -> str:
-    """``62.5 [40.9, 80.0] (16)``; a degenerate interval (parameter F1) as its value and count."""
+def closing_table(title: str, columns: list[tuple[str, str, str]], cells: dict[str, dict[str, dict[str, Any]]]
+                  ) -> Any:
+    """The demo's closing table: one row per metric (``(label, suite, key)`` of ``columns``, with
+    its item count), one column per model of ``cells`` (``model -> suite -> key -> Interval``),
+    each cell the accuracy % over its 95% Wilson interval: narrow enough for 80 columns, where a
+    column per metric broke every interval across lines."""
+    from rich.table import Table
+
+    table = Table(title=f"{title}\naccuracy % and [95% Wilson interval]")
+    table.add_column("metric (items)")
+    for name in cells:
+        table.add_column(name, justify="right")
+    for label, suite, key in columns:
+        found = [c for model in cells.values() if (c := model.get(suite, {}).get(key)) is not None]
+        row = f"{label} ({found[0].n})" if found else label
+        table.add_row(row, *[_stacked(model.get(suite, {}).get(key)) for model in cells.values()])
+    return table
+
+
+def _stacked(interval: Any) -> str:
+    """``62.5`` over ``[40.9, 80.0]``; a degenerate interval (parameter F1) as its value alone."""
     if interval is None:
         return "-"
     if interval.low == interval.high:
-        return f"{100 * interval.value:.1f} ({interval.n})"
-    return f"{100 * interval.value:.1f} [{100 * interval.low:.1f}, {100 * interval.high:.1f}] ({interval.n})"
+        return f"{100 * interval.value:.1f}"
+    return f"{100 * interval.value:.1f}\n[{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
 
 
 # What a demo writes into its output_dir besides the fit run itself.
@@ -41,23 +60,35 @@ def run_demo(config: RunConfig, *, heldout_limit: int = 32, bfcl_category: str =
              bfcl_limit: int = 32, eval_tokens: int = 128, overwrite: bool = False) -> Path:
     """Run every stage into ``config.output_dir``; returns the report's path. ``OUT/demo.json``
     keeps each stage's seconds and the three models' scores. An output_dir that holds an earlier
-    demo (or run) refuses unless ``overwrite``, which removes what the earlier demo wrote."""
+    demo (or run) refuses unless ``overwrite``, which removes what the earlier demo wrote (its
+    manifest, :mod:`restlit.runtime.owned`) and refuses, naming them, files it did not write."""
     from restlit.runtime import outputs
+    from restlit.runtime.owned import claim, remove_owned
     from restlit.training.checkpoints import RUN_FILES
 
+    entries = (*RUN_FILES, *DEMO_FILES)
     with outputs.lock(config.output_dir):
-        outputs.remove(outputs.existing(config.output_dir, (*RUN_FILES, *DEMO_FILES), overwrite=overwrite,
-                                        what="a run", hint="use another output_dir or --overwrite"))
+        remove_owned(config.output_dir, claim(config.output_dir, entries, overwrite=overwrite, what="a run",
+                                              hint="use another output_dir or --overwrite", legacy=_is_demo_file),
+                     entries)
         return _run_demo(config, heldout_limit=heldout_limit, bfcl_category=bfcl_category, bfcl_limit=bfcl_limit,
                          eval_tokens=eval_tokens)
+
+
+def _is_demo_file(rel: str) -> bool:
+    """The rule for a demo directory without a manifest (an older restlit): a run's files, the
+    demo's ``demo.json`` and everything in the directories it creates whole."""
+    from restlit.training.checkpoints import is_run_file
+
+    return is_run_file(rel) or rel == "demo.json" or rel.split("/")[0] in ("data", "base", "eval")
 
 
 def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl_limit: int,
               eval_tokens: int) -> Path:
     from rich.console import Console
-    from rich.table import Table
 
     from restlit.data_prep.pipeline import prepare
+    from restlit.runtime.owned import record
     from restlit.training.run import fit, sft
 
     console = Console()
@@ -72,6 +103,7 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
         gc.collect()
         seconds[stage] = round(time.perf_counter() - t, 1)
         console.print(f"({seconds[stage]:.0f} s)")
+        record(out, [e for e in ("data", "base", "eval") if (out / e).exists()])  # what --overwrite may remove
 
     t = _stage(console, "1/7 prepare the shipped sample")
     manifest = prepare(config.data.raw, data_dir, format=config.data.format, on_invalid=config.data.on_invalid,
@@ -121,21 +153,15 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
     report = build_report(run_dir).markdown
     done("report", t)
 
-    table = Table(title=f"restlit demo: SmolLM2-135M, {time.perf_counter() - started:.0f} s in all "
-                        "(accuracy % [95% Wilson interval] (items))")
     columns = [("heldout format valid", "heldout", "format_validity"),
                ("heldout tool name", "heldout", "tool_name_accuracy"),
                ("heldout param F1", "heldout", "param_f1"),
                ("heldout exact match", "heldout", "exact_match"),
                (f"BFCL {bfcl_category}", bfcl, "accuracy")]
-    table.add_column("model")
-    for title, _, _ in columns:
-        table.add_column(title, justify="right")
     cells = {name: {suite: interval_cells(scores) for suite, scores in item_scores(result).items()}
              for name, result in evals.items()}
-    for name in evals:
-        table.add_row(name, *[_cell(cells[name].get(suite, {}).get(key)) for _, suite, key in columns])
-    console.print(table)
+    console.print(closing_table(f"restlit demo: SmolLM2-135M, {time.perf_counter() - started:.0f} s in all",
+                                columns, cells))
     console.print("Parameter F1 counts (tool, parameter, value) triples, not items: no interval. "
                   "Tool-name accuracy counts the items whose reference makes a call.")
     console.print(f"report: {report}")
@@ -146,4 +172,5 @@ def _run_demo(config: RunConfig, *, heldout_limit: int, bfcl_category: str, bfcl
                                                        else None) for _, suite, key in columns} for name in evals},
                "report": str(report)}
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    record(out, ["demo.json"])
     return report

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from restlit.report.figures import REGION_COLORS, make_figures
+from restlit.report.figures import FIGURES, REGION_COLORS, make_figures
 from restlit.report.logs import (
     DEFAULT_LAST_N,
     REGIONS,
@@ -23,6 +23,8 @@ from restlit.report.logs import (
     read_metrics,
 )
 from restlit.report.markdown import write_markdown
+from restlit.runtime.outputs import OutputError, refuse_links
+from restlit.runtime.owned import owned_files, record
 
 __all__ = ["REGIONS", "REGION_COLORS", "Report", "ReportError", "build_report", "read_metrics"]
 
@@ -36,10 +38,12 @@ class Report:
 
 
 def build_report(
-    run_dir: str | Path, out_dir: str | Path | None = None, *, last_n: int = DEFAULT_LAST_N
+    run_dir: str | Path, out_dir: str | Path | None = None, *, last_n: int = DEFAULT_LAST_N, overwrite: bool = False
 ) -> Report:
     """Figures and ``report.md`` for ``run_dir`` in ``out_dir`` (default ``run_dir/report``).
-    ReportError when ``run_dir`` is not a directory or holds no readable ``metrics.csv``."""
+    ReportError when ``run_dir`` is not a directory or holds no readable ``metrics.csv``, or when
+    ``out_dir`` holds a ``report.md`` or figure that restlit did not write (its manifest,
+    :mod:`restlit.runtime.owned`) and not ``overwrite``; an earlier report's own files are replaced."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise ReportError(f"{run_dir}: no such run directory")
@@ -72,6 +76,15 @@ def build_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"{out}: cannot create the output directory ({exc.strerror or exc})") from None
+    names = ["report.md", *(f"{f}.png" for f in (*FIGURES, "sft"))]
+    try:
+        refuse_links(out, names)
+    except OutputError as exc:
+        raise ReportError(str(exc)) from None
+    _, foreign = owned_files(out, names)
+    if foreign and not overwrite:
+        raise ReportError(f"{out} holds {', '.join(p.name for p in foreign)}, not written by restlit report; "
+                          f"use another --out or --overwrite")
     name = run_dir.resolve().name
     try:
         figures = make_figures(log, out, name=name, cfg=cfg, raw=raw, sft_log=sft_log)
@@ -88,6 +101,7 @@ def build_report(
             last_n=last_n,
             sft_log=sft_log,
         )
+        record(out, [md.name, *(p.name for p in figures.values())])
     except OSError as exc:
         raise ReportError(f"{out}: cannot write the report ({exc.strerror or exc})") from None
     return Report(md, figures)

@@ -12,6 +12,11 @@ any command that writes a directory can use the same four calls:
   leaves the old one intact.
 - ``replace_dir(target, write)`` -- ``write(tmp)`` fills a temporary sibling, which then takes
   ``target``'s place; a failed write leaves ``target`` as it was and no temporary directory.
+- ``atomic_write(path, write)`` / ``atomic_write_text(path, text)`` -- a file written into a
+  temporary sibling created exclusively (a random name, ``O_EXCL``: a planted link is never
+  followed), synced, then renamed over ``path``; a ``path`` that is a symbolic link is refused.
+- ``refuse_links(directory, entries)`` -- one line when any of ``entries`` in ``directory`` is a
+  symbolic link: restlit never writes through a link it did not make.
 - ``is_rank_zero()`` -- whether this process is global rank 0 of a distributed launch (torchrun,
   SLURM, Lightning's own launcher), read from the environment before any process group exists:
   only rank 0 locks, checks and writes the run's shared files.
@@ -21,6 +26,7 @@ Every failure is an :class:`OutputError` (a :class:`~restlit.errors.UserError`, 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -29,6 +35,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from restlit.errors import UserError
 
@@ -44,6 +51,24 @@ def reason(exc: BaseException) -> str:
     """The first line of why an OS call failed (``No space left on device``)."""
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return (text.strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def write_reason(exc: BaseException, directory: str | Path) -> str:
+    """:func:`reason` for a failed write into ``directory``; a library's own wording of a full
+    disk (torch's ``PytorchStreamWriter failed writing file``) becomes ``No space left on
+    device`` when the disk is (nearly) full."""
+    try:
+        full = _free_bytes(Path(directory)) < 16 << 20
+    except OSError:
+        full = False
+    if full and not (isinstance(exc, OSError) and exc.errno is not None):
+        return os.strerror(errno.ENOSPC)
+    return reason(exc)
 
 
 def is_rank_zero() -> bool:
@@ -62,6 +87,81 @@ def writable_dir(directory: str | Path) -> Path:
     except OSError as exc:
         raise OutputError(f"{directory}: cannot write here: {reason(exc)}") from None
     return directory
+
+
+def refuse_links(directory: str | Path, entries: Iterable[str]) -> None:
+    """An :class:`OutputError` naming the first of ``entries`` inside ``directory`` that is a
+    symbolic link (restlit would write through it, outside the output directory)."""
+    for e in entries:
+        p = Path(directory) / e
+        if p.is_symlink():
+            raise OutputError(f"{p} is a symbolic link; restlit does not write through links it did not make: "
+                              f"remove it or use another output directory")
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", **kwargs: object) -> Iterator[IO]:
+    """``with atomic_write(path) as f:`` -- ``f`` is a new temporary sibling of ``path``, created
+    exclusively under a random name (a planted file or link there is never followed), synced and
+    renamed over ``path`` when the block ends; the block's failure removes it and leaves ``path``
+    as it was. A ``path`` that is a symbolic link, and a write that fails (full disk), end in an
+    :class:`OutputError` naming ``path``."""
+    path = Path(path)
+    refuse_links(path.parent, [path.name])
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {reason(exc)}") from None
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {reason(exc)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` with :func:`atomic_write`; returns ``path``."""
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return Path(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def stop_on_sigterm(message: str) -> Iterator[None]:
+    """In the ``with`` block (main thread only), SIGTERM raises a :class:`UserError` ``message``
+    where the block is, so its cleanup runs (a temporary copy removed, the lock released) instead
+    of the process ending at once; a second SIGTERM is ignored until the block is left."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise UserError(message)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _holder(lock: Path) -> dict | None:
@@ -107,8 +207,12 @@ def lock(directory: str | Path) -> Iterator[Path]:
                     f"(lock file {path}; delete it if that process is gone)") from None
             path.unlink(missing_ok=True)  # stale: its writer is dead (or the file is unreadable)
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(mine + "\n")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(mine + "\n")
+        except OSError as exc:  # a full disk: the empty lock file would block the next run
+            path.unlink(missing_ok=True)
+            raise OutputError(f"{path}: cannot take the lock: {reason(exc)}") from None
         break
     else:
         raise OutputError(f"{path}: cannot take the lock (another process keeps taking it)")
@@ -164,5 +268,5 @@ def replace_dir(target: str | Path, write: Callable[[Path], object]) -> Path:
     return target
 
 
-__all__ = ["LOCK_NAME", "OutputError", "existing", "is_rank_zero", "lock", "reason", "remove", "replace_dir",
-           "writable_dir"]
+__all__ = ["LOCK_NAME", "OutputError", "atomic_write", "atomic_write_text", "existing", "is_rank_zero", "lock",
+           "reason", "refuse_links", "remove", "replace_dir", "stop_on_sigterm", "writable_dir", "write_reason"]

@@ -1,6 +1,7 @@
 """Hide the third-party messages restlit knows to be harmless, so a run shows restlit's output.
 
-:func:`quiet` (called by the command line) filters exactly these, and keeps every other warning:
+:func:`quiet` (called by the command line, and by ``fit`` and ``sft`` of the Python API) filters exactly
+these, and keeps every other warning:
 
 - Lightning's "Tip: ... litlogger" advertisement (an info log line);
 - the pytree ``LeafSpec`` deprecation inside Lightning;

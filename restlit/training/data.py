@@ -16,8 +16,11 @@ run would have, and two ranks together see what one process with ``2B`` prompts 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,26 @@ def prepared_dir(config: DataConfig) -> Path:
                 h.update(block)
     h.update(json.dumps([config.format, config.on_invalid, config.val_fraction, config.seed]).encode())
     return Path(config.cache_dir) / f"prepared-{h.hexdigest()[:16]}"
+
+
+@contextlib.contextmanager
+def _entry_lock(entry: Path) -> Iterator[None]:
+    """Hold ``.<entry>.lock`` beside a cache entry (an exclusive ``flock``, waited for, released
+    when its process dies): runs preparing the same raw data at once prepare it once, the others
+    wait and read it (each prepared its own copy, and all but the first left it as ``.new``)."""
+    import fcntl
+
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(entry.parent / f".{entry.name}.lock", os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise DataError(f"data.cache_dir: cannot write {entry.parent}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _permutation(n: int, seed: int, epoch: int) -> list[int]:
@@ -137,26 +160,33 @@ class ToolUseDataModule(L.LightningDataModule):
         from restlit.data_prep.inputs import InputError
         from restlit.data_prep.pipeline import prepare
 
-        try:
-            prepare(self.config.raw, out, format=self.config.format, on_invalid=self.config.on_invalid,
-                    val_fraction=self.config.val_fraction, seed=self.config.seed)
-        except InputError as exc:
-            raise DataError(str(exc)) from None
+        with _entry_lock(out):
+            if (out / "manifest.json").is_file():  # another run prepared it while this one waited
+                return
+            try:
+                prepare(self.config.raw, out, format=self.config.format, on_invalid=self.config.on_invalid,
+                        val_fraction=self.config.val_fraction, seed=self.config.seed)
+            except InputError as exc:
+                raise DataError(str(exc)) from None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_items:
             return
-        from restlit.data_prep.samples import Sample, load_samples
+        from restlit.data_prep.samples import read_split
 
         directory = self.directory
         if not (directory / "manifest.json").is_file():
             raise DataError(f"data: {directory} is not a `restlit prepare` output (no manifest.json)")
-        dataset = load_samples(directory)
+        try:
+            train, validation = read_split(directory, "train"), read_split(directory, "validation")
+        except ValueError as exc:
+            raise DataError(f"data: {exc}") from None
+        if train is None:
+            raise DataError(f"data: {directory} has no train split; prepare it again")
         self.counts = {}
-        self.train_items = self._encode([Sample.from_row(r) for r in dataset["train"]], "train", self.config.limit)
-        if "validation" in dataset:
-            self.val_items = self._encode([Sample.from_row(r) for r in dataset["validation"]], "validation",
-                                          self.config.val_limit)
+        self.train_items = self._encode(train, "train", self.config.limit)
+        if validation is not None:
+            self.val_items = self._encode(validation, "validation", self.config.val_limit)
 
     def _encode(self, samples: list[Any], split: str, limit: int) -> list[PromptItem]:
         if limit:

@@ -26,6 +26,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from restlit.config import LoggingConfig, RunConfig
 from restlit.errors import UserError
+from restlit.runtime.outputs import OutputError, atomic_write
 
 METRICS = "metrics.csv"
 
@@ -70,14 +71,18 @@ def keep_rows_before(run_dir: Path, step: int) -> list[int]:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         rows = list(reader)
+    for i, r in enumerate(rows, start=2):
+        try:
+            float(r.get("step") or 0)
+        except ValueError:
+            raise OutputError(f"{path}: line {i} has step {r['step']!r}, not a number; fix or delete that line "
+                              f"to resume") from None
     kept = [r for r in rows if r.get("step", "") != "" and int(float(r["step"])) < step]
     if len(kept) != len(rows):
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=header)
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(tmp, path)
     seen = {int(float(r["step"])) for r in kept}
     return [s for s in range(step) if s not in seen]
 

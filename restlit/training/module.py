@@ -179,16 +179,35 @@ class RestModule(L.LightningModule):
         t3 = time.perf_counter()
 
         n_tokens = sum(float(g.mask.sum()) for g in groups)
-        metrics.update(self.curriculum.metrics(step, self.config.objective.weights))
+        curriculum = self.curriculum.metrics(step, self.config.objective.weights)
+        if skip is not None:  # the running entropies were not measured by this step: not its to log
+            curriculum = {k: v for k, v in curriculum.items()
+                          if not (k.startswith("entropy/") or k == "curriculum/structured_entropy")}
+        metrics.update(curriculum)
         metrics.update({
             "time/rollout": t1 - t0, "time/scoring": t2 - t1, "time/update": t3 - t2,
             "throughput/tokens_per_s": n_tokens / max(t3 - t0, 1e-9), "skipped": float(skip is not None),
         })
         if skip is not None:
             metrics[f"skipped/{skip}"] = 1.0
-        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
+        self._log_step(metrics, step)
+        # callbacks read them in trainer.callback_metrics (restlit ablate: reward/total); not logged again
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch), logger=False)
         self.log("reward", metrics["reward/total"], prog_bar=True, on_step=True, on_epoch=False,
                  batch_size=len(batch), logger=False)
+
+    def _log_step(self, metrics: dict[str, float], step: int) -> None:
+        """Hand the step's metrics to the loggers as its own row (every ``log_every_n_steps``
+        steps and the last). ``self.log_dict`` would keep every key an earlier step logged and
+        repeat its value, so a skipped step's row showed the last update's loss, grad norm and lr,
+        and an updating step's row a ``skipped/...`` flag of an earlier one."""
+        every = max(1, self.trainer.log_every_n_steps)
+        if (step + 1) % every and step + 1 < self.trainer.max_steps:
+            return
+        row = {k: float(v) for k, v in metrics.items()}
+        row["epoch"] = float(self.current_epoch)
+        for logger in self.loggers:
+            logger.log_metrics(row, step=step)
 
     def validation_step(self, batch: list[PromptItem], batch_idx: int) -> None:
         """Greedy completions of held-out prompts, scored with the training reward."""

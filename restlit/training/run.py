@@ -15,14 +15,16 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from restlit.config import RunConfig
 from restlit.errors import UserError
 from restlit.kernels import memory
-from restlit.models import load_policy, load_tokenizer
-from restlit.runtime.outputs import is_rank_zero, lock, reason
+from restlit.models import check_vocabulary, load_policy, load_tokenizer
+from restlit.runtime.outputs import is_rank_zero, lock, reason, stop_on_sigterm
+from restlit.runtime.quiet import quiet
 from restlit.training import checkpointing
-from restlit.training.checkpoints import AtomicCheckpointIO, claim_run_dir, start_run
+from restlit.training.checkpoints import AtomicCheckpointIO, CheckpointOnSigterm, claim_run_dir, start_run
 from restlit.training.export import export_final
 from restlit.training.loggers import build_loggers
 
@@ -37,6 +39,7 @@ def build_tokenizer_and_policy(config: RunConfig, gradient_checkpointing: checkp
         tokenizer.pad_token = tokenizer.eos_token
     policy = load_policy(m.path, init=m.init, architecture=m.architecture, dtype=m.dtype, tokenizer=tokenizer,
                          seed=m.seed)
+    check_vocabulary(policy, tokenizer, m.tokenizer or m.path)
     checkpointing.enable(policy, m.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing)
     return tokenizer, policy
 
@@ -80,6 +83,7 @@ def make_trainer(config: RunConfig, run_dir: Path, *, max_steps: int, checkpoint
     t = config.trainer
     callbacks = [*callbacks, ReleaseFreedMemory()]
     if checkpoints:
+        callbacks.append(CheckpointOnSigterm(run_dir / "checkpoints" / "last.ckpt"))
         callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="{step}",
                                          every_n_train_steps=max(1, t.checkpoint_every), save_top_k=-1,
                                          save_last=True))
@@ -107,6 +111,7 @@ def fit(config: RunConfig, *, resume: bool = False, overwrite: bool = False, rew
     from restlit.training.data import ToolUseDataModule
     from restlit.training.module import RestModule
 
+    quiet()  # as quiet as the command line (RESTLIT_VERBOSE=1 shows everything)
     memory.release_large_frees()
 
     run_dir = Path(config.output_dir)
@@ -125,11 +130,16 @@ def fit(config: RunConfig, *, resume: bool = False, overwrite: bool = False, rew
         last = run_dir / "checkpoints" / "last.ckpt"
         try:
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+        except SIGTERMException:
+            raise UserError(f"{run_dir}: stopped by SIGTERM at step {trainer.global_step} of "
+                            f"{config.trainer.max_steps}; {last} holds it: continue with --resume") from None
         except RuntimeError as exc:
             if resume and "state_dict" in str(exc):
                 raise UserError(f"--resume: {last} does not fit this model ({reason(exc)})") from None
             raise
-        export_final(trainer, module, tokenizer, run_dir)
+        with stop_on_sigterm(f"{run_dir}: stopped by SIGTERM while writing final/ (training had finished); "
+                             f"fit --resume writes it"):
+            export_final(trainer, module, tokenizer, run_dir)
     return run_dir
 
 
@@ -145,11 +155,13 @@ def sft(config: RunConfig, *, overwrite: bool = False) -> Path:
         # that rank would skip the gradient all-reduce the others wait in
         raise UserError(f"sft.max_seq_tokens ({config.sft.max_seq_tokens}) must exceed data.max_prompt_tokens "
                         f"({config.data.max_prompt_tokens}): every sample needs a target token")
+    quiet()
     memory.release_large_frees()
 
     run_dir = Path(config.output_dir) / "sft"
     with lock(run_dir) if is_rank_zero() else contextlib.nullcontext():
-        _, old = claim_run_dir(config, run_dir, resume=False, overwrite=overwrite)
+        _, old = claim_run_dir(config, run_dir, resume=False, overwrite=overwrite,
+                               hint="use another output_dir or --overwrite")
         L.seed_everything(config.trainer.seed, workers=True, verbose=False)
         tokenizer, policy = build_tokenizer_and_policy(config, config.sft.gradient_checkpointing)
         module = SFTModule(config, policy, tokenizer)
@@ -160,6 +172,11 @@ def sft(config: RunConfig, *, overwrite: bool = False) -> Path:
         trainer = make_trainer(config, run_dir, max_steps=steps, checkpoints=False)
         if trainer.is_global_zero and is_rank_zero():
             start_run(run_dir, config, 0, old)
-        trainer.fit(module, datamodule=data)
-        export_final(trainer, module, tokenizer, run_dir)
+        try:
+            trainer.fit(module, datamodule=data)
+        except SIGTERMException:
+            raise UserError(f"{run_dir}: sft stopped by SIGTERM at step {trainer.global_step} of {steps}, before "
+                            f"its final/ was written; run it again with --overwrite") from None
+        with stop_on_sigterm(f"{run_dir}: sft stopped by SIGTERM while writing final/; run it again with --overwrite"):
+            export_final(trainer, module, tokenizer, run_dir)
     return run_dir
