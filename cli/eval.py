@@ -62,12 +62,12 @@ def eval_command(
         fail("give --predictions (saved outputs) or --model (generate), not both")
     with lock(out):  # one evaluation at a time writes OUT (a second fails naming the first)
         _evaluate(run, suite, data, predictions, model, limit, out, batch_size, max_new_tokens, prompt, max_context,
-                  engine, overwrite)
+                  engine, overwrite, tool_format)
 
 
 def _evaluate(run, suite: list[str], data: Path | None, predictions: Path | None, model: str | None,
               limit: int | None, out: Path, batch_size: int, max_new_tokens: int, prompt: str,
-              max_context: int | None, engine: str, overwrite: bool) -> None:
+              max_context: int | None, engine: str, overwrite: bool, tool_format: str | None) -> None:
     """The command's body, with ``OUT`` locked."""
     if (out / "eval.json").exists() and not overwrite:
         fail(f"{out} already holds an evaluation (eval.json); use another --out or --overwrite")
