@@ -86,6 +86,14 @@ class _CascadeLayer(DynamicLayer):
     update = PreallocatedLayer.update
 
 
+def _generating(model: Any) -> Any:
+    """The transformers model to decode with: a ``peft.PeftModel``'s own base model (its LoRA layers
+    in place, so the current adapters take part; the packed and fused paths multiply by their
+    merged weights, :func:`restlit.kernels.packed.linear_parts`), or ``model`` itself."""
+    get_base = getattr(type(model), "get_base_model", None)
+    return model.get_base_model() if get_base is not None and hasattr(model, "peft_config") else model
+
+
 class HFEngine:
     """Samples from a transformers causal LM. ``prompt_batch_size`` prompts are decoded together
     (each expanded to ``n`` sequences); lower it to bound memory. ``cascade=False`` forces the
@@ -96,7 +104,7 @@ class HFEngine:
 
     def __init__(self, model: Any, tokenizer: Any, prompt_batch_size: int = 4, cascade: bool = True,
                  packed: bool = True, fused: bool = True):
-        self.model = model
+        self.model = _generating(model)
         self.cascade = cascade
         self.packed = packed
         self.fused = fused
@@ -108,7 +116,7 @@ class HFEngine:
     def sync_weights(self, model: Any) -> None:
         """Colocated engine: it samples from the very module being trained, so there is nothing to
         copy; only the reference is updated."""
-        self.model = model
+        self.model = _generating(model)
 
     def close(self) -> None:
         """Nothing to give back: the engine holds no memory of its own between calls."""

@@ -1,4 +1,5 @@
-"""Exporting a trained policy: ``RUN/final`` with ``save_pretrained`` (weights and tokenizer),
+"""Exporting a trained policy: ``RUN/final`` with ``save_pretrained`` (weights and tokenizer; with
+LoRA the adapter plus ``final/merged``, a full model: :func:`restlit.adapters.save_adapter`),
 written by rank 0 into a temporary directory that replaces ``final/`` only once complete."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from typing import Any
 
 import lightning as L
 
+from restlit.adapters import is_adapted, save_adapter
 from restlit.runtime.outputs import replace_dir
 
 __all__ = ["export_final"]
@@ -27,6 +29,9 @@ def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path,
             policy_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
             def write(tmp: Path) -> None:
+                if is_adapted(module.policy):  # the adapter, and merged/ a full model
+                    save_adapter(module.policy, policy_state, tokenizer, tmp)
+                    return
                 module.policy.save_pretrained(tmp, state_dict=policy_state)
                 tokenizer.save_pretrained(tmp)
 
