@@ -3,6 +3,12 @@ optimizer state, rollouts on the current adapters, outputs, resume and DDP."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -164,3 +170,138 @@ def test_merged_state_dict_is_peft_merge():
     assert any(not torch.equal(merged[k], before[f"base_model.model.{k.replace('q_proj.', 'q_proj.base_layer.')}"])
                for k in merged if "q_proj.weight" in k)
     assert all(torch.equal(v, before[k]) for k, v in policy.state_dict().items())
+
+
+# ---------------------------------------------------------------- fit, outputs, resume, DDP
+
+FIT = ["model.lora.r=4", "objective.loss.kl_coef=0.05", "optim.lr=0.05", "trainer.checkpoint_every=2",
+       "objective.curriculum.total_steps=4", "logging.tensorboard=false"]
+
+
+def lora_fit(out: Path, *overrides: str, resume: bool = False, capture: dict | None = None,
+             monkeypatch=None) -> Path:
+    from restlit.training import run
+    from tests.training import even_token_reward
+
+    config = load_config(TINY, [f"output_dir={out}", f"data.cache_dir={out.parent / 'cache'}", *FIT, *overrides])
+    if capture is not None:
+        original = run.build_tokenizer_and_policy
+
+        def keep(cfg, *args):
+            tok, policy = original(cfg, *args)
+            capture["policy"] = policy
+            return tok, policy
+
+        monkeypatch.setattr(run, "build_tokenizer_and_policy", keep)
+    return run.fit(config, resume=resume, reward_fn=even_token_reward)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """A 4-step LoRA fit with a KL term; the policy object it trained."""
+    mp = pytest.MonkeyPatch()
+    captured: dict = {}
+    try:
+        out = lora_fit(tmp_path_factory.mktemp("lora") / "straight", "trainer.max_steps=4", capture=captured,
+                       monkeypatch=mp)
+    finally:
+        mp.undo()
+    return out, captured["policy"]
+
+
+@pytest.mark.slow
+def test_lora_fit_trains_the_adapters_only(straight):
+    """After the fit the base weights are bit-identical to a freshly loaded base model, the
+    adapters moved, the optimizer holds state for the adapters only, the KL to the base grew while
+    the engine's log-probs stayed the trainer's (the rollouts saw the updated adapters)."""
+    from tests.training import read_metrics
+
+    run_dir, policy = straight
+    _, _, base = tiny_policy(lora=False)
+    base_state = base.state_dict()
+    for name, value in policy.state_dict().items():
+        if ".lora_" not in name:
+            plain = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+            assert torch.equal(value, base_state[plain]), name
+    assert all(float(p.detach().abs().max()) > 0 for n, p in policy.named_parameters() if "lora_B" in n)
+
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    state = ckpt["optimizer_states"][0]["state"]
+    assert len(state) == len(trainable) == 28
+    assert sorted(tuple(s["exp_avg"].shape) for s in state.values()) == sorted(tuple(p.shape) for p in trainable)
+
+    rows = read_metrics(run_dir)
+    assert [r["skipped"] for r in rows] == [0.0] * 4
+    assert rows[0]["train/kl_ref"] == 0.0 and rows[-1]["train/kl_ref"] > 1e-2
+    assert all(r["rollout/logp_abs_diff"] < 1e-4 for r in rows)
+
+
+@pytest.mark.slow
+def test_lora_outputs_load_as_adapter_and_as_merged_model(straight):
+    """final/ is a peft adapter (PeftModel.from_pretrained on the base), final/merged a full model
+    with the tokenizer, and restlit takes final/ wherever a model path goes: all the same logits."""
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    from restlit.models import load_policy, load_tokenizer
+
+    run_dir, policy = straight
+    final = run_dir / "final"
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {p.name for p in final.iterdir()}
+    assert (final / "merged" / "config.json").is_file() and (final / "merged" / "tokenizer.json").is_file()
+    _, _, base = tiny_policy(lora=False)
+    ids = torch.tensor([[1, 5, 9, 200, 7, 3000]])
+    with torch.no_grad():
+        trained = policy.eval()(ids).logits
+        adapter = peft.PeftModel.from_pretrained(base, final).eval()(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(final / "merged").eval()(ids).logits
+        loaded = load_policy(str(final)).eval()(ids).logits
+    assert torch.allclose(adapter, trained, atol=1e-5)
+    assert torch.allclose(merged, trained, atol=1e-5) and torch.equal(loaded, merged)
+    assert load_tokenizer(str(final)).encode("hello") == load_tokenizer("smollm2-135m").encode("hello")
+
+
+@pytest.mark.slow
+def test_lora_resume_is_exact(straight, tmp_path):
+    """2 steps, then --resume to 4: the adapters (and so their optimizer state) equal the straight run's."""
+    from safetensors.torch import load_file
+
+    from tests.training import read_metrics
+
+    run_dir, _ = straight
+    lora_fit(tmp_path / "b", "trainer.max_steps=2")
+    resumed = lora_fit(tmp_path / "b", "trainer.max_steps=4", resume=True)
+    a, b = (load_file(d / "final" / "adapter_model.safetensors") for d in (run_dir, resumed))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+    for key in ("train/loss", "train/grad_norm", "train/kl_ref"):
+        assert read_metrics(resumed)[-1][key] == pytest.approx(read_metrics(run_dir)[-1][key], rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.slow
+def test_lora_trains_under_ddp(tmp_path):
+    """Two gloo ranks, one prompt each: the adapters train and the base weights do not move."""
+    script = tmp_path / "fit_script.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from restlit.config import load_config
+        from restlit.training.run import fit
+        from tests.training import TINY, even_token_reward
+
+        fit(load_config(TINY, sys.argv[1:]), reward_fn=even_token_reward)
+    """))
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, str(script), f"output_dir={out}", f"data.cache_dir={tmp_path / 'cache'}", *FIT,
+           "trainer.max_steps=2", "trainer.prompts_per_step=1", "trainer.devices=2", "trainer.strategy=ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    _, _, base = tiny_policy(lora=False)
+    base_state = base.state_dict()
+    lora_b = [v for k, v in state.items() if "lora_B" in k]
+    assert len(lora_b) == 14 and all(float(v.abs().max()) > 0 for v in lora_b)
+    for key, value in state.items():
+        if ".lora_" not in key:
+            assert torch.equal(value, base_state[key.removeprefix("policy.base_model.model.").replace(".base_layer.", ".")])
+    assert (out / "final" / "adapter_model.safetensors").is_file()
