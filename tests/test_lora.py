@@ -24,6 +24,13 @@ def test_lora_is_off_by_default_and_set_turns_it_on():
     assert (lora.r, lora.alpha, lora.target_modules, lora.modules_to_save) == (16, 32.0, ["all-linear"], [])
 
 
+@pytest.mark.parametrize("name", ["qwen3-4b-lora-1gpu.yaml", "qwen3-4b-lora-fsdp.yaml"])
+def test_lora_recipes_load(name):
+    config = load_config(REPO / "configs" / name)
+    assert config.model.lora.r == 16 and config.model.lora.target_modules == ["all-linear"]
+    assert (config.trainer.devices, config.rollout.engine) == ((1, "vllm") if "1gpu" in name else (8, "hf"))
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("model.lora.r=0", "model.lora: r must be >= 1, got 0"),
     ("model.lora.dropout=1.5", "model.lora: dropout must be in [0, 1)"),
