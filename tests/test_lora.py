@@ -234,6 +234,7 @@ def test_lora_fit_trains_the_adapters_only(straight):
 
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     trainable = [p for p in policy.parameters() if p.requires_grad]
+    assert len(ckpt["state_dict"]) == len(trainable)  # the adapters only: the base is model.path's
     state = ckpt["optimizer_states"][0]["state"]
     assert len(state) == len(trainable) == 28
     assert sorted(tuple(s["exp_avg"].shape) for s in state.values()) == sorted(tuple(p.shape) for p in trainable)
@@ -303,15 +304,18 @@ def test_lora_trains_under_ddp(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
-    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    lora_b = [v for k, v in ckpt["state_dict"].items() if "lora_B" in k]
+    assert len(ckpt["state_dict"]) == 28 and len(lora_b) == 14 and all(float(v.abs().max()) > 0 for v in lora_b)
+    assert len(ckpt["optimizer_states"][0]["state"]) == 28
+    # the base did not move: the adapter applied to a freshly loaded base gives final/merged
+    import peft
+    from safetensors.torch import load_file
+
     _, _, base = tiny_policy(lora=False)
-    base_state = base.state_dict()
-    lora_b = [v for k, v in state.items() if "lora_B" in k]
-    assert len(lora_b) == 14 and all(float(v.abs().max()) > 0 for v in lora_b)
-    for key, value in state.items():
-        if ".lora_" not in key:
-            assert torch.equal(value, base_state[key.removeprefix("policy.base_model.model.").replace(".base_layer.", ".")])
-    assert (out / "final" / "adapter_model.safetensors").is_file()
+    expected = peft.PeftModel.from_pretrained(base, out / "final").merge_and_unload().state_dict()
+    merged = load_file(out / "final" / "merged" / "model.safetensors")
+    assert merged.keys() <= expected.keys() and all(torch.equal(merged[k], expected[k]) for k in merged)
 
 
 @pytest.mark.slow

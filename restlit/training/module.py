@@ -116,6 +116,8 @@ class RestModule(L.LightningModule):
         # Kept out of the module tree: not trained, not saved in checkpoints, not wrapped by DDP.
         self.__dict__["reference"] = reference.eval().requires_grad_(False) if reference is not None else None
         self.engine: Any = None
+        # LoRA: checkpoints hold the adapters only (on_save_checkpoint); the frozen base is model.path's
+        self.strict_loading = not adapters.is_adapted(policy)
         self.curriculum = EntropyCurriculum(config.objective.curriculum, config.trainer.max_steps)
         self.reward_fn = reward_fn or (lambda comp, item, step: compute_reward(comp.text, item.target, step,
                                                                                 config.reward))
@@ -127,6 +129,15 @@ class RestModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return optim.configure(self.policy, self.config.optim, self.config.trainer.max_steps)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """With LoRA the checkpoint keeps the trained parameters only (adapters, ``modules_to_save``)
+        with their optimizer state: the frozen base weights are the ones ``model.path`` loads again
+        on ``--resume`` (its config must not change), so a 4B model's checkpoint is megabytes, not
+        gigabytes."""
+        if adapters.is_adapted(self.policy):
+            keep = {f"policy.{name}" for name, p in self.policy.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 
     def on_fit_start(self) -> None:
         if self.engine is None:
