@@ -365,3 +365,21 @@ def test_sft_then_fit_puts_new_adapters_on_the_merged_sft_model(tmp_path):
     out = run.fit(fit_cfg, reward_fn=even_token_reward)
     config = json.loads((out / "final" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str((sft_final / "merged").resolve())
+
+
+@pytest.mark.slow
+def test_diagnose_variance_measures_the_adapters(tmp_path):
+    """``diagnose variance`` with LoRA: the gradients are the adapters' (fresh: only B has one)."""
+    import math
+
+    from restlit.experiments.variance import measure_variance
+    from tests.training import even_token_reward
+
+    config = load_config(TINY, [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}",
+                                "model.lora.r=4"])
+    report = measure_variance(config, batches=2, sketch_dim=0, n_boot=10, reward_fn=even_token_reward,
+                              log=lambda m: None)
+    w = report["weightings"]["uniform"]
+    assert math.isfinite(w["relative_variance"]) and w["mean_gradient_norm"] > 0
+    with pytest.raises(Exception, match="no trainable parameter name contains"):
+        measure_variance(config, batches=2, params=["embed_tokens"], reward_fn=even_token_reward, log=lambda m: None)
