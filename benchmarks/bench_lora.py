@@ -101,7 +101,7 @@ def report(data: dict) -> str:
         ta, tb = statistics.median(a["times"]), statistics.median(b["times"])
         pa, pb = a["rss_after_step"][-1], b["rss_after_step"][-1]
         lines.append(f"- {lora} against {full}: step {tb:.1f} vs {ta:.1f} s ({tb / ta:.2f}x); peak RSS in training "
-                     f"{pb / GIB:.2f} vs {pa / GIB:.2f} GiB ({1 - pb / pa:+.0%} lower)"
+                     f"{pb / GIB:.2f} vs {pa / GIB:.2f} GiB ({1 - pb / pa:.0%} lower)"
                      f"; goals: step no slower **{'met' if tb <= ta else 'NOT met'}**, peak at least 30% lower "
                      f"**{'met' if pb <= 0.7 * pa else 'NOT met'}**.")
     tokens = meta["prompt_tokens"]
