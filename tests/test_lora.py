@@ -383,3 +383,65 @@ def test_diagnose_variance_measures_the_adapters(tmp_path):
     assert math.isfinite(w["relative_variance"]) and w["mean_gradient_norm"] > 0
     with pytest.raises(Exception, match="no trainable parameter name contains"):
         measure_variance(config, batches=2, params=["embed_tokens"], reward_fn=even_token_reward, log=lambda m: None)
+
+
+@pytest.mark.slow
+def test_fsdp2_shards_the_base_trains_the_adapters_and_gathers_merged_weights(tmp_path):
+    """FSDP2 (``fully_shard``, 2 CPU processes, gloo) on a LoRA policy: the adapters train, the
+    base does not move, and the merged weights gathered for vLLM from the shards equal peft's merge
+    of the same weights on one process."""
+    script = tmp_path / "fsdp_lora.py"
+    script.write_text(textwrap.dedent("""
+        import copy, os, sys, torch, torch.distributed as dist
+        from torch.distributed.fsdp import fully_shard
+        from restlit.adapters import lora_layers, merged_state_dict
+        from restlit.training.distributed import full_state_dict
+        from tests.test_lora import tiny_policy
+
+        class Wrap(torch.nn.Module):
+            def __init__(self, policy):
+                super().__init__()
+                self.policy = policy
+
+        def main(rank):
+            dist.init_process_group("gloo", rank=rank, world_size=2)
+            _, _, policy = tiny_policy()
+            base = {k: v.clone() for k, v in policy.state_dict().items() if ".lora_" not in k}
+            adapters = {k: v.clone() for k, v in policy.state_dict().items() if ".lora_" in k}
+            for layer in policy.get_base_model().model.layers:
+                fully_shard(layer)
+            fully_shard(policy.train())
+            root = Wrap(policy)  # as Lightning holds it: the policy under the module's "policy."
+            opt = torch.optim.AdamW([p for p in root.parameters() if p.requires_grad], lr=0.05)
+            ids = torch.tensor([[1, 5, 9, 200, 7, 3000 + rank]])
+            root.policy(ids).logits.float().pow(2).mean().backward()
+            opt.step()
+            state = full_state_dict(policy, root, prefix="policy.")
+            assert all(torch.equal(state[k], v) for k, v in base.items())
+            merged = merged_state_dict(state, lora_layers(policy))
+            if rank == 0:
+                _, _, plain = tiny_policy()
+                plain.load_state_dict(state)
+                expected = plain.merge_and_unload().state_dict()
+                assert merged.keys() == expected.keys()
+                assert all(torch.equal(merged[k], expected[k]) for k in expected)
+                assert all(not torch.equal(state[k], v) for k, v in adapters.items())  # every adapter trained
+            dist.barrier()
+            dist.destroy_process_group()
+            sys.stdout.write(f"ok {rank}\\n"); sys.stdout.flush()
+            os._exit(0)  # see tests/test_distributed.py: gloo/FSDP threads can abort the teardown
+
+        if __name__ == "__main__":
+            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
+            torch.multiprocessing.spawn(main, nprocs=2)
+    """))
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, str(script), str(port)], check=False, capture_output=True, text=True,
+                         cwd=REPO, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ok 0" in out.stdout and "ok 1" in out.stdout
