@@ -103,7 +103,10 @@ def report(data: dict) -> str:
         lines.append(f"- {lora} against {full}: step {tb:.1f} vs {ta:.1f} s ({tb / ta:.2f}x); peak RSS in training "
                      f"{pb / GIB:.2f} vs {pa / GIB:.2f} GiB ({1 - pb / pa:.0%} lower)"
                      f"; goals: step no slower **{'met' if tb <= ta else 'NOT met'}**, peak at least 30% lower "
-                     f"**{'met' if pb <= 0.7 * pa else 'NOT met'}**.")
+                     f"**{'met' if pb <= 0.7 * pa else 'NOT met'}**. Each step, wall (CPU) s: "
+                     f"{' / '.join(f'{t:.0f} ({c:.0f})' for t, c in zip(b['times'], b['cpu']))} vs "
+                     f"{' / '.join(f'{t:.0f} ({c:.0f})' for t, c in zip(a['times'], a['cpu']))}: on a loaded "
+                     f"machine compare steps of similar load, not only the medians.")
     tokens = meta["prompt_tokens"]
     head = (f"Workload W (`bench_step.py`): SmolLM2-135M-Instruct, float32, {meta['threads']} threads, 4 prompts x 4 "
             f"completions of up to {meta['max_new_tokens']} tokens per step, entropy weights, the hash reward; prompts of {min(tokens)} to "
