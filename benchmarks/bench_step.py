@@ -110,12 +110,14 @@ def _threads(n: int) -> None:
 
 def _mode_overrides(mode: str) -> list[str]:
     """A restlit variant's overrides: ``NAME`` is weighting NAME, ``NAME+plain`` the same with
-    ``rollout.pack_weights=false`` (the linear weights as they are while generating).
+    ``rollout.pack_weights=false`` (the linear weights as they are while generating); ``NAME+lora``,
+    ``NAME+kl`` and ``NAME+lora-kl`` add :data:`SETTING_VARIANTS`' settings (LoRA adapters, a KL term).
     ``NAME+unfused``, ``NAME+untrimmed``, ``NAME+mmap1m`` and ``NAME+mmap2m`` change no setting: the child
     decodes without the fused step (:func:`_unfused`), keeps freed heap pages
     (:func:`_untrimmed`), or starts with a lower mmap threshold (:func:`_child_env`)."""
     plain = _variant(mode) == "plain"
-    return [f"objective.weights.mode={mode.partition('+')[0]}", f"rollout.pack_weights={'false' if plain else 'true'}"]
+    return [f"objective.weights.mode={mode.partition('+')[0]}", f"rollout.pack_weights={'false' if plain else 'true'}",
+            *SETTING_VARIANTS.get(_variant(mode), [])]
 
 
 def _variant(mode: str) -> str:
@@ -695,6 +697,15 @@ VARIANTS = {"plain": "without packed weights (`rollout.pack_weights: false`)",
             "mmap1m": "with glibc's mmap threshold at 1 MiB (`MALLOC_MMAP_THRESHOLD_=1048576`)",
             "mmap2m": "with glibc's mmap threshold at 2 MiB (`MALLOC_MMAP_THRESHOLD_=2097152`)"}
 MMAP_VARIANTS = {"mmap1m": 2**20, "mmap2m": 2 * 2**20}
+# variants that change settings (benchmarks/bench_lora.py compares them); the KL coefficient only
+# makes the step load and run the reference (its value does not change the cost)
+SETTING_VARIANTS = {"lora": ["model.lora.r=16"], "kl": ["objective.loss.kl_coef=0.001"],
+                    "lora-kl": ["model.lora.r=16", "objective.loss.kl_coef=0.001"]}
+VARIANTS.update({
+    "lora": "with LoRA adapters, r=16 on every linear layer of attention and MLP (`model.lora.r=16`)",
+    "kl": "with a KL term (`objective.loss.kl_coef=0.001`: a reference copy of the model)",
+    "lora-kl": "with LoRA r=16 and a KL term (the reference is the policy with its adapters disabled)",
+})
 
 
 def _per_step(res: dict, key: str) -> str:

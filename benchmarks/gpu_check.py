@@ -1,13 +1,17 @@
 """Issue 17's GPU check: workload W (``benchmarks/bench_step.py``: 4 prompts x 4 completions x 128
 tokens, ToolRL prompts) on one GPU at bf16 with the HF engine, under Lightning's single-device
-strategy and under its FSDP strategy with one process; prints step time, tokens/s, peak GPU memory
+strategy and under its FSDP strategy with one process, each with full fine-tuning and with LoRA
+adapters (``auto+lora``, ``fsdp+lora``: r=16 on every linear layer of attention and MLP; under FSDP
+the frozen base is sharded and the adapters train); prints step time, tokens/s, peak GPU memory
 and the update's MFU against the card's dense bf16 peak.
 
 The model is SmolLM2-135M's architecture with random weights (``model.init: random``): the device
 image has no ``gguf`` to read the embedded weights, and a step's cost does not depend on the
 weights' values. Random weights rarely stop early, so most completions run the full 128 tokens
 (the table says the mean length). The update's useful FLOPs are ``6 N`` per update token (each
-prompt counted once, as the packed group forward runs it), ``N`` the non-embedding parameters.
+prompt counted once, as the packed group forward runs it), ``N`` the non-embedding parameters;
+with LoRA ``4 N`` (the frozen weights get no weight gradient; the adapters' own FLOPs, under 2% of
+``N`` at r=16, are not counted).
 
 Prepared for a lent machine; not run in a session without one. On the device (wheels for
 ``datasets``/``jsonschema`` carried as ``.whl``, the tokenizer as ``.gpu/tokenizer``, see
@@ -43,15 +47,18 @@ def worker(args: argparse.Namespace) -> None:
     from benchmarks.bench_step import WORKLOAD_DATA, bench_reward_fn, fit_with_callback
     from restlit.config import load_config
 
+    strategy, _, variant = args.strategy.partition("+")
     overrides = [f"data.raw=[{WORKLOAD_DATA}]", "model.init=random", f"model.architecture={json.dumps(ARCHITECTURE)}",
                  f"model.dtype={args.dtype}", f"trainer.accelerator={args.accelerator}", "trainer.devices=1",
-                 f"trainer.strategy={args.strategy}", f"trainer.precision={'bf16-true' if args.dtype == 'bfloat16' else '32-true'}",
+                 f"trainer.strategy={strategy}", f"trainer.precision={'bf16-true' if args.dtype == 'bfloat16' else '32-true'}",
                  f"trainer.max_steps={args.warmup + args.steps}", "trainer.prompts_per_step=4", "rollout.n=4",
                  "rollout.max_new_tokens=128", "rollout.engine=hf", "trainer.checkpoint_every=100000",
-                 "logging.progress_bar=false", "logging.tensorboard=false", f"output_dir={args.workdir}/{args.strategy}",
+                 "logging.progress_bar=false", "logging.tensorboard=false", f"output_dir={args.workdir}/{args.strategy.replace('+', '-')}",
                  f"data.cache_dir={args.workdir}/cache"]
     if args.tokenizer:
         overrides.append(f"model.tokenizer={args.tokenizer}")
+    if variant == "lora":
+        overrides.append("model.lora.r=16")
     config = load_config(ROOT / "configs" / "quickstart-cpu.yaml", overrides)
     cuda = args.accelerator == "gpu"
 
@@ -80,10 +87,11 @@ def worker(args: argparse.Namespace) -> None:
         "device": torch.cuda.get_device_name() if cuda else "cpu"}), flush=True)
 
 
-def update_mfu(update_s: float, mean_length: float, peak_tflops: float) -> float:
+def update_mfu(update_s: float, mean_length: float, peak_tflops: float, lora: bool = False) -> float:
     """The update's model FLOPs utilisation: ``bench_step.step_limit``'s update time at the card's
     peak (``6 N`` per update token, W's 4 prompts once at their mean of 571 tokens, as bench_step
-    prints for W's data, plus 16 completions of ``mean_length``) over the measured time."""
+    prints for W's data, plus 16 completions of ``mean_length``) over the measured time; with
+    ``lora`` two thirds of it (``4 N``: no weight gradient for the frozen base)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -93,7 +101,7 @@ def update_mfu(update_s: float, mean_length: float, peak_tflops: float) -> float
         model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**ARCHITECTURE, vocab_size=49152))
     machine = {"gflops": peak_tflops * 1e3, "gbps": 1.0, "params": sum(p.numel() for p in model.parameters()),
                "kv_bytes_per_token": 0}
-    return step_limit(machine, [571] * 4, 16, mean_length)["update"] / update_s
+    return step_limit(machine, [571] * 4, 16, mean_length)["update"] * (4 / 6 if lora else 1.0) / update_s
 
 
 def _median(values: list[float]) -> float:
@@ -104,7 +112,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--accelerator", default="gpu")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    p.add_argument("--strategies", default="auto,fsdp")
+    p.add_argument("--strategies", default="auto,fsdp,auto+lora,fsdp+lora")
     p.add_argument("--strategy", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
@@ -128,7 +136,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for strategy, r in results.items():
         length, update = _median(r["length"]), _median(r["update"])
-        mfu = update_mfu(update, length, peak) if peak else None
+        mfu = update_mfu(update, length, peak, lora=strategy.endswith("+lora")) if peak else None
         print(f"| {strategy} | {r['device']} | {_median(r['times']):.2f} | {_median(r['rollout']):.2f} | {update:.2f} | "
               f"{_median(r['tokens_per_s']):,.0f} | {length:.0f} | "
               f"{'-' if r['peak_gib'] is None else format(r['peak_gib'], '.2f')} | "

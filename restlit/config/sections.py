@@ -149,6 +149,38 @@ class SamplingConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters (the ``peft`` library): the base weights stay frozen and each targeted linear
+    layer ``W`` gets a trained low-rank update, ``W x + (alpha / r) B A x``. Only the adapters (and
+    ``modules_to_save``) get gradients and optimizer state; the KL reference is the policy with its
+    adapters disabled (no second copy). See ``docs/adapters.md``."""
+
+    r: int = 16
+    """LoRA rank: the inner dimension of each adapter pair (``A`` is ``r x in``, ``B`` is ``out x r``)."""
+    alpha: float = 32.0
+    """Scale of the adapters' update: it is multiplied by ``alpha / r``."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input during training, in [0, 1)."""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Names (suffixes, e.g. ``q_proj``) of the linear layers that get adapters; ``all-linear``: every
+    linear layer of attention and MLP (not the LM head)."""
+    modules_to_save: list[str] = field(default_factory=list)
+    """Names of further modules trained in full and saved with the adapter (e.g. ``lm_head``)."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"r must be >= 1, got {self.r}")
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
+            raise ValueError(f"target_modules must be a non-empty list of module names, got {self.target_modules!r}")
+        if "all-linear" in self.target_modules and len(self.target_modules) > 1:
+            raise ValueError("target_modules: all-linear already names every linear layer; give it alone")
+
+
+@dataclass
 class ModelConfig:
     """The policy. ``path`` is a Hugging Face model directory or an alias (``smollm2-135m``).
     ``init: random`` builds the architecture of ``path`` (or of ``architecture``) with fresh random
@@ -174,6 +206,9 @@ class ModelConfig:
     """Recompute in the backward: true (full), selective (elementwise ops only) or false."""
     seed: int = 0
     """Seed of random initialisation (init: random)."""
+    lora: LoraConfig | None = None
+    """LoRA adapters instead of full fine-tuning (``null``: every weight is trained); e.g.
+    ``--set model.lora.r=16`` turns them on with the other fields' defaults."""
 
 
 @dataclass

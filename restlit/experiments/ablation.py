@@ -46,6 +46,7 @@ table's cells, the Markdown table and the curves are drawn by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -252,7 +253,9 @@ def run_ablation(plan: Plan, *, keep_checkpoints: bool = True, reward_fn: Any = 
     if plan.random_start is not None and not (Path(plan.base.model.path) / "config.json").is_file():
         from restlit.training.run import build_tokenizer_and_policy
 
-        tokenizer, policy = build_tokenizer_and_policy(plan.random_start)
+        start = plan.random_start  # saved as a full model; each arm puts its own adapters (model.lora) on it
+        start = dataclasses.replace(start, model=dataclasses.replace(start.model, lora=None))
+        tokenizer, policy = build_tokenizer_and_policy(start)
         policy.save_pretrained(plan.base.model.path)
         tokenizer.save_pretrained(plan.base.model.path)
         del policy

@@ -25,7 +25,8 @@ outlive an optimizer step (the engine builds one per ``generate``).
 
 It applies only where the arithmetic above is the model's own: ``model_type`` llama or qwen2 with
 ``hidden_act`` silu and full attention in every layer (no sliding window), every projection a
-plain ``torch.nn.Linear`` (biases allowed), no query/key norms; CPU float32 weights, no autocast, torch with oneDNN. :meth:`FusedDecoder.build`
+plain ``torch.nn.Linear`` (biases allowed) or a LoRA layer around one (packed on its merged weight,
+:func:`restlit.kernels.packed.linear_parts`), no query/key norms; CPU float32 weights, no autocast, torch with oneDNN. :meth:`FusedDecoder.build`
 returns None otherwise and the engine decodes through the model's forward. The logits equal the
 forward's up to float32 summation order, and the engine draws the same samples either way (tested
 in ``tests/test_decoding.py``). Its speed against the model's forward is ``bench_kernels``'s and
@@ -40,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from restlit.kernels.attention import cascade_decode_attention
-from restlit.kernels.packed import packed_linear, packing_available
+from restlit.kernels.packed import linear_parts, packed_linear, packing_available
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "FusedDecoder"]
 
@@ -51,11 +52,11 @@ def _pack(linears: list[torch.nn.Linear], rows: int):
     """The linear layers' weights stacked along the output axis (one product gives all their outputs
     side by side), packed for ``rows`` rows; their biases likewise (zeros for a layer without one,
     None when none has one)."""
-    weight = torch.cat([m.weight.detach() for m in linears])
+    parts = [linear_parts(m) for m in linears]  # a LoRA layer: its merged weight
+    weight = torch.cat([w for w, _ in parts])
     bias = None
-    if any(m.bias is not None for m in linears):
-        bias = torch.cat([m.bias.detach() if m.bias is not None else m.weight.new_zeros(m.out_features)
-                          for m in linears])
+    if any(b is not None for _, b in parts):
+        bias = torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in parts])
     return packed_linear(weight, bias, rows)
 
 
@@ -72,7 +73,7 @@ def _supported(model: Any) -> bool:
         attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
         projections = [getattr(attn, p, None) for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
         projections += [getattr(mlp, p, None) for p in ("gate_proj", "up_proj", "down_proj")]
-        if (any(type(p) is not torch.nn.Linear for p in projections) or hasattr(attn, "q_norm")
+        if (any(linear_parts(p) is None for p in projections) or hasattr(attn, "q_norm")
                 or not hasattr(layer, "input_layernorm") or not hasattr(layer, "post_attention_layernorm")):
             return False
     weight = model.lm_head.weight

@@ -11,7 +11,9 @@ The packing hint is the expected row count (the rows decoded together). What pac
 projection and per decoding step is in ``benchmarks/RESULTS.md`` (``bench_kernels``).
 
 :func:`packed_linears` packs every plain ``torch.nn.Linear`` of a model for the duration of a
-``with`` block and restores the modules after it. The packed copies are taken when the block
+``with`` block and restores the modules after it; a LoRA layer (``peft``) is packed whole, on its
+merged weight ``W + s B A`` (:func:`linear_parts`), so generation runs on the current adapters
+without merging them into the base weights. The packed copies are taken when the block
 starts, so the block must not span an optimizer step (the rollout engine packs at each
 ``generate``: the weights it samples from change between steps); they cost one copy of the
 linear weights (the tied LM head included) while the block runs. It applies only where it can:
@@ -34,7 +36,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["packed_linear", "packed_linears", "packing_available"]
+__all__ = ["linear_parts", "packed_linear", "packed_linears", "packing_available"]
 
 _ATTRIBUTE = "_restlit_packed"
 
@@ -46,10 +48,32 @@ def packing_available() -> bool:
             and hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise"))
 
 
+def linear_parts(module: Any) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """``(W, b)`` that a linear layer multiplies by, detached: a plain ``torch.nn.Linear``'s own; for
+    a LoRA layer (``peft``'s ``lora.Linear`` around a plain ``torch.nn.Linear``) its merged weight
+    ``W + s B A`` over the active adapters, computed now into a new tensor (the layer's own weights
+    are not touched; the adapters of a disabled or already merged layer add nothing); None for any
+    other module (DoRA layers included, whose merge is not a plain sum)."""
+    if type(module) is torch.nn.Linear:
+        return module.weight.detach(), None if module.bias is None else module.bias.detach()
+    base = getattr(module, "base_layer", None)
+    if type(base) is not torch.nn.Linear or not hasattr(module, "get_delta_weight") or any(
+            getattr(module, "use_dora", {}).values()):
+        return None
+    weight = base.weight.detach()
+    if not module.disable_adapters and not module.merged:
+        with torch.no_grad():
+            for name in module.active_adapters:
+                if name in module.lora_A:
+                    weight = weight + module.get_delta_weight(name).to(weight.dtype)
+    return weight, None if base.bias is None else base.bias.detach()
+
+
 def _packable(module: torch.nn.Module) -> bool:
-    if type(module) is not torch.nn.Linear:
+    parts = linear_parts(module)
+    if parts is None:
         return False
-    weight, bias = module.weight, module.bias
+    weight, bias = getattr(module, "base_layer", module).weight, parts[1]
     return weight.device.type == "cpu" and weight.dtype == torch.float32 and (bias is None or bias.dtype == weight.dtype)
 
 
@@ -105,11 +129,17 @@ def packed_linears(model: Any, rows: int) -> Iterator[int]:
     if torch.is_grad_enabled() or dtype is None or not packing_available():
         yield 0
         return
-    modules = [m for m in model.modules() if _packable(m) and _ATTRIBUTE not in m.__dict__]
+    modules, inside = [], ()  # a LoRA layer is packed whole (merged), its inner linears not again
+    for name, m in model.named_modules():
+        if inside and name.startswith(inside):
+            continue
+        if _packable(m) and _ATTRIBUTE not in m.__dict__:
+            modules.append(m)
+            inside = (name + ".",) if type(m) is not torch.nn.Linear else inside
     try:
         for module in modules:
             module.__dict__[_ATTRIBUTE] = True
-            module.forward = _PackedForward(module.weight, module.bias, rows, dtype)
+            module.forward = _PackedForward(*linear_parts(module), rows, dtype)
         yield len(modules)
     finally:
         for module in modules:

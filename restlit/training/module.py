@@ -57,6 +57,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from restlit import adapters
 from restlit.config import RunConfig
 from restlit.formats import get_format
 from restlit.kernels.grouping import group_hidden
@@ -111,11 +112,13 @@ class RestModule(L.LightningModule):
         self.config = config
         self.policy = policy
         self.tokenizer = tokenizer
-        if config.objective.loss.kl_coef > 0 and reference is None:
-            raise ValueError("objective.loss.kl_coef > 0 needs a reference model")
+        if config.objective.loss.kl_coef > 0 and reference is None and not adapters.is_adapted(policy):
+            raise ValueError("objective.loss.kl_coef > 0 needs a reference model (or a policy with LoRA adapters)")
         # Kept out of the module tree: not trained, not saved in checkpoints, not wrapped by DDP.
         self.__dict__["reference"] = reference.eval().requires_grad_(False) if reference is not None else None
         self.engine: Any = None
+        # LoRA: checkpoints hold the adapters only (on_save_checkpoint); the frozen base is model.path's
+        self.strict_loading = not adapters.is_adapted(policy)
         self.curriculum = EntropyCurriculum(config.objective.curriculum, config.trainer.max_steps)
         self.format = get_format(config.data.tool_format)
         if reward_fn is None and config.reward.function:
@@ -130,6 +133,15 @@ class RestModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return optim.configure(self.policy, self.config.optim, self.config.trainer.max_steps)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """With LoRA the checkpoint keeps the trained parameters only (adapters, ``modules_to_save``)
+        with their optimizer state: the frozen base weights are the ones ``model.path`` loads again
+        on ``--resume`` (its config must not change), so a 4B model's checkpoint is megabytes, not
+        gigabytes."""
+        if adapters.is_adapted(self.policy):
+            keep = {f"policy.{name}" for name, p in self.policy.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 
     def on_fit_start(self) -> None:
         if self.engine is None:
@@ -150,10 +162,14 @@ class RestModule(L.LightningModule):
     def _engine_weights(self) -> Any:
         """What ``engine.sync_weights`` gets: the policy itself for the transformers engine (it
         samples from this very module); for vLLM its full state dict, gathered from the shards
-        under FSDP (a collective: every rank calls this)."""
+        under FSDP (a collective: every rank calls this), with LoRA adapters merged into the base
+        weights (:func:`restlit.adapters.merged_state_dict`; the base weights are not changed)."""
         if self.config.rollout.engine == "hf":
             return self.policy
-        return full_state_dict(self.policy, self.trainer.strategy.model, prefix="policy.")
+        state = full_state_dict(self.policy, self.trainer.strategy.model, prefix="policy.")
+        if adapters.is_adapted(self.policy):  # vLLM gets the merged weights, W + s B A
+            return adapters.merged_state_dict(state, adapters.lora_layers(self.policy))
+        return state
 
     # -- the step --------------------------------------------------------------------------
 
@@ -353,10 +369,7 @@ class RestModule(L.LightningModule):
             for g, w in zip(groups, weights):
                 logp, ent = g.forward if g.forward is not None else self.group_logprobs(self.policy, g)
                 g.forward = None  # its graph is freed by this backward
-                ref_logp = None
-                if self.reference is not None:
-                    with torch.no_grad():
-                        ref_logp, _ = self.group_logprobs(self.reference, g)
+                ref_logp = self.reference_logprobs(g)
                 old = g.old_logp if g.old_logp is not None else logp.detach()
                 advantages = g.advantages
                 if g.engine_logp is not None:
@@ -406,6 +419,18 @@ class RestModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         optimizer.step()
         self.lr_schedulers().step()
+
+    def reference_logprobs(self, group: Group) -> torch.Tensor | None:
+        """The group's log-probs under the KL reference, without gradient: the separate reference
+        model, or with LoRA the policy itself with its adapters disabled (the base model; no copy
+        is loaded, :mod:`restlit.adapters`); None without a KL term."""
+        if self.reference is not None:
+            with torch.no_grad():
+                return self.group_logprobs(self.reference, group)[0]
+        if self.config.objective.loss.kl_coef > 0 and adapters.is_adapted(self.policy):
+            with torch.no_grad(), adapters.disabled(self.policy):
+                return self.group_logprobs(self.policy, group)[0]
+        return None
 
     def group_logprobs(self, model: Any, group: Group) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs (with gradient) and entropies (detached) of a group's sampled tokens under

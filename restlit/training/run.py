@@ -31,14 +31,15 @@ from restlit.training.loggers import build_loggers
 
 def build_tokenizer_and_policy(config: RunConfig, gradient_checkpointing: checkpointing.Mode | None = None
                                ) -> tuple[Any, Any]:
-    """The tokenizer and the policy that ``config.model`` describes; ``gradient_checkpointing`` overrides
+    """The tokenizer and the policy that ``config.model`` describes (with LoRA adapters when
+    ``model.lora`` is set); ``gradient_checkpointing`` overrides
     ``model.gradient_checkpointing`` (:mod:`restlit.checkpointing`)."""
     m = config.model
     tokenizer = load_tokenizer(m.tokenizer or m.path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     policy = load_policy(m.path, init=m.init, architecture=m.architecture, dtype=m.dtype, tokenizer=tokenizer,
-                         seed=m.seed)
+                         seed=m.seed, lora=m.lora)
     check_vocabulary(policy, tokenizer, m.tokenizer or m.path)
     checkpointing.enable(policy, m.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing)
     return tokenizer, policy
@@ -120,7 +121,7 @@ def fit(config: RunConfig, *, resume: bool = False, overwrite: bool = False, rew
         L.seed_everything(config.trainer.seed, workers=True, verbose=False)
         tokenizer, policy = build_tokenizer_and_policy(config)
         reference = None
-        if config.objective.loss.kl_coef > 0:
+        if config.objective.loss.kl_coef > 0 and config.model.lora is None:  # LoRA: the adapters disabled
             _, reference = build_tokenizer_and_policy(config)
         module = RestModule(config, policy, tokenizer, reference, reward_fn=reward_fn)
         data = ToolUseDataModule(config.data, tokenizer, config.trainer.prompts_per_step)
