@@ -40,6 +40,7 @@ from restlit.config.sections import (
 )
 from restlit.kernels.lmhead import logprobs_and_entropy, logprobs_and_entropy_from_hidden
 from restlit.regions import Region
+from restlit.topentropy import top_entropy_threshold, top_entropy_weights
 
 NUM_REGIONS = len(Region)
 
@@ -66,6 +67,8 @@ __all__ = [
     "tis_advantages",
     "tis_statistics",
     "token_weights",
+    "top_entropy_threshold",
+    "top_entropy_weights",
 ]
 
 
@@ -229,13 +232,23 @@ def token_weights(
     region_stats: Tensor | None = None,
     progress: float = 0.0,
     step: int = 1,
+    entropy: Tensor | None = None,
+    threshold: Tensor | float | None = None,
 ) -> Tensor:
     """Token weights ``[B, T]`` for ``config.mode``: ``uniform`` -> ``m_t``; ``static`` -> :func:`static_weights`
-    at 1-based ``step``; ``entropy`` -> :func:`entropy_weights` at ``progress`` (needs ``region_stats``)."""
+    at 1-based ``step``; ``entropy`` -> :func:`entropy_weights` at ``progress`` (needs ``region_stats``);
+    ``top-entropy`` -> :func:`top_entropy_weights` (needs the token ``entropy``; ``threshold``: the whole
+    batch's :func:`top_entropy_threshold`, default this call's own)."""
     if config.mode == "uniform":
         return mask.to(torch.float32)
     if config.mode == "static":
         return static_weights(regions, mask, step)
+    if config.mode == "top-entropy":
+        if entropy is None:
+            raise ValueError("top-entropy weights need the token entropies")
+        if threshold is None:
+            threshold = top_entropy_threshold([entropy], [mask], config.top_entropy_quantile)
+        return top_entropy_weights(entropy, mask, threshold)
     if region_stats is None:
         raise ValueError("entropy weights need region_stats (see region_entropy_stats)")
     return entropy_weights(regions, mask, region_stats, progress, config)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from restlit.rewards import RewardConfig
 
-WeightMode = Literal["uniform", "static", "entropy"]
+WeightMode = Literal["uniform", "static", "entropy", "top-entropy"]
 Normalization = Literal["sequence", "batch"]
 Aggregation = Literal["token-mean-weighted", "seq-mean-token-mean", "dr-grpo"]
 AdvantageScaling = Literal["group", "batch", "none"]
@@ -33,6 +33,8 @@ class WeightConfig:
         ``uniform``: every valid token weighs 1 (plain GRPO).
         ``static``: the released code's constants and step schedule (:func:`static_region_weights`).
         ``entropy``: the paper's entropy-informed weights (:func:`entropy_weights`).
+        ``top-entropy``: ResT's opposite, only the batch's top-``top_entropy_quantile`` highest-entropy
+        tokens get gradient, each with weight 1 (:func:`restlit.topentropy.top_entropy_weights`).
 
     Entropy-mode defaults, and why (the paper gives no values):
 
@@ -65,10 +67,14 @@ class WeightConfig:
     p_think: float = 0.6
     a_think: float = 0.4
     p_other: float = 0.6
+    top_entropy_quantile: float = 0.2
+    """``top-entropy`` mode: the share q of a batch's valid tokens, the highest-entropy ones, that get gradient."""
 
     def __post_init__(self) -> None:
-        if self.mode not in ("uniform", "static", "entropy"):
+        if self.mode not in ("uniform", "static", "entropy", "top-entropy"):
             raise ValueError(f"unknown weight mode {self.mode!r}")
+        if not 0 < self.top_entropy_quantile <= 1:
+            raise ValueError(f"top_entropy_quantile must be in (0, 1], got {self.top_entropy_quantile}")
         if self.normalize not in ("sequence", "batch"):
             raise ValueError(f"normalize must be 'sequence' or 'batch', got {self.normalize!r}")
         if self.delta <= 0:
