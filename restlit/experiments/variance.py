@@ -214,8 +214,13 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
     """Run the diagnostic (module docstring) with ``config`` (its ``model.path`` is the checkpoint);
     the weights see training step ``step`` (static ramp, reward schedule) and curriculum progress
     ``progress``. Returns the report as plain data."""
-    from restlit.objective import (loss_denominator, policy_loss, region_entropy_stats, token_weights,
-                                   top_entropy_threshold)
+    from restlit.objective import (
+        loss_denominator,
+        policy_loss,
+        region_entropy_stats,
+        token_weights,
+        top_entropy_threshold,
+    )
     from restlit.training.data import StepBatches, ToolUseDataModule
     from restlit.training.run import build_tokenizer_and_policy
 
