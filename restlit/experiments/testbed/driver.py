@@ -1,0 +1,204 @@
+"""Runs the testbed through restlit's own commands: ``restlit prepare`` on the generated chat
+records, ``restlit sft`` of a random-init tiny Llama to partial competence, ``restlit ablate`` of the
+arms from that start, and ``restlit diagnose variance`` at checkpoints of the ``grpo`` arm.
+
+Each command runs as its own process (``python -m restlit.cli.main ...``), exactly as a user types
+it; the driver only writes the task files, the tokenizer and the YAML config the commands read.
+Layout of ``OUT``::
+
+    tokenizer/                  the byte-level BPE tokenizer (shared by every think length)
+    L<L>/raw.jsonl              the generated records (think length L words)
+    L<L>/data/                  restlit prepare's output
+    L<L>/config.yaml            the config every command of this length reads
+    L<L>/sft/final/             the SFT start
+    L<L>/ablation/              restlit ablate's output (ablation.json, per-arm runs)
+    L<L>/variance/step<S>/      restlit diagnose variance at the grpo arm's (seed 0) step S
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from restlit.experiments.testbed.tasks import make_records, write_tasks
+from restlit.experiments.testbed.tokenizer import build_tokenizer
+
+ARMS = {
+    "grpo": ["objective.weights.mode=uniform"],
+    "rest": ["objective.weights.mode=entropy", "objective.curriculum.by=step"],
+    "top-entropy": ["objective.weights.mode=top-entropy"],
+    "entropy-no-curriculum": ["objective.weights.mode=entropy", "objective.curriculum.by=none"],
+    "static": ["objective.weights.mode=static"],
+}
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big a testbed run is. ``think_lengths`` in filler words (about one BPE token each)."""
+
+    think_lengths: tuple[int, ...] = (0, 64)
+    arms: tuple[str, ...] = ("grpo", "rest", "top-entropy")
+    seeds: int = 6
+    steps: int = 100
+    eval_every: int = 25
+    eval_items: int = 128
+    val_fraction: float = 0.15
+    sft_steps: int = 150
+    sft_batch: int = 32
+    sft_lr: float = 3e-3
+    lr: float = 1e-3
+    prompts_per_step: int = 8
+    completions: int = 8
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    vocab: int = 512
+    variance_batches: int = 32
+    variance_steps: tuple[int, ...] = (0, 50, 100)
+    threads: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def max_new_tokens(self, think: int) -> int:
+        """The generation budget: the think part with room to spare, and the call."""
+        return int(1.5 * think) + 48
+
+
+def config_dict(size: Size, think: int, root: Path) -> dict[str, Any]:
+    """The YAML config of one think length (model, data, rollout, optimiser, SFT, ablation)."""
+    d = root / f"L{think}"
+    tokens = size.max_new_tokens(think)
+    return {
+        "model": {"path": str(d / "sft" / "final"), "tokenizer": str(root / "tokenizer"), "init": "pretrained",
+                  "architecture": {"model_type": "llama", "hidden_size": size.hidden,
+                                   "intermediate_size": 4 * size.hidden, "num_hidden_layers": size.layers,
+                                   "num_attention_heads": size.heads, "num_key_value_heads": size.heads,
+                                   "max_position_embeddings": 512, "tie_word_embeddings": True}},
+        "data": {"prepared": str(d / "data"), "cache_dir": str(d / "cache"), "max_prompt_tokens": 256},
+        "rollout": {"engine": "hf", "n": size.completions, "max_new_tokens": tokens, "temperature": 1.0,
+                    "prompt_batch_size": size.prompts_per_step},
+        "objective": {"weights": {"mode": "entropy"}},
+        "optim": {"lr": size.lr, "grad_clip": 1.0},
+        "trainer": {"max_steps": size.steps, "prompts_per_step": size.prompts_per_step,
+                    "checkpoint_every": max(1, min(s for s in size.variance_steps if s > 0) if any(
+                        s > 0 for s in size.variance_steps) else size.steps)},
+        "sft": {"max_steps": size.sft_steps, "epochs": 1000, "batch_size": size.sft_batch, "lr": size.sft_lr},
+        "logging": {"progress_bar": False, "tensorboard": False},
+        "ablation": {"eval_every": size.eval_every, "eval_limit": size.eval_items, "eval_tokens": tokens,
+                     "suites": ["heldout"]},
+        "output_dir": str(d / "run"),
+        **size.extra,
+    }
+
+
+def restlit(args: Sequence[str], *, threads: int = 1, log: Callable[[str], None] = print,
+            logfile: Path | None = None) -> None:
+    """Run ``restlit ARGS`` as its own process (``OMP_NUM_THREADS=threads``); raises on failure."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    cmd = [sys.executable, "-m", "restlit.cli.main", *map(str, args)]
+    log("$ restlit " + " ".join(map(str, args)))
+    out = open(logfile, "a") if logfile else None  # noqa: SIM115
+    try:
+        proc = subprocess.run(cmd, env=env, stdout=out or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    finally:
+        if out:
+            out.close()
+    if proc.returncode:
+        tail = proc.stdout[-3000:] if proc.stdout else (logfile.read_text()[-3000:] if logfile else "")
+        raise RuntimeError(f"restlit {' '.join(map(str, args[:2]))} failed ({proc.returncode}):\n{tail}")
+
+
+def setup(root: Path, size: Size, *, log: Callable[[str], None] = print) -> None:
+    """Write the tokenizer and, per think length, the records, the prepared data and the config."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "size.json").write_text(json.dumps(asdict(size), indent=1) + "\n")
+    if not (root / "tokenizer").is_dir():
+        records = [r for think in size.think_lengths for r in make_records(think, seed=think)]
+        build_tokenizer(records, root / "tokenizer", size.vocab)
+    for think in size.think_lengths:
+        d = root / f"L{think}"
+        if not (d / "raw.jsonl").is_file():
+            write_tasks(d / "raw.jsonl", think, seed=think)
+        if not (d / "data" / "manifest.json").is_file():
+            restlit(["prepare", d / "raw.jsonl", "-o", d / "data", "--format", "chat",
+                     "--val-fraction", size.val_fraction], threads=size.threads, log=log)
+        (d / "config.yaml").write_text(yaml.safe_dump(config_dict(size, think, root), sort_keys=False))
+
+
+def sft(root: Path, size: Size, think: int, *, log: Callable[[str], None] = print) -> Path:
+    """``restlit sft`` of a random-init model into ``L<think>/sft``; returns the final model."""
+    d = root / f"L{think}"
+    final = d / "sft" / "final"
+    if not (final / "config.json").is_file():
+        restlit(["sft", "-c", d / "config.yaml", "--set", "model.init=random", "--set", f"model.path={root / 'tokenizer'}",
+                 "--set", f"output_dir={d}"], threads=size.threads, log=log, logfile=d / "sft.log")
+    return final
+
+
+def ablate(root: Path, size: Size, think: int, *, log: Callable[[str], None] = print) -> Path:
+    """``restlit ablate`` of ``size.arms`` from the SFT start; returns ``ablation.json``."""
+    d = root / f"L{think}"
+    arms = [f"{a}:{','.join(ARMS[a])}" for a in size.arms]
+    restlit(["ablate", "-c", d / "config.yaml", "--seeds", size.seeds, "-o", d / "ablation",
+             *[x for a in arms for x in ("--arm", a)]], threads=size.threads, log=log, logfile=d / "ablate.log")
+    return d / "ablation" / "ablation.json"
+
+
+def checkpoint_model(root: Path, think: int, step: int, arm: str = "grpo", seed: int = 0) -> Path:
+    """A model directory of ``arm``'s seed ``seed`` at ``step``: the SFT start at 0, ``final/`` at the
+    last step, otherwise the Lightning checkpoint ``step=<step>.ckpt`` written out once beside it."""
+    d = root / f"L{think}"
+    if step == 0:
+        return d / "sft" / "final"
+    run = d / "ablation" / arm / f"seed{seed}"
+    out = run / f"model-step{step}"
+    if (out / "config.json").is_file():
+        return out
+    ckpt = run / "checkpoints" / f"step={step}.ckpt"
+    if not ckpt.is_file():
+        return run / "final"
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = d / "sft" / "final"
+    model = AutoModelForCausalLM.from_pretrained(start)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")})
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(start).save_pretrained(out)
+    return out
+
+
+def variance(root: Path, size: Size, think: int, *, log: Callable[[str], None] = print) -> Path:
+    """``restlit diagnose variance`` at each of ``size.variance_steps`` of the ``grpo`` arm's seed 0
+    (``size.variance_batches`` rollout batches, exact gradients), into ``L<think>/variance/step<S>``."""
+    d = root / f"L{think}"
+    for step in size.variance_steps:
+        out = d / "variance" / f"step{step}"
+        if (out / "variance.json").is_file():
+            continue
+        model = checkpoint_model(root, think, step)
+        restlit(["diagnose", "variance", "-c", d / "config.yaml", "--checkpoint", model, "-k",
+                 size.variance_batches, "--sketch-dim", 0, "--step", max(1, step), "-o", out],
+                threads=size.threads, log=log, logfile=d / "variance.log")
+    return d / "variance"
+
+
+def run_length(root: Path, size: Size, think: int, *, log: Callable[[str], None] = print) -> None:
+    """SFT, ablation and variance diagnostic of one think length (after :func:`setup`)."""
+    sft(root, size, think, log=log)
+    ablate(root, size, think, log=log)
+    if size.variance_batches:
+        variance(root, size, think, log=log)
+
+
+__all__ = ["ARMS", "Size", "ablate", "checkpoint_model", "config_dict", "restlit", "run_length", "setup", "sft",
+           "variance"]
