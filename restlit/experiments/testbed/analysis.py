@@ -119,13 +119,13 @@ def markdown(think: int, result: dict[str, Any], variance: list[dict[str, Any]])
     """The tables of one think length: arms, pairs, variance ratios."""
     lines = [f"**L = {think}** (SFT start: held-out exact match {result['start_exact_match']:.3f}; "
              f"threshold {result['threshold']:.3f})", "",
-             "| arm | seeds | AUC (mean EM over training) [95%] | steps to threshold [95%] | final EM [95%] |",
+             ("| arm | seeds | AUC (mean EM over training) [95%] | steps to threshold [95%] | final EM [95%] |"),
              "|---|---|---|---|---|"]
     for arm, row in result["arms"].items():
         lines.append(f"| {arm} | {row['seeds']} | {_iv(row['auc'])} | {_iv(row['steps_to_threshold'], digits=1)} "
                      f"| {_iv(row['final'])} |")
-    lines += ["", "| pair (paired over seeds) | AUC difference [95%] | wins/losses, sign-test p "
-                  "| steps-to-threshold difference [95%] |", "|---|---|---|---|"]
+    lines += ["", ("| pair (paired over seeds) | AUC difference [95%] | wins/losses, sign-test p "
+                   "| steps-to-threshold difference [95%] |"), "|---|---|---|---|"]
     for pair, d in result["pairs"].items():
         a, s = d["auc"], d["steps_to_threshold"]
         lines.append(f"| {pair} | {_iv(a['difference'], digits=4)} | {a['wins']}/{a['losses']}, p = {a['p_value']:.3f} "

@@ -107,7 +107,8 @@ def restlit(args: Sequence[str], *, threads: int = 1, log: Callable[[str], None]
     log("$ restlit " + " ".join(map(str, args)))
     out = open(logfile, "a") if logfile else None  # noqa: SIM115
     try:
-        proc = subprocess.run(cmd, env=env, stdout=out or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(cmd, env=env, stdout=out or subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              check=False)
     finally:
         if out:
             out.close()

@@ -31,9 +31,10 @@ CONTACTS = ["Ana", "Ben", "Carla", "Dev", "Emma", "Femi", "Gus", "Hana"]
 TEXTS = ["running late", "call me back", "see you soon", "on my way", "happy birthday", "thanks a lot"]
 GENRES = ["jazz", "rock", "pop", "blues", "salsa", "techno"]
 
-FILLER = ("so let us view what is being asked here first hmm okay maybe now then wait right good well "
-          "think about it again carefully step by step fine sure yes check once more because I should "
-          "look at this and that before answering quickly slowly probably actually").split()
+FILLER = ["so", "let", "us", "view", "what", "is", "being", "asked", "here", "first", "hmm", "okay", "maybe", "now",
+          "then", "wait", "right", "good", "well", "think", "about", "it", "again", "carefully", "step", "by",
+          "fine", "sure", "yes", "check", "once", "more", "because", "I", "should", "look", "at", "this", "and",
+          "that", "before", "answering", "quickly", "slowly", "probably", "actually"]
 
 
 def _tool(name: str, description: str, params: dict[str, dict[str, Any]]) -> dict[str, Any]:
