@@ -117,8 +117,8 @@ def _iv(d: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
 
 def markdown(think: int, result: dict[str, Any], variance: list[dict[str, Any]]) -> str:
     """The tables of one think length: arms, pairs, variance ratios."""
-    lines = [f"**L = {think}** (SFT start: held-out exact match {result['start_exact_match']:.3f}; "
-             f"threshold {result['threshold']:.3f})", "",
+    lines = [(f"**L = {think}** (SFT start: held-out exact match {result['start_exact_match']:.3f}; "
+              f"threshold {result['threshold']:.3f})"), "",
              ("| arm | seeds | AUC (mean EM over training) [95%] | steps to threshold [95%] | final EM [95%] |"),
              "|---|---|---|---|---|"]
     for arm, row in result["arms"].items():
