@@ -82,3 +82,29 @@ def test_auc_and_steps_to_threshold_hand_computed() -> None:
     assert analysis.steps_to_threshold([0, 25, 50, 100], [0.2, 0.4, 0.4, 0.8], 0.9) == 150  # censored
     with pytest.raises(ValueError):
         analysis.curve_auc([0], [0.5])
+
+
+@pytest.mark.slow
+def test_testbed_end_to_end_at_its_smallest_size(tmp_path: Path) -> None:
+    """prepare -> sft -> ablate (three arms, two paired seeds) -> diagnose variance -> tables, for
+    two think lengths, through restlit's own commands (benchmarks/bench_testbed.py --smallest)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "tb"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_testbed.py"), "--smallest", "--out", str(out),
+                           "--no-record"], capture_output=True, text=True, cwd=REPO, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = json.loads((out / "testbed.json").read_text())
+    assert set(results) == {"0", "8"}
+    for res in results.values():
+        assert set(res["arms"]) == {"grpo", "rest", "top-entropy"}
+        assert all(row["seeds"] == 2 for row in res["arms"].values())
+        assert {"rest - grpo", "top-entropy - grpo", "top-entropy - rest"} == set(res["pairs"])
+        assert [row["step"] for row in res["variance"]] == [0, 2]
+        assert {"entropy", "top-entropy"} <= set(res["variance"][0])
+        for seeds in res["curves"].values():
+            assert all(c["steps"] == [0, 1, 2] for c in seeds.values())
+    assert "| rest - grpo |" in proc.stdout

@@ -50,21 +50,25 @@ def steps_to_threshold(steps: Sequence[int], values: Sequence[float], threshold:
 
 
 def load_runs(ablation: Path) -> tuple[float, dict[str, dict[int, tuple[list[int], list[float]]]]]:
-    """``(start exact match, arm -> seed -> (steps, exact match))`` of a finished ``restlit ablate``."""
-    start = _lines(ablation / "start" / "evals.jsonl")
-    if not start:
-        raise ValueError(f"{ablation}: no start evaluation")
-    e0 = _em(start[0])
-    plan = json.loads((ablation / "plan.json").read_text())
+    """``(start exact match, arm -> seed -> (steps, exact match))`` from the finished runs of the
+    per-seed ablations ``ablation/s<seed>/`` (:func:`restlit.experiments.testbed.driver.ablate`)."""
+    e0 = None
     runs: dict[str, dict[int, tuple[list[int], list[float]]]] = {}
-    for arm in plan["arms"]:
-        for seed in range(plan["seeds"]):
-            path = ablation / arm / f"seed{seed}" / "result.json"
-            if not path.is_file():
-                continue
-            evals = json.loads(path.read_text())["evals"]
-            steps = [0, *[int(e["step"]) for e in evals]]
-            runs.setdefault(arm, {})[seed] = (steps, [e0, *[_em(e) for e in evals]])
+    for sdir in sorted(ablation.glob("s*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1):
+        if not sdir.name[1:].isdigit() or not (sdir / "plan.json").is_file():
+            continue
+        start = _lines(sdir / "start" / "evals.jsonl")
+        if not start:
+            continue
+        e0 = _em(start[0]) if e0 is None else e0
+        for arm in json.loads((sdir / "plan.json").read_text())["arms"]:
+            path = sdir / arm / "seed0" / "result.json"
+            if path.is_file():
+                evals = json.loads(path.read_text())["evals"]
+                steps = [0, *[int(e["step"]) for e in evals]]
+                runs.setdefault(arm, {})[int(sdir.name[1:])] = (steps, [_em(start[0]), *[_em(e) for e in evals]])
+    if e0 is None:
+        raise ValueError(f"{ablation}: no finished ablation")
     return e0, runs
 
 

@@ -11,7 +11,7 @@ Layout of ``OUT``::
     L<L>/data/                  restlit prepare's output
     L<L>/config.yaml            the config every command of this length reads
     L<L>/sft/final/             the SFT start
-    L<L>/ablation/              restlit ablate's output (ablation.json, per-arm runs)
+    L<L>/ablation/s<seed>/      restlit ablate's output for one seed (ablation.json, <arm>/seed0/)
     L<L>/variance/step<S>/      restlit diagnose variance at the grpo arm's (seed 0) step S
 """
 
@@ -65,6 +65,9 @@ class Size:
     variance_steps: tuple[int, ...] = (0, 50, 100)
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds))
 
     def max_new_tokens(self, think: int) -> int:
         """The generation budget: the think part with room to spare, and the call."""
@@ -144,13 +147,21 @@ def sft(root: Path, size: Size, think: int, *, log: Callable[[str], None] = prin
     return final
 
 
-def ablate(root: Path, size: Size, think: int, *, log: Callable[[str], None] = print) -> Path:
-    """``restlit ablate`` of ``size.arms`` from the SFT start; returns ``ablation.json``."""
+def ablate(root: Path, size: Size, think: int, seed: int, *, log: Callable[[str], None] = print) -> Path:
+    """``restlit ablate`` of ``size.arms`` from the SFT start for one seed (``trainer.seed = seed``)
+    into ``L<think>/ablation/s<seed>``; returns its ``ablation.json``. One ablation per seed, so
+    that every arm of a seed finishes together and a run cut short stays paired. The start
+    model's score is the same for every seed: it is copied from the first seed's ablation."""
     d = root / f"L{think}"
+    out = d / "ablation" / f"s{seed}"
+    first = d / "ablation" / f"s{size.seed_list()[0]}" / "start" / "evals.jsonl"
+    if first.is_file() and not (out / "start" / "evals.jsonl").is_file():
+        (out / "start").mkdir(parents=True, exist_ok=True)
+        (out / "start" / "evals.jsonl").write_text(first.read_text())
     arms = [f"{a}:{','.join(ARMS[a])}" for a in size.arms]
-    restlit(["ablate", "-c", d / "config.yaml", "--seeds", size.seeds, "-o", d / "ablation",
-             *[x for a in arms for x in ("--arm", a)]], threads=size.threads, log=log, logfile=d / "ablate.log")
-    return d / "ablation" / "ablation.json"
+    restlit(["ablate", "-c", d / "config.yaml", "--seeds", 1, "-o", out, "--set", f"trainer.seed={seed}",
+             *[x for a in arms for x in ("--arm", a)]], threads=size.threads, log=log, logfile=d / f"ablate-s{seed}.log")
+    return out / "ablation.json"
 
 
 def checkpoint_model(root: Path, think: int, step: int, arm: str = "grpo", seed: int = 0) -> Path:
@@ -159,7 +170,7 @@ def checkpoint_model(root: Path, think: int, step: int, arm: str = "grpo", seed:
     d = root / f"L{think}"
     if step == 0:
         return d / "sft" / "final"
-    run = d / "ablation" / arm / f"seed{seed}"
+    run = d / "ablation" / f"s{seed}" / arm / "seed0"
     out = run / f"model-step{step}"
     if (out / "config.json").is_file():
         return out
@@ -193,13 +204,26 @@ def variance(root: Path, size: Size, think: int, *, log: Callable[[str], None] =
     return d / "variance"
 
 
-def run_length(root: Path, size: Size, think: int, *, log: Callable[[str], None] = print) -> None:
-    """SFT, ablation and variance diagnostic of one think length (after :func:`setup`)."""
-    sft(root, size, think, log=log)
-    ablate(root, size, think, log=log)
+def tasks(size: Size) -> list[tuple[str, int, int]]:
+    """The work in the order it should run: ``(kind, think, seed)`` with kind ``sft``, ``ablate`` or
+    ``variance``; every length's SFT first, then seed by seed every length's ablation (so a run
+    cut short leaves whole, paired seeds at every length), the variance diagnostic last."""
+    out = [("sft", think, 0) for think in size.think_lengths]
+    out += [("ablate", think, seed) for seed in size.seed_list() for think in size.think_lengths]
     if size.variance_batches:
+        out += [("variance", think, 0) for think in size.think_lengths]
+    return out
+
+
+def run_task(root: Path, size: Size, task: tuple[str, int, int], *, log: Callable[[str], None] = print) -> None:
+    kind, think, seed = task
+    if kind == "sft":
+        sft(root, size, think, log=log)
+    elif kind == "ablate":
+        ablate(root, size, think, seed, log=log)
+    else:
         variance(root, size, think, log=log)
 
 
-__all__ = ["ARMS", "Size", "ablate", "checkpoint_model", "config_dict", "restlit", "run_length", "setup", "sft",
-           "variance"]
+__all__ = ["ARMS", "Size", "ablate", "checkpoint_model", "config_dict", "restlit", "run_task", "setup", "sft",
+           "tasks", "variance"]
