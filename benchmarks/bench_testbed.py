@@ -34,7 +34,7 @@ from restlit.experiments.testbed.driver import Size, run_task, setup, tasks
 HERE = Path(__file__).resolve().parent / "testbed"
 FULL = Size()
 SMALLEST = Size(think_lengths=(0, 8), arms=("grpo", "rest", "top-entropy"), seeds=2, steps=2, eval_every=1,
-                eval_items=8, sft_steps=20, prompts_per_step=2, completions=4, variance_batches=2,
+                eval_items=8, sft_steps=20, sft_stages=1, prompts_per_step=2, completions=4, variance_batches=2,
                 variance_steps=(0, 2))
 
 
@@ -98,18 +98,20 @@ def main() -> None:
     started, load0 = time.time(), os.getloadavg()
     setup(out, size)
     deadline = started + 60 * args.deadline if args.deadline else None
-    sft_done = {think: threading.Event() for think in size.think_lengths}
+    done = {task: threading.Event() for task in tasks(size)}
 
     def work(task: tuple[str, int, int]) -> None:
         kind, think, _ = task
-        if kind != "sft":
-            sft_done[think].wait()
-        if deadline and kind != "sft" and time.time() > deadline:
-            print(f"deadline: skipped {task}", flush=True)
-            return
-        run_task(out, size, task)
-        if kind == "sft":
-            sft_done[think].set()
+        needs = {"sft": [], "ablate": [("sft", think, 0)], "variance": [("ablate", think, 0)]}[kind]
+        for need in needs:
+            done[need].wait()
+        try:
+            if deadline and kind != "sft" and time.time() > deadline:
+                print(f"deadline: skipped {task}", flush=True)
+                return
+            run_task(out, size, task)
+        finally:
+            done[task].set()
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         list(pool.map(work, tasks(size)))

@@ -10,7 +10,8 @@ Layout of ``OUT``::
     L<L>/raw.jsonl              the generated records (think length L words)
     L<L>/data/                  restlit prepare's output
     L<L>/config.yaml            the config every command of this length reads
-    L<L>/sft/final/             the SFT start
+    L<L>/sft-stage<k>/          restlit sft's stages, each scored by restlit eval (sft-stages.json)
+    L<L>/sft/final              the SFT start (a link to the chosen stage's model)
     L<L>/ablation/s<seed>/      restlit ablate's output for one seed (ablation.json, <arm>/seed0/)
     L<L>/variance/step<S>/      restlit diagnose variance at the grpo arm's (seed 0) step S
 """
@@ -51,15 +52,17 @@ class Size:
     eval_every: int = 25
     eval_items: int = 128
     val_fraction: float = 0.15
-    sft_steps: int = 150
+    sft_steps: int = 60
+    sft_stages: int = 8
+    sft_target: float = 0.3
     sft_batch: int = 32
     sft_lr: float = 3e-3
     lr: float = 1e-3
-    prompts_per_step: int = 8
+    prompts_per_step: int = 4
     completions: int = 8
-    hidden: int = 64
+    hidden: int = 128
     layers: int = 2
-    heads: int = 2
+    heads: int = 4
     vocab: int = 512
     variance_batches: int = 32
     variance_steps: tuple[int, ...] = (0, 50, 100)
@@ -138,12 +141,37 @@ def setup(root: Path, size: Size, *, log: Callable[[str], None] = print) -> None
 
 
 def sft(root: Path, size: Size, think: int, *, log: Callable[[str], None] = print) -> Path:
-    """``restlit sft`` of a random-init model into ``L<think>/sft``; returns the final model."""
+    """``restlit sft`` to partial competence: stages of ``size.sft_steps`` steps (the first from a
+    random init, each next from the previous stage's model), each scored by ``restlit eval`` on the
+    held-out items, until the exact match reaches ``size.sft_target`` or ``size.sft_stages`` stages
+    are done. ``L<think>/sft/final`` is then the last stage's model (the RL start); the exact match
+    per stage is kept in ``L<think>/sft-stages.json``."""
     d = root / f"L{think}"
     final = d / "sft" / "final"
-    if not (final / "config.json").is_file():
-        restlit(["sft", "-c", d / "config.yaml", "--set", "model.init=random", "--set", f"model.path={root / 'tokenizer'}",
-                 "--set", f"output_dir={d}"], threads=size.threads, log=log, logfile=d / "sft.log")
+    if (final / "config.json").is_file():
+        return final
+    stages_file = d / "sft-stages.json"
+    stages = json.loads(stages_file.read_text()) if stages_file.is_file() else []
+    tokens = size.max_new_tokens(think)
+    while True:
+        k = len(stages)
+        stage = d / f"sft-stage{k}"
+        start = ["--set", "model.init=random", "--set", f"model.path={root / 'tokenizer'}"] if k == 0 else [
+            "--set", f"model.path={d / f'sft-stage{k - 1}' / 'sft' / 'final'}"]
+        if not (stage / "sft" / "final" / "config.json").is_file():
+            restlit(["sft", "-c", d / "config.yaml", *start, "--set", f"output_dir={stage}"],
+                    threads=size.threads, log=log, logfile=d / "sft.log")
+        restlit(["eval", "--suite", "heldout", "--data", d / "data", "--model", stage / "sft" / "final", "--limit",
+                 size.eval_items, "--max-new-tokens", tokens, "--batch-size", 16, "-o", stage / "eval", "--overwrite"],
+                threads=size.threads, log=log, logfile=d / "sft.log")
+        summary = json.loads((stage / "eval" / "eval.json").read_text())["summary"]["heldout"]
+        stages.append({"stage": k, "steps": (k + 1) * size.sft_steps, "exact_match": summary["exact_match"]})
+        stages_file.write_text(json.dumps(stages, indent=1) + "\n")
+        log(f"L={think} SFT stage {k}: {(k + 1) * size.sft_steps} steps, held-out exact match {summary['exact_match']:.3f}")
+        if summary["exact_match"] >= size.sft_target or len(stages) >= size.sft_stages:
+            break
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink((stage / "sft" / "final").resolve(), final)
     return final
 
 
@@ -206,12 +234,14 @@ def variance(root: Path, size: Size, think: int, *, log: Callable[[str], None] =
 
 def tasks(size: Size) -> list[tuple[str, int, int]]:
     """The work in the order it should run: ``(kind, think, seed)`` with kind ``sft``, ``ablate`` or
-    ``variance``; every length's SFT first, then seed by seed every length's ablation (so a run
-    cut short leaves whole, paired seeds at every length), the variance diagnostic last."""
+    ``variance``: every length's SFT first, then length by length every seed's ablation (all arms
+    of a seed together) and the variance diagnostic, so that a run cut short has lost think lengths
+    before it loses seeds, and never leaves an arm without its paired seeds."""
     out = [("sft", think, 0) for think in size.think_lengths]
-    out += [("ablate", think, seed) for seed in size.seed_list() for think in size.think_lengths]
-    if size.variance_batches:
-        out += [("variance", think, 0) for think in size.think_lengths]
+    for think in size.think_lengths:
+        out += [("ablate", think, seed) for seed in size.seed_list()]
+        if size.variance_batches:
+            out.append(("variance", think, 0))
     return out
 
 
