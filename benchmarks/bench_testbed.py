@@ -77,7 +77,7 @@ def plot(results: dict[int, dict], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smallest", action="store_true", help="The smallest size (the slow test's).")
-    ap.add_argument("--out", type=Path, default=None, help="Work directory (default: benchmarks/testbed/run).")
+    ap.add_argument("--out", type=Path, default=None, help="Work directory (default: runs/testbed).")
     ap.add_argument("--think", type=int, nargs="+", help="Think lengths in words (default: the size's).")
     ap.add_argument("--seeds", type=int, help="Seeds per arm.")
     ap.add_argument("--steps", type=int, help="RL steps.")
@@ -94,7 +94,7 @@ def main() -> None:
     size = dataclasses.replace(size, **changes)
     if size.steps != FULL.steps and "variance_steps" not in changes:
         size = dataclasses.replace(size, variance_steps=tuple(s for s in size.variance_steps if s <= size.steps))
-    out = args.out or HERE / ("smallest" if args.smallest else "run")
+    out = args.out or Path("runs") / ("testbed-smallest" if args.smallest else "testbed")
     started, load0 = time.time(), os.getloadavg()
     setup(out, size)
     deadline = started + 60 * args.deadline if args.deadline else None
