@@ -219,7 +219,8 @@ def checkpoint_model(root: Path, think: int, step: int, arm: str = "grpo", seed:
 
 def variance(root: Path, size: Size, think: int, *, log: Callable[[str], None] = print) -> Path:
     """``restlit diagnose variance`` at each of ``size.variance_steps`` of the ``grpo`` arm's seed 0
-    (``size.variance_batches`` rollout batches, exact gradients), into ``L<think>/variance/step<S>``."""
+    (``size.variance_batches`` rollout batches, exact gradients, the entropy weights' curriculum
+    at that step's progress), into ``L<think>/variance/step<S>``."""
     d = root / f"L{think}"
     for step in size.variance_steps:
         out = d / "variance" / f"step{step}"
@@ -227,7 +228,8 @@ def variance(root: Path, size: Size, think: int, *, log: Callable[[str], None] =
             continue
         model = checkpoint_model(root, think, step)
         restlit(["diagnose", "variance", "-c", d / "config.yaml", "--checkpoint", model, "-k",
-                 size.variance_batches, "--sketch-dim", 0, "--step", max(1, step), "-o", out],
+                 size.variance_batches, "--sketch-dim", 0, "--step", max(1, step),
+                 "--progress", round(min(1.0, step / max(1, size.steps - 1)), 4), "-o", out],
                 threads=size.threads, log=log, logfile=d / "variance.log")
     return d / "variance"
 
