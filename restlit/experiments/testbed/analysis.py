@@ -115,6 +115,10 @@ def variance_rows(directory: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"  # undefined (no gradient in any batch): "-"
+
+
 def _iv(d: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
     return f"{scale * d['value']:.{digits}f} [{scale * d['low']:.{digits}f}, {scale * d['high']:.{digits}f}]"
 
@@ -140,7 +144,7 @@ def markdown(think: int, result: dict[str, Any], variance: list[dict[str, Any]])
                   + " | ".join(f"variance ratio {n}/uniform [95% bootstrap]" for n in names) + " |",
                   "|---|---|---|" + "---|" * len(names)]
         for row in variance:
-            cells = [f"{row[n]['ratio']:.3f} [{row[n]['ci'][0]:.3f}, {row[n]['ci'][1]:.3f}]" for n in names]
+            cells = [f"{_num(row[n]['ratio'])} [{_num(row[n]['ci'][0])}, {_num(row[n]['ci'][1])}]" for n in names]
             lines.append(f"| {row['step']} | {row['batches']} ({row['batches_with_gradient']}) | "
                          f"{row['mean_reward']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
