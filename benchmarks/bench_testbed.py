@@ -106,7 +106,7 @@ def main() -> None:
         for need in needs:
             done[need].wait()
         try:
-            if deadline and kind != "sft" and time.time() > deadline:
+            if deadline and time.time() > deadline:
                 print(f"deadline: skipped {task}", flush=True)
                 return
             run_task(out, size, task)
@@ -117,6 +117,9 @@ def main() -> None:
         list(pool.map(work, tasks(size)))
     results, tables = {}, []
     for think in size.think_lengths:
+        if not list((out / f"L{think}" / "ablation").glob("s*/*/seed0/result.json")):
+            print(f"L = {think}: no finished run (cut by the deadline)")
+            continue
         results[think] = analysis.analyse(out / f"L{think}" / "ablation")
         rows = analysis.variance_rows(out / f"L{think}" / "variance")
         results[think]["variance"] = rows

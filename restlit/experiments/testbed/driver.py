@@ -236,11 +236,12 @@ def variance(root: Path, size: Size, think: int, *, log: Callable[[str], None] =
 
 def tasks(size: Size) -> list[tuple[str, int, int]]:
     """The work in the order it should run: ``(kind, think, seed)`` with kind ``sft``, ``ablate`` or
-    ``variance``: every length's SFT first, then length by length every seed's ablation (all arms
-    of a seed together) and the variance diagnostic, so that a run cut short has lost think lengths
-    before it loses seeds, and never leaves an arm without its paired seeds."""
-    out = [("sft", think, 0) for think in size.think_lengths]
+    ``variance``: length by length, the SFT, then every seed's ablation (all arms of a seed
+    together), then the variance diagnostic, so that a run cut short has lost think lengths before
+    it loses seeds, and never leaves an arm without its paired seeds."""
+    out = []
     for think in size.think_lengths:
+        out.append(("sft", think, 0))
         out += [("ablate", think, seed) for seed in size.seed_list()]
         if size.variance_batches:
             out.append(("variance", think, 0))
