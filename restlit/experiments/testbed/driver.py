@@ -57,7 +57,7 @@ class Size:
     sft_target: float = 0.3
     sft_batch: int = 32
     sft_lr: float = 3e-3
-    lr: float = 1e-3
+    lr: float = 3e-4
     prompts_per_step: int = 4
     completions: int = 8
     hidden: int = 128
