@@ -53,7 +53,7 @@ def plot(results: dict[int, dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(results), figsize=(max(7.5, 5.5 * len(results)), 4.2), squeeze=False)
     for ax, (think, res) in zip(axes[0], sorted(results.items())):
         for arm, seeds in res["curves"].items():
             steps = next(iter(seeds.values()))["steps"]
@@ -67,7 +67,7 @@ def plot(results: dict[int, dict], path: Path) -> None:
         ax.set_ylabel("held-out exact match")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Testbed: held-out exact match, mean over seeds (band: min to max over seeds)")
+    fig.suptitle("Testbed: held-out exact match, mean over seeds (band: min to max over seeds)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -134,14 +134,27 @@ def main() -> None:
     plot(results, figure)
     command = "python benchmarks/bench_testbed.py " + " ".join(sys.argv[1:])
     s = size
+    stages = {think: json.loads((out / f"L{think}" / "sft-stages.json").read_text()) for think in results}
+    spans = {}
+    for t in results:
+        first = min(p.stat().st_mtime for p in (out / f"L{t}").glob("sft-stage*/**/config.yaml"))
+        last = max(p.stat().st_mtime for p in (out / f"L{t}" / "ablation").glob("s*/*/seed0/result.json"))
+        spans[t] = (last - first) / 60
+    span_text = ", ".join(f"L = {t}: {m:.0f} min" for t, m in spans.items())
+    sft_text = "; ".join(f"L = {t}: {st[-1]['steps']} steps, held-out EM " + " -> ".join(
+        f"{x['exact_match']:.3f}" for x in st) for t, st in stages.items())
     body = (f"- CPU (lscpu): {cpu_model()}; load average at start {load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f}, "
-            f"at end {load1[0]:.1f} / {load1[1]:.1f} / {load1[2]:.1f} (a shared machine); wall time {minutes:.0f} min\n"
+            f"at end {load1[0]:.1f} / {load1[1]:.1f} / {load1[2]:.1f} (a shared machine); this invocation {minutes:.0f} min; "
+            f"first SFT stage to last finished run (files' times, across invocations): {span_text}\n"
             f"- sizes: think lengths {list(s.think_lengths)} filler words (about one BPE token each); arms "
             f"{', '.join(s.arms)}; {s.seeds} seeds per arm, paired; {s.steps} RL steps of {s.prompts_per_step} prompts "
             f"x {s.completions} completions, lr {s.lr}; held-out exact match on {s.eval_items} prompts every "
-            f"{s.eval_every} steps; SFT {s.sft_steps} steps of {s.sft_batch} (lr {s.sft_lr}) from random init; model: "
+            f"{s.eval_every} steps, greedy, up to 1.5 L + 48 new tokens (rollouts too); SFT from random init in stages of "
+            f"{s.sft_steps} steps of {s.sft_batch} (lr {s.sft_lr}) until held-out EM >= {s.sft_target} ({sft_text}); model: "
             f"Llama, {s.layers} layers, hidden {s.hidden}, {s.heads} heads, BPE vocab {s.vocab}; variance diagnostic: "
-            f"{s.variance_batches} batches at grpo seed 0 steps {list(s.variance_steps)}\n"
+            f"{s.variance_batches} batches of {s.prompts_per_step} prompts x {s.completions} completions, exact gradients, "
+            f"at grpo seed 0 steps {list(s.variance_steps)}; steps to threshold: first scored step with EM >= start + 0.2 "
+            f"(never reached: counted as {s.steps + s.eval_every})\n"
             f"- figure: `benchmarks/testbed/curves.png`\n\n{text}")
     if not args.smallest:
         record("testbed", "Testbed: ResT vs GRPO vs top-entropy on a controlled tool-use task", body, command)
