@@ -186,6 +186,8 @@ def ablate(root: Path, size: Size, think: int, seed: int, *, log: Callable[[str]
     if first.is_file() and not (out / "start" / "evals.jsonl").is_file():
         (out / "start").mkdir(parents=True, exist_ok=True)
         (out / "start" / "evals.jsonl").write_text(first.read_text())
+    if all((out / arm / "seed0" / "result.json").is_file() for arm in size.arms):
+        return out / "ablation.json"  # finished earlier
     arms = [f"{a}:{','.join(ARMS[a])}" for a in size.arms]
     restlit(["ablate", "-c", d / "config.yaml", "--seeds", 1, "-o", out, "--set", f"trainer.seed={seed}",
              *[x for a in arms for x in ("--arm", a)]], threads=size.threads, log=log, logfile=d / f"ablate-s{seed}.log")
