@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, help="SFT steps.")
     ap.add_argument("--jobs", type=int, default=2, help="Think lengths run side by side.")
     ap.add_argument("--deadline", type=float, default=0, help="Minutes after which no new run starts (0: none).")
+    ap.add_argument("--note", default="", help="A line added to the RESULTS.md section (e.g. what was cut).")
     ap.add_argument("--no-record", action="store_true", help="Do not write RESULTS.md or the figure.")
     args = ap.parse_args()
     size = SMALLEST if args.smallest else FULL
@@ -132,7 +133,7 @@ def main() -> None:
         return
     figure = (out if args.smallest else HERE) / "curves.png"
     plot(results, figure)
-    command = "python benchmarks/bench_testbed.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/bench_testbed.py " + " ".join(a if " " not in a else repr(a) for a in sys.argv[1:])
     s = size
     stages = {think: json.loads((out / f"L{think}" / "sft-stages.json").read_text()) for think in results}
     spans = {}
@@ -155,7 +156,7 @@ def main() -> None:
             f"{s.variance_batches} batches of {s.prompts_per_step} prompts x {s.completions} completions, exact gradients, "
             f"at grpo seed 0 steps {list(s.variance_steps)}; steps to threshold: first scored step with EM >= start + 0.2 "
             f"(never reached: counted as {s.steps + s.eval_every})\n"
-            f"- figure: `benchmarks/testbed/curves.png`\n\n{text}")
+            f"- figure: `benchmarks/testbed/curves.png`\n" + (f"- note: {args.note}\n" if args.note else "") + f"\n{text}")
     if not args.smallest:
         record("testbed", "Testbed: ResT vs GRPO vs top-entropy on a controlled tool-use task", body, command)
     print(f"figure: {figure}")
