@@ -3,7 +3,7 @@
 ``mkdocs build`` is all it takes: this module (``hooks:`` in mkdocs.yml) adds to the site
 
 - ``reference/config.md``: every key of a run configuration, generated from the config dataclasses
-  (:mod:`restlit.config.sections`, and :class:`restlit.rewards.RewardConfig`): each field's type,
+  (:mod:`restlit.config.sections`, :mod:`restlit.config.method`, and :class:`restlit.rewards.RewardConfig`): each field's type,
   default and the one-line docstring written on the line after it in the source;
 - ``reference/cli.md``: every ``restlit`` command, argument and option, walked from the typer app's
   click command tree;
@@ -102,15 +102,15 @@ def _yaml(value: Any) -> str:
 
 def config_reference() -> str:
     """The configuration reference page: one section per YAML section of :class:`RunConfig`."""
-    from restlit.config import sections
+    from restlit.config import method, sections
 
     docs: dict[str, dict[str, str | None]] = {}
-    for module in {sections, sys.modules[sections.RewardConfig.__module__]}:
+    for module in {sections, method, sys.modules[sections.RewardConfig.__module__]}:
         docs.update(field_docs(inspect.getsource(module)))
     lines = [
         "# Configuration reference",
         "",
-        "Generated from the config dataclasses (`restlit/config/sections.py`, `RewardConfig` in",
+        "Generated from the config dataclasses (`restlit/config/sections.py`, `restlit/config/method.py`, `RewardConfig` in",
         "`restlit/rewards.py`): each key's type, default and the one-line docstring under its field.",
         "A run config is YAML; any key can also be set on the command line with",
         "`--set section.key=VALUE` (e.g. `--set objective.weights.mode=uniform`). A wrong key or value",

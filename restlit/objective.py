@@ -19,11 +19,12 @@ The pieces, in the order a training step uses them::
     per_region = region_weight_metrics(region_stats(w, regions, mask))   # weight and token share per region
 
 The chunked LM-head kernel behind the first line lives in :mod:`restlit.kernels.lmhead`; the
-settings (:class:`WeightConfig`, :class:`LossConfig`) in :mod:`restlit.config.sections`. Both are
+settings (:class:`WeightConfig`, :class:`LossConfig`) in :mod:`restlit.config.method`. Both are
 re-exported here.
 
 With an engine that reports its sampling log-probs, :func:`tis_advantages` applies truncated importance
-sampling and :func:`tis_statistics` measures the engine / trainer mismatch.
+sampling and :func:`tis_statistics` measures the engine / trainer mismatch (both in
+:mod:`restlit.importance`, re-exported here).
 """
 
 from __future__ import annotations
@@ -31,15 +32,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from restlit.config.sections import (
+from restlit.config.method import (
     AdvantageScaling,
     Aggregation,
     KLEstimator,
     LossConfig,
     WeightConfig,
 )
+from restlit.importance import tis_advantages, tis_statistics
 from restlit.kernels.lmhead import logprobs_and_entropy, logprobs_and_entropy_from_hidden
 from restlit.regions import Region
+from restlit.topentropy import top_entropy_threshold, top_entropy_weights
 
 NUM_REGIONS = len(Region)
 
@@ -66,6 +69,8 @@ __all__ = [
     "tis_advantages",
     "tis_statistics",
     "token_weights",
+    "top_entropy_threshold",
+    "top_entropy_weights",
 ]
 
 
@@ -229,13 +234,23 @@ def token_weights(
     region_stats: Tensor | None = None,
     progress: float = 0.0,
     step: int = 1,
+    entropy: Tensor | None = None,
+    threshold: Tensor | float | None = None,
 ) -> Tensor:
     """Token weights ``[B, T]`` for ``config.mode``: ``uniform`` -> ``m_t``; ``static`` -> :func:`static_weights`
-    at 1-based ``step``; ``entropy`` -> :func:`entropy_weights` at ``progress`` (needs ``region_stats``)."""
+    at 1-based ``step``; ``entropy`` -> :func:`entropy_weights` at ``progress`` (needs ``region_stats``);
+    ``top-entropy`` -> :func:`top_entropy_weights` (needs the token ``entropy``; ``threshold``: the whole
+    batch's :func:`top_entropy_threshold`, default this call's own)."""
     if config.mode == "uniform":
         return mask.to(torch.float32)
     if config.mode == "static":
         return static_weights(regions, mask, step)
+    if config.mode == "top-entropy":
+        if entropy is None:
+            raise ValueError("top-entropy weights need the token entropies")
+        if threshold is None:
+            threshold = top_entropy_threshold([entropy], [mask], config.top_entropy_quantile)
+        return top_entropy_weights(entropy, mask, threshold)
     if region_stats is None:
         raise ValueError("entropy weights need region_stats (see region_entropy_stats)")
     return entropy_weights(regions, mask, region_stats, progress, config)
@@ -272,44 +287,6 @@ def grpo_advantages(
     else:
         std = r.std() if r.numel() > 1 else r.new_zeros(())
     return (centred / (std + eps)).to(rewards.dtype)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Engine / trainer mismatch: truncated importance sampling
-# ---------------------------------------------------------------------------------------------------------
-
-
-def tis_advantages(advantages: Tensor, logp: Tensor, engine_logp: Tensor, mask: Tensor, cap: float) -> Tensor:
-    """Per-token advantages with truncated importance sampling, ``[B, T]``::
-
-        A'_bt = A_b * min(exp(logp_bt - engine_logp_bt), cap)     (masked tokens: ratio 1)
-
-    ``logp`` is the trainer's log-prob of the sampled token at the sampling weights, ``engine_logp`` the
-    engine's. The PPO-clip term is positively homogeneous in ``A``, so scaling a token's advantage by
-    ``c >= 0`` scales exactly its policy-gradient loss by ``c``: this is TIS on the policy-gradient term.
-    """
-    ratio = ((logp - engine_logp).float() * mask).exp()
-    return advantages[:, None] * ratio.clamp(max=cap)
-
-
-def tis_statistics(logp: Tensor, engine_logp: Tensor, mask: Tensor, cap: float) -> dict[str, float]:
-    """How far the engine's sampling log-probs are from the trainer's, over valid tokens (any equal shapes;
-    flatten and concatenate groups of different widths). With ``d = logp - engine_logp``, ``r = exp(d)``,
-    ``n = sum m``::
-
-        rollout/logp_abs_diff      = sum m |d| / n            rollout/is_ratio          = sum m r / n
-        rollout/is_ratio_max       = max_{m > 0} r            rollout/is_truncated_frac = #{m > 0, r > cap} / n
-
-    Empty when there is no valid token.
-    """
-    valid = mask > 0
-    n = float(valid.sum())
-    if n == 0:
-        return {}
-    d = (logp - engine_logp).to(torch.float64)[valid]
-    r = d.exp()
-    return {"rollout/logp_abs_diff": float(d.abs().sum()) / n, "rollout/is_ratio": float(r.sum()) / n,
-            "rollout/is_ratio_max": float(r.max()), "rollout/is_truncated_frac": float((r > cap).sum()) / n}
 
 
 # ---------------------------------------------------------------------------------------------------------

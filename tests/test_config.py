@@ -20,7 +20,7 @@ def test_shipped_configs_validate():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("objective.weights.mode=entropi", "objective.weights.mode: 'entropi' is not allowed; choose one of: uniform, static, entropy"),
+        ("objective.weights.mode=entropi", "objective.weights.mode: 'entropi' is not allowed; choose one of: uniform, static, entropy, top-entropy"),
         ("optim.lrr=1", "optim.lrr: unknown key; allowed: lr,"),
         ("rollout.n=many", "rollout.n: expected an integer, got 'many'"),
         ("objective.weights.delta=-1", "objective.weights: delta must be > 0"),

@@ -40,7 +40,8 @@ hooks = _hooks()
 # Config fields: each with a one-line docstring, each in the generated reference
 # ------------------------------------------------------------------------------------------------
 
-CONFIG_SOURCES = [REPO / "restlit" / "config" / "sections.py", REPO / "restlit" / "rewards.py"]
+CONFIG_SOURCES = [REPO / "restlit" / "config" / "sections.py", REPO / "restlit" / "config" / "method.py",
+                  REPO / "restlit" / "rewards.py"]
 
 
 def undocumented_fields(source: str) -> list[str]:

@@ -31,6 +31,8 @@ from restlit.objective import (
     tis_advantages,
     tis_statistics,
     token_weights,
+    top_entropy_threshold,
+    top_entropy_weights,
 )
 from restlit.regions import Region
 
@@ -554,3 +556,62 @@ def test_tis_advantages_and_statistics_hand_computed() -> None:
     assert s["rollout/is_ratio_max"] == pytest.approx(3.0)
     assert s["rollout/is_truncated_frac"] == pytest.approx(1 / 5)
     assert tis_statistics(logp, engine, torch.zeros_like(mask), cap=2.0) == {}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Top-entropy weights (ResT's opposite)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def reference_quantile(values: list[float], p: float) -> float:
+    """Linear-interpolation quantile in float64, written out: position ``p (n - 1)`` in the sorted values."""
+    xs = sorted(values)
+    pos = p * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (pos - lo) * (xs[hi] - xs[lo])
+
+
+def test_top_entropy_hand_computed() -> None:
+    # valid entropies 0.1, 0.5, 0.9, 1.3, 2.0 (the 0.7 is padding): the 0.6 quantile is at position 2.4,
+    # 0.9 + 0.4 * (1.3 - 0.9) = 1.06, so q = 0.4 keeps 1.3 and 2.0
+    ent = torch.tensor([[0.1, 0.5, 0.9], [1.3, 2.0, 0.7]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    tau = top_entropy_threshold([ent], [mask], 0.4)
+    assert float(tau) == pytest.approx(1.06)
+    w = top_entropy_weights(ent, mask, tau)
+    assert w.dtype == torch.float32
+    assert w.tolist() == [[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
+    # q = 1 keeps every valid token (GRPO), never a padded one
+    assert top_entropy_weights(ent, mask, top_entropy_threshold([ent], [mask], 1.0)).tolist() == mask.tolist()
+    # no valid token: nothing is kept
+    assert float(top_entropy_threshold([ent], [torch.zeros_like(mask)], 0.2)) == math.inf
+
+
+def test_top_entropy_threshold_spans_groups_of_different_widths_and_matches_float64_reference() -> None:
+    g = torch.Generator().manual_seed(3)
+    ents = [torch.rand(3, 7, generator=g) * 3, torch.rand(2, 11, generator=g) * 3]
+    masks = [(torch.rand(3, 7, generator=g) > 0.3).float(), (torch.rand(2, 11, generator=g) > 0.3).float()]
+    values = [float(h) for e, m in zip(ents, masks) for h, k in zip(e.reshape(-1), m.reshape(-1)) if k > 0]
+    for q in (0.05, 0.2, 0.5, 1.0):
+        tau = top_entropy_threshold(ents, masks, q)
+        assert float(tau) == pytest.approx(reference_quantile(values, 1 - q), abs=1e-12)
+        kept = sum(float(top_entropy_weights(e, m, tau).sum()) for e, m in zip(ents, masks))
+        assert kept == sum(v >= float(tau) for v in values)
+        assert kept >= q * len(values) - 1  # about the top q share (ties and interpolation aside)
+
+
+def test_token_weights_top_entropy_mode_and_config() -> None:
+    ent = torch.tensor([[0.2, 1.5, 0.1, 3.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+    regions = torch.full((1, 4), int(Region.THINK))
+    cfg = WeightConfig(mode="top-entropy", top_entropy_quantile=0.5)
+    # own threshold: the median of 0.1, 0.2, 1.5, 3.0 is 0.85
+    assert token_weights(regions, mask, cfg, entropy=ent).tolist() == [[0.0, 1.0, 0.0, 1.0]]
+    # a batch-wide threshold passed in wins
+    assert token_weights(regions, mask, cfg, entropy=ent, threshold=2.0).tolist() == [[0.0, 0.0, 0.0, 1.0]]
+    with pytest.raises(ValueError, match="entropies"):
+        token_weights(regions, mask, cfg)
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="top_entropy_quantile"):
+            WeightConfig(mode="top-entropy", top_entropy_quantile=bad)

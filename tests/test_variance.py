@@ -139,8 +139,8 @@ def test_diagnose_variance_on_the_tiny_model(tmp_path):
     sketched = measure_variance(config, sketch_dim=1 << 12, **kwargs)
     exact = measure_variance(config, sketch_dim=0, **kwargs)
     for report in (sketched, exact):
-        assert set(report["weightings"]) == {"uniform", "static", "entropy"}
-        for m in ("uniform", "entropy"):
+        assert set(report["weightings"]) == {"uniform", "static", "entropy", "top-entropy"}
+        for m in ("uniform", "entropy", "top-entropy"):
             w = report["weightings"][m]
             assert math.isfinite(w["relative_variance"]) and w["relative_variance"] > 0
             assert w["mean_gradient_norm"] > 0 and w["bound"]["total"]["value"] > 0

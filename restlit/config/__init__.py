@@ -8,21 +8,19 @@ and its type, so a typo or a bad value fails with one line naming the key and wh
 Overrides use dotted keys and YAML values: ``--set optim.lr=2e-6 --set rollout.n=8``. The
 resolved config is written into the run directory as ``config.yaml``.
 
-The package imports without torch: :mod:`restlit.config.sections` holds the dataclasses,
+The package imports without torch: :mod:`restlit.config.sections` and :mod:`restlit.config.method` (the ``objective`` section) hold the dataclasses,
 :mod:`restlit.config.loading` reads and writes them.
 """
 
 from restlit.config.loading import ConfigError, check_ranges, load_config, save_config, to_dict
+from restlit.config.method import CurriculumConfig, LossConfig, ObjectiveConfig, WeightConfig
 from restlit.config.sections import (
     AblationConfig,
-    CurriculumConfig,
     DataConfig,
     LoggingConfig,
     LoraConfig,
-    LossConfig,
     MlflowConfig,
     ModelConfig,
-    ObjectiveConfig,
     OptimConfig,
     RolloutConfig,
     RunConfig,
@@ -30,7 +28,6 @@ from restlit.config.sections import (
     SFTConfig,
     TrainerConfig,
     WandbConfig,
-    WeightConfig,
 )
 from restlit.rewards import Ramp, RewardConfig
 

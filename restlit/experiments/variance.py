@@ -2,7 +2,7 @@
 
 At a fixed checkpoint and fixed prompts (the first training step's), draw ``K`` independent
 rollout batches (different sampling seeds). On the *same* samples compute the policy-gradient
-estimate ``g^m_k`` of batch ``k`` under each weighting ``m`` in (uniform, static, entropy): the
+estimate ``g^m_k`` of batch ``k`` under each weighting ``m`` in (uniform, static, entropy, top-entropy): the
 gradient of the training loss (:func:`restlit.objective.policy_loss` with
 :func:`restlit.objective.token_weights`, through the module's packed group forward) at ratio 1,
 i.e. ``g = -(1/D) sum_t w_t A_t grad log pi(a_t)``. Then, per weighting:
@@ -41,7 +41,7 @@ from restlit.errors import UserError
 from restlit.objective import NUM_REGIONS
 from restlit.regions import Region
 
-WEIGHTINGS = ("uniform", "static", "entropy")
+WEIGHTINGS = ("uniform", "static", "entropy", "top-entropy")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -214,7 +214,13 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
     """Run the diagnostic (module docstring) with ``config`` (its ``model.path`` is the checkpoint);
     the weights see training step ``step`` (static ramp, reward schedule) and curriculum progress
     ``progress``. Returns the report as plain data."""
-    from restlit.objective import loss_denominator, policy_loss, region_entropy_stats, token_weights
+    from restlit.objective import (
+        loss_denominator,
+        policy_loss,
+        region_entropy_stats,
+        token_weights,
+        top_entropy_threshold,
+    )
     from restlit.training.data import StepBatches, ToolUseDataModule
     from restlit.training.run import build_tokenizer_and_policy
 
@@ -247,8 +253,11 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
         groups, metrics = sample(batch, seed, step)
         rewards.append(metrics["reward/total"])
         stats = sum(region_entropy_stats(g.entropy, g.regions, g.mask) for g in groups)
+        tau = top_entropy_threshold([g.entropy for g in groups], [g.mask for g in groups],
+                                    obj.weights.top_entropy_quantile)
         weights = {m: [token_weights(g.regions, g.mask, dataclasses.replace(obj.weights, mode=m), region_stats=stats,
-                                     progress=progress, step=step) for g in groups] for m in WEIGHTINGS}
+                                     progress=progress, step=step, entropy=g.entropy, threshold=tau) for g in groups]
+                   for m in WEIGHTINGS}
         denoms = {m: sum(loss_denominator(g.mask, w, obj.loss.aggregation, max_len) for g, w in zip(groups, ws))
                   for m, ws in weights.items()}
         acc = {m: None for m in WEIGHTINGS}

@@ -72,6 +72,7 @@ from restlit.objective import (
     tis_advantages,
     tis_statistics,
     token_weights,
+    top_entropy_threshold,
 )
 from restlit.regions import Region, token_regions
 from restlit.rewards import Reward, compute_reward, load_reward_function
@@ -345,8 +346,12 @@ class RestModule(L.LightningModule):
         the static ramp at ``step + 1``) and the step's loss denominator, summed over all ranks."""
         obj = self.config.objective
         progress = self.curriculum.progress_at(step)
+        tau = None  # top-entropy: one threshold for the step's groups (this rank's)
+        if obj.weights.mode == "top-entropy":
+            tau = top_entropy_threshold([g.entropy for g in groups], [g.mask for g in groups],
+                                        obj.weights.top_entropy_quantile)
         weights = [token_weights(g.regions, g.mask, obj.weights, region_stats=running.to(self.device),
-                                 progress=progress, step=step + 1) for g in groups]
+                                 progress=progress, step=step + 1, entropy=g.entropy, threshold=tau) for g in groups]
         max_len = obj.loss.max_len or self.config.rollout.max_new_tokens
         denom = sum(loss_denominator(g.mask, w, obj.loss.aggregation, max_len) for g, w in zip(groups, weights))
         return weights, reduce_sum(self.trainer.strategy, denom)
