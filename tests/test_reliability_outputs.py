@@ -73,3 +73,18 @@ def test_demo_overwrite_refuses_a_file_it_did_not_write(tmp_path: Path, monkeypa
     with pytest.raises(OutputError, match="notes.md"):
         demo.run_demo(tiny(tmp_path, name="demo"), overwrite=True)
     assert (out / "eval" / "notes.md").read_text() == "mine" and (out / "demo.json").is_file()
+
+
+def test_a_lock_removes_only_the_empty_directory_it_created(tmp_path: Path) -> None:
+    from restlit.runtime.outputs import lock
+
+    with lock(tmp_path / "failed"):  # a command that failed before writing anything
+        pass
+    assert not (tmp_path / "failed").exists()
+    (tmp_path / "before").mkdir()
+    with lock(tmp_path / "before"):  # the user's own directory stays, even empty
+        pass
+    assert (tmp_path / "before").is_dir()
+    with lock(tmp_path / "wrote") as d:
+        (d / "eval.json").write_text("{}")
+    assert [p.name for p in (tmp_path / "wrote").iterdir()] == ["eval.json"]

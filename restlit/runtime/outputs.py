@@ -26,6 +26,7 @@ Every failure is an :class:`OutputError` (a :class:`~restlit.errors.UserError`, 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -185,7 +186,10 @@ def _alive(holder: dict) -> bool:
 
 @contextmanager
 def lock(directory: str | Path) -> Iterator[Path]:
-    """Hold ``directory``'s lock file for the ``with`` block (see the module docstring)."""
+    """Hold ``directory``'s lock file for the ``with`` block (see the module docstring). A directory
+    the lock had to create and that is still empty when the block ends (e.g. a command that failed
+    before writing anything) is removed again, so a failure leaves the disk as it found it."""
+    created = not Path(directory).exists()
     directory = writable_dir(directory).resolve()
     if directory in _held:
         _held[directory] += 1
@@ -223,6 +227,9 @@ def lock(directory: str | Path) -> Iterator[Path]:
         del _held[directory]
         if _holder(path) == json.loads(mine):
             path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):  # not empty (the command wrote its outputs): kept
+                directory.rmdir()
 
 
 def existing(directory: str | Path, entries: Iterable[str], *, overwrite: bool, what: str = "a run",
