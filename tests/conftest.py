@@ -44,3 +44,12 @@ def tiny_parts():
 
     tokenizer, policy = build_tokenizer_and_policy(load_config(REPO / "configs" / "tiny-test.yaml"))
     return tokenizer, policy.eval()
+
+
+def free_port() -> int:
+    """A TCP port on localhost that is free now (for a process group's rendezvous or a server)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

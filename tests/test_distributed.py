@@ -9,7 +9,7 @@ import textwrap
 
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 
 def test_fsdp_weights_are_gathered_on_every_rank(tmp_path):
@@ -53,11 +53,7 @@ def test_fsdp_weights_are_gathered_on_every_rank(tmp_path):
             os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
             torch.multiprocessing.spawn(main, nprocs=2)
     """))
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = subprocess.run([sys.executable, str(script), str(port)], check=False, capture_output=True, text=True,
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

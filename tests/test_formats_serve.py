@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, free_port
 from tests.training import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -49,12 +48,6 @@ def _one_sample(directory: Path) -> Path:
     path = directory / "one.json"
     path.write_text(json.dumps([record]))
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict, timeout: float) -> dict:
@@ -84,7 +77,7 @@ def test_vllm_serves_a_hermes_trained_model_with_parsed_tool_calls(tmp_path):
                       skip_special_tokens=True)
     assert text == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>', text
 
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w")
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     server = subprocess.Popen(

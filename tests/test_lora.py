@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from restlit.config import ConfigError, load_config
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 TINY = REPO / "configs" / "tiny-test.yaml"
 
@@ -435,11 +435,7 @@ def test_fsdp2_shards_the_base_trains_the_adapters_and_gathers_merged_weights(tm
             os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
             torch.multiprocessing.spawn(main, nprocs=2)
     """))
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, str(script), str(port)], check=False, capture_output=True, text=True,
                          cwd=REPO, env=env, timeout=600)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,16 +18,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "GLOO_SOCKET_IFNAME": "lo"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fit_args(out: Path, cache: Path, *extra: str) -> list[str]:
@@ -39,7 +32,7 @@ def _fit_args(out: Path, cache: Path, *extra: str) -> list[str]:
 
 def _two_nodes(args: list[str], timeout: float = 600) -> None:
     """Run ``python <args>`` as two torchrun agents (node ranks 0 and 1) on 127.0.0.1."""
-    port = _free_port()
+    port = free_port()
     procs = []
     try:
         for node in (0, 1):

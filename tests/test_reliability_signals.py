@@ -87,16 +87,21 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.slow
-def test_sigterm_during_prepare_leaves_no_staging_and_no_workers(tmp_path: Path) -> None:
+def _big_xlam_file(path: Path, megabytes: int) -> Path:
+    """An xLAM-layout JSON-lines file of about ``megabytes`` MB: long enough to SIGTERM its prepare midway."""
     import json
 
     line = json.dumps({"id": 0, "query": "q" * 200, "answers": json.dumps([{"name": "f", "arguments": {"x": 1}}]),
                        "tools": json.dumps([{"name": "f", "description": "d" * 100,
                                              "parameters": {"x": {"type": "int", "description": ""}}}])})
-    big = tmp_path / "big.jsonl"
-    with open(big, "w") as f:
-        f.writelines(line.replace('"id": 0', f'"id": {i}', 1) + "\n" for i in range((12 << 20) // len(line)))
+    with open(path, "w") as f:
+        f.writelines(line.replace('"id": 0', f'"id": {i}', 1) + "\n" for i in range((megabytes << 20) // len(line)))
+    return path
+
+
+@pytest.mark.slow
+def test_sigterm_during_prepare_leaves_no_staging_and_no_workers(tmp_path: Path) -> None:
+    big = _big_xlam_file(tmp_path / "big.jsonl", megabytes=12)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "restlit.cli.main", "prepare", str(big), "-o", str(out),
                              "--format", "xlam"], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
@@ -148,14 +153,7 @@ def test_the_python_api_is_as_quiet_as_the_command_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sigterm_while_fit_prepares_raw_data_leaves_no_partial_cache_entry(tmp_path: Path) -> None:
-    import json
-
-    line = json.dumps({"id": 0, "query": "q" * 200, "answers": json.dumps([{"name": "f", "arguments": {"x": 1}}]),
-                       "tools": json.dumps([{"name": "f", "description": "d" * 100,
-                                             "parameters": {"x": {"type": "int", "description": ""}}}])})
-    big = tmp_path / "big.jsonl"
-    with open(big, "w") as f:
-        f.writelines(line.replace('"id": 0', f'"id": {i}', 1) + "\n" for i in range((6 << 20) // len(line)))
+    big = _big_xlam_file(tmp_path / "big.jsonl", megabytes=6)
     cache = tmp_path / "cache"
     proc = _start(tmp_path, "fit", f"data.raw=[{big}]", "data.format=xlam")
     code, err = _term_when(proc, lambda: cache.is_dir() and any(".partial" in p.name for p in cache.iterdir()))
