@@ -10,7 +10,7 @@ records it as its own section of ``benchmarks/RESULTS.md`` beside the old one.
 Resumable: the SFT model is kept in ``--workdir`` and reused.
 
     .venv/bin/python benchmarks/bench_variance.py [--workdir runs/bench-variance] [--batches 32]
-        [--variance-prompts 8] [--no-record]
+        [--variance-prompts 8] [--weightings uniform entropy] [--checkpointing] [--no-record]
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ def main() -> None:
     p.add_argument("--variance-prompts", type=int, default=8, help="prompts per batch (x 4 completions)")
     p.add_argument("--config", default=str(CONFIG), help="base config (a smoke test: configs/tiny-test.yaml)")
     p.add_argument("--set", action="append", default=[], help="more overrides for every stage")
+    p.add_argument("--weightings", nargs="+", default=["uniform", "entropy"],
+                   help="weightings to measure (uniform is the reference); each costs a backward pass per batch")
+    p.add_argument("--checkpointing", action="store_true",
+                   help="keep model.gradient_checkpointing on (off by default here: each of the backward passes "
+                        "on one forward's graph would recompute the forward)")
     p.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
     args = p.parse_args()
     sys.path.insert(0, str(REPO))
@@ -53,15 +58,17 @@ def main() -> None:
 
     t = time.perf_counter()
     vconfig = load_config(args.config, [*common, f"model.path={sft_model}", "model.init=pretrained",
-                                        f"trainer.prompts_per_step={args.variance_prompts}"])
-    report = measure_variance(vconfig, batches=args.batches)
+                                        f"trainer.prompts_per_step={args.variance_prompts}",
+                                        *([] if args.checkpointing else ["model.gradient_checkpointing=false"])])
+    report = measure_variance(vconfig, batches=args.batches, weightings=args.weightings)
     seconds["variance"] = round(time.perf_counter() - t)
     out = write_report(report, work / f"variance-k{args.batches}", overwrite=True)
     table = markdown(report)
     sizes = (f"{Path(args.config).name}'s SFT warm start ({vconfig.model.path}), float32, {torch.get_num_threads()} "
              f"thread(s); {args.batches} rollout batches of the first {args.variance_prompts} training prompts x "
              f"{vconfig.rollout.n} completions ({vconfig.rollout.max_new_tokens} tokens), full-model gradients "
-             f"count-sketched to 65,536 numbers. Stage seconds: {seconds}.")
+             f"count-sketched to 65,536 numbers, weightings {', '.join(args.weightings)}, gradient checkpointing "
+             f"{'on' if vconfig.model.gradient_checkpointing else 'off'}. Stage seconds: {seconds}.")
     body = f"{sizes}\n\n{table}\n\nReport: `{out}` (not committed)."
     print(body, flush=True)
     if not args.no_record:

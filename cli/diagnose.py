@@ -25,13 +25,16 @@ def variance(
     params: list[str] | None = typer.Option(None, "--params", help="Only parameters whose name contains this (repeatable)."),
     step: int = typer.Option(1, "--step", min=1, help="Training step the weights and reward schedule see."),
     progress: float = typer.Option(0.0, "--progress", min=0.0, max=1.0, help="Curriculum progress nu of the priors."),
+    weightings: list[str] | None = typer.Option(
+        None, "--weightings", help="Measure only these (repeatable; uniform is always the reference; default: "
+                                   "uniform, static, entropy, top-entropy). Each costs a backward pass per batch."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default: OUTPUT_DIR/variance)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier variance.json there."),
 ) -> None:
-    """Gradient variance of uniform / static / entropy weights on the same samples, with the paper's bound."""
+    """Gradient variance of uniform / static / entropy / top-entropy weights on the same samples, with the paper's bound."""
     extra = [f"model.path={checkpoint}", "model.init=pretrained"] if checkpoint else []
     from restlit.config import load_config
-    from restlit.experiments.variance import markdown, measure_variance, write_report
+    from restlit.experiments.variance import WEIGHTINGS, markdown, measure_variance, write_report
 
     cfg = load_config(config, [*(overrides or []), *extra])
 
@@ -39,7 +42,7 @@ def variance(
     if (out / "variance.json").exists() and not overwrite:
         fail(f"{out / 'variance.json'} exists; pass --overwrite or choose another -o")
     report = measure_variance(cfg, batches=batches, sketch_dim=sketch_dim, params=params or [], step=step,
-                              progress=progress)
+                              progress=progress, weightings=["uniform", *(weightings or WEIGHTINGS)])
     path = write_report(report, out, overwrite=overwrite)
     print(markdown(report))
     print(f"variance: {path}")

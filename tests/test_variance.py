@@ -154,6 +154,22 @@ def test_diagnose_variance_on_the_tiny_model(tmp_path):
             exact["weightings"][m]["relative_variance"], rel=0.25)
     # the same samples: the bound, which needs no gradient, is identical
     assert sketched["weightings"]["entropy"]["bound"] == exact["weightings"]["entropy"]["bound"]
+    # a subset measures the same numbers on the same samples, only fewer of them
+    subset = measure_variance(config, sketch_dim=0, weightings=("entropy", "uniform"), **kwargs)
+    assert list(subset["weightings"]) == ["uniform", "entropy"]
+    for key in ("relative_variance", "ratio_to_uniform", "mean_gradient_norm"):
+        assert subset["weightings"]["entropy"][key] == pytest.approx(exact["weightings"]["entropy"][key], rel=1e-9)
+    assert subset["cosine"]["uniform/entropy"] == pytest.approx(exact["cosine"]["uniform/entropy"], rel=1e-9)
+
+
+@pytest.mark.parametrize("weightings", [("entropy",), ("uniform", "bogus")])
+def test_diagnose_variance_names_a_bad_weighting_in_one_line(weightings):
+    from restlit.errors import UserError
+    from restlit.experiments.variance import measure_variance
+
+    config = load_config(REPO / "configs" / "tiny-test.yaml")
+    with pytest.raises(UserError, match="--weightings .*uniform"):
+        measure_variance(config, batches=2, weightings=weightings)
 
 
 def test_cli_diagnose_refuses_to_overwrite(tmp_path):

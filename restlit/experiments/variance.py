@@ -210,10 +210,12 @@ def _module_adapter(config: Any, policy: Any, tokenizer: Any, reward_fn: Any = N
 
 def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16, params: Sequence[str] = (),
                      step: int = 1, progress: float = 0.0, n_boot: int = 1000, reward_fn: Any = None,
-                     log: Callable[[str], None] = print) -> dict[str, Any]:
+                     weightings: Sequence[str] = WEIGHTINGS, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the diagnostic (module docstring) with ``config`` (its ``model.path`` is the checkpoint);
     the weights see training step ``step`` (static ramp, reward schedule) and curriculum progress
-    ``progress``. Returns the report as plain data."""
+    ``progress``. ``weightings`` (a subset of :data:`WEIGHTINGS` that holds ``uniform``, the
+    reference of the ratios) are measured: each costs one backward pass per group and batch.
+    Returns the report as plain data."""
     from restlit.objective import (
         loss_denominator,
         policy_loss,
@@ -226,6 +228,11 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
 
     if batches < 2:
         raise UserError(f"--batches must be >= 2, got {batches}")
+    unknown = [m for m in weightings if m not in WEIGHTINGS]
+    if unknown or "uniform" not in weightings:
+        raise UserError(f"--weightings {' '.join(weightings)}: give uniform (the reference) and any of "
+                        f"{', '.join(WEIGHTINGS[1:])}" + (f"; unknown: {unknown[0]}" if unknown else ""))
+    names = [m for m in WEIGHTINGS if m in weightings]  # uniform first: the ratios' reference
     config = dataclasses.replace(config, rollout=dataclasses.replace(config.rollout, engine="hf"))
     torch.manual_seed(config.trainer.seed)
     tokenizer, policy = build_tokenizer_and_policy(config)
@@ -244,8 +251,8 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
     max_len = obj.loss.max_len or config.rollout.max_new_tokens
 
     zero = torch.zeros(sketch_dim or sum(t.numel() for t in tensors), dtype=torch.float64)  # a batch without advantage
-    rows: dict[str, list[Tensor]] = {m: [] for m in WEIGHTINGS}
-    bounds: dict[str, list[Tensor]] = {m: [] for m in WEIGHTINGS}
+    rows: dict[str, list[Tensor]] = {m: [] for m in names}
+    bounds: dict[str, list[Tensor]] = {m: [] for m in names}
     rewards: list[float] = []
     active = 0  # batches with a non-zero gradient (some prompt's completions got different rewards)
     for k in range(batches):
@@ -257,22 +264,22 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
                                     obj.weights.top_entropy_quantile)
         weights = {m: [token_weights(g.regions, g.mask, dataclasses.replace(obj.weights, mode=m), region_stats=stats,
                                      progress=progress, step=step, entropy=g.entropy, threshold=tau) for g in groups]
-                   for m in WEIGHTINGS}
+                   for m in names}
         denoms = {m: sum(loss_denominator(g.mask, w, obj.loss.aggregation, max_len) for g, w in zip(groups, ws))
                   for m, ws in weights.items()}
-        acc = {m: None for m in WEIGHTINGS}
+        acc = {m: None for m in names}
         for i, g in enumerate(groups):
             if not bool((g.advantages != 0).any()) or float(g.mask.sum()) == 0:
                 continue  # this group's gradient is exactly zero under every weighting
             logp, _ = logp_fn(g)
-            for j, m in enumerate(WEIGHTINGS):
+            for j, m in enumerate(names):
                 loss, _ = policy_loss(logp, logp.detach(), g.advantages, g.mask, weights[m][i], config=obj.loss,
                                       denominator=denoms[m])
-                grads = torch.autograd.grad(loss, tensors, retain_graph=j < len(WEIGHTINGS) - 1, allow_unused=True)
+                grads = torch.autograd.grad(loss, tensors, retain_graph=j < len(names) - 1, allow_unused=True)
                 s = sketch(grads)
                 acc[m] = s if acc[m] is None else acc[m] + s
         active += acc["uniform"] is not None
-        for m in WEIGHTINGS:
+        for m in names:
             rows[m].append(acc[m] if acc[m] is not None else zero)
             bounds[m].append(sum(variance_bound(w, g.entropy, g.regions, g.mask) for g, w in zip(groups, weights[m])))
         log(f"batch {k + 1}/{batches}: reward {metrics['reward/total']:.3f}")
