@@ -184,3 +184,15 @@ def test_cli_diagnose_refuses_to_overwrite(tmp_path):
                           cwd=REPO, capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "exists" in proc.stderr and "Traceback" not in proc.stderr
     assert (out / "variance.json").read_text() == "{}"
+
+
+def test_cli_diagnose_names_a_bad_weighting_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "restlit.cli.main", "diagnose", "variance", "--config",
+                           str(REPO / "configs" / "tiny-test.yaml"), "-o", str(tmp_path / "v"), "--weightings", "bogus"],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "--weightings" in proc.stderr and "bogus" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "v").exists()
