@@ -49,22 +49,33 @@ def start(fmt: str, work: Path, tiny: bool, threads: int | None) -> tuple[subpro
     return subprocess.Popen(command(fmt, work, tiny), cwd=REPO, env=env), time.perf_counter()
 
 
-def finish(fmt: str, work: Path, proc: subprocess.Popen, t0: float) -> dict:
-    """Wait for the demo in ``fmt``; its wall seconds and ``demo.json``."""
-    returncode = proc.wait()
-    wall = time.perf_counter() - t0
+def finish(fmt: str, work: Path, returncode: int, wall: float) -> dict:
+    """The demo in ``fmt`` exited with ``returncode`` after ``wall`` seconds: its wall time and ``demo.json``."""
     if returncode != 0:
         sys.exit(f"restlit demo in {fmt} failed with exit status {returncode}")
     return {"wall": wall, "demo": json.loads((work / fmt / "demo.json").read_text())}
 
 
+def wait_all(running: dict[str, tuple[subprocess.Popen, float]], poll: float = 1.0) -> dict[str, tuple[int, float]]:
+    """Wait for every process; each one's exit status and wall seconds, taken when *it* exits (not
+    when the loop gets to it: waiting for them in order would give an early finisher the late one's time)."""
+    done: dict[str, tuple[int, float]] = {}
+    while len(done) < len(running):
+        for name, (proc, t0) in running.items():
+            if name not in done and proc.poll() is not None:
+                done[name] = (proc.returncode, time.perf_counter() - t0)
+        if len(done) < len(running):
+            time.sleep(poll)
+    return done
+
+
 def run_all(formats: list[str], work: Path, tiny: bool, parallel: bool) -> dict[str, dict]:
     """Each format's demo: one after the other, or all at once on one thread each."""
     if not parallel:
-        return {fmt: finish(fmt, work, *start(fmt, work, tiny, None)) for fmt in formats}
+        return {fmt: finish(fmt, work, *wait_all({fmt: start(fmt, work, tiny, None)})[fmt]) for fmt in formats}
     # the shared data cache is prepared under a lock and the model cache is written atomically: no race
-    running = {fmt: start(fmt, work, tiny, 1) for fmt in formats}
-    return {fmt: finish(fmt, work, *running[fmt]) for fmt in formats}
+    exits = wait_all({fmt: start(fmt, work, tiny, 1) for fmt in formats})
+    return {fmt: finish(fmt, work, *exits[fmt]) for fmt in formats}
 
 
 def _cell(interval: dict | None) -> str:
