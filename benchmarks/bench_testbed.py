@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -36,14 +35,6 @@ FULL = Size()
 SMALLEST = Size(think_lengths=(0, 8), arms=("grpo", "rest", "top-entropy"), seeds=2, steps=2, eval_every=1,
                 eval_items=8, sft_steps=20, sft_stages=1, prompts_per_step=2, completions=4, variance_batches=2,
                 variance_steps=(0, 2))
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown")
 
 
 def plot(results: dict[int, dict], path: Path) -> None:
@@ -144,7 +135,7 @@ def main() -> None:
     span_text = ", ".join(f"L = {t}: {m:.0f} min" for t, m in spans.items())
     sft_text = "; ".join(f"L = {t}: {st[-1]['steps']} steps, held-out EM " + " -> ".join(
         f"{x['exact_match']:.3f}" for x in st) for t, st in stages.items())
-    body = (f"- CPU (lscpu): {cpu_model()}; load average at start {load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f}, "
+    body = (f"- load average at start {load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f}, "
             f"at end {load1[0]:.1f} / {load1[1]:.1f} / {load1[2]:.1f} (a shared machine); this invocation {minutes:.0f} min; "
             f"first SFT stage to last finished run (files' times, across invocations): {span_text}\n"
             f"- sizes: think lengths {list(s.think_lengths)} filler words (about one BPE token each); arms "
