@@ -168,13 +168,42 @@ def _stop_on_sigterm(out: Path) -> Iterator[None]:
 
     def stop(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop; the cleanup runs undisturbed
-        raise InputError(f"prepare stopped by SIGTERM: nothing was written to {out}")
+        error = InputError(f"prepare stopped by SIGTERM: nothing was written to {out}")
+        if _HAND_OVER.depth:
+            _HAND_OVER.pending = error
+            return
+        raise error
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _HAND_OVER.pending = None
+
+
+class _HandOver:
+    """While a block runs inside :meth:`shield`, the SIGTERM stop of :func:`_stop_on_sigterm` waits
+    for it to end. ``ProcessPoolExecutor.submit`` spawns a worker by writing its start-up data to a
+    pipe; stopped midway, the worker reads a cut pipe and prints EOFError's traceback."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: InputError | None = None
+
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending is not None:
+            error, self.pending = self.pending, None
+            raise error
+
+
+_HAND_OVER = _HandOver()
 
 
 def _check_options(format: str, on_invalid: str, val_fraction: float, mask_names: float) -> None:
@@ -378,7 +407,8 @@ def _map_ordered(fn: Callable, items: Iterator, pool: Any, window: int) -> Itera
             return fn(item)
 
     for item in items:
-        pending.append((item, pool.submit(fn, item)))
+        with _HAND_OVER.shield():
+            pending.append((item, pool.submit(fn, item)))
         if len(pending) >= window:
             yield result()
     while pending:

@@ -240,3 +240,30 @@ def test_output_written_by_another_run_meanwhile_is_not_replaced(tmp_path: Path,
     (kept,) = [p for p in tmp_path.iterdir() if p.name != "out"]
     assert str(kept) in str(info.value)
     assert json.loads((kept / "manifest.json").read_text())["inputs"][0]["format"] == "xlam"
+
+
+def test_sigterm_while_a_worker_is_handed_its_start_waits_for_the_hand_over(tmp_path: Path) -> None:
+    """The process pool spawns a worker inside ``submit`` by writing its start-up data to a pipe;
+    SIGTERM raised in the middle of that write left the new worker reading a cut pipe, and its
+    EOFError traceback reached the user's terminal (CI, test_sigterm_during_prepare_...). The stop
+    now waits for ``submit`` to return, and still stops the run."""
+    import signal
+    import time
+    from concurrent.futures import Future
+
+    handed_over: list[int] = []
+
+    class SpawningPool:
+        def submit(self, fn, item):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the signal's Python handler runs here, in the middle of the hand-over
+            handed_over.append(item)
+            future: Future = Future()
+            future.set_result(fn(item))
+            return future
+
+    with pytest.raises(InputError, match="SIGTERM"):
+        with pipeline._stop_on_sigterm(tmp_path / "out"):
+            list(pipeline._map_ordered(lambda x: x, iter([1, 2]), SpawningPool(), 4))
+    assert handed_over == [1]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
