@@ -7,7 +7,9 @@ This script repeats that measurement alone, at the same checkpoint (the demo's S
 prompts x 4 completions of 128 tokens), with ``--batches`` independent batches (default 32), and
 records it as its own section of ``benchmarks/RESULTS.md`` beside the old one.
 
-Resumable: the SFT model is kept in ``--workdir`` and reused.
+Resumable: the SFT model is kept in ``--workdir`` and reused, and so is every measured batch
+(``WORKDIR/variance/batches``): stopped, or run again with a larger ``--batches``, it measures only
+the batches it does not have yet, and the report covers them all.
 
     .venv/bin/python benchmarks/bench_variance.py [--workdir runs/bench-variance] [--batches 32]
         [--variance-prompts 8] [--weightings uniform entropy] [--checkpointing] [--no-record]
@@ -43,7 +45,7 @@ def main() -> None:
 
     from benchmarks._results import record
     from restlit.config import load_config
-    from restlit.experiments.variance import markdown, measure_variance, write_report
+    from restlit.experiments.variance import markdown, measure_variance, stored_batches, write_report
     from restlit.training.run import sft
 
     work = Path(args.workdir)
@@ -60,15 +62,19 @@ def main() -> None:
     vconfig = load_config(args.config, [*common, f"model.path={sft_model}", "model.init=pretrained",
                                         f"trainer.prompts_per_step={args.variance_prompts}",
                                         *([] if args.checkpointing else ["model.gradient_checkpointing=false"])])
-    report = measure_variance(vconfig, batches=args.batches, weightings=args.weightings)
+    store = work / "variance" / "batches"
+    kept = stored_batches(store)
+    report = measure_variance(vconfig, batches=args.batches, weightings=args.weightings, store=store)
     seconds["variance"] = round(time.perf_counter() - t)
-    out = write_report(report, work / f"variance-k{args.batches}", overwrite=True)
+    new = stored_batches(store) - kept
+    out = write_report(report, store.parent, overwrite=True)
     table = markdown(report)
     sizes = (f"{Path(args.config).name}'s SFT warm start ({vconfig.model.path}), float32, {torch.get_num_threads()} "
              f"thread(s); {args.batches} rollout batches of the first {args.variance_prompts} training prompts x "
              f"{vconfig.rollout.n} completions ({vconfig.rollout.max_new_tokens} tokens), full-model gradients "
              f"count-sketched to 65,536 numbers, weightings {', '.join(args.weightings)}, gradient checkpointing "
-             f"{'on' if vconfig.model.gradient_checkpointing else 'off'}. Stage seconds: {seconds}.")
+             f"{'on' if vconfig.model.gradient_checkpointing else 'off'}. Stage seconds: {seconds} ({new} batches "
+             f"measured by this call, {kept} read from earlier ones).")
     body = f"{sizes}\n\n{table}\n\nReport: `{out}` (not committed)."
     print(body, flush=True)
     if not args.no_record:

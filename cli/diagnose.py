@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import typer
@@ -29,20 +30,29 @@ def variance(
         None, "--weightings", help="Measure only these (repeatable; uniform is always the reference; default: "
                                    "uniform, static, entropy, top-entropy). Each costs a backward pass per batch."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (default: OUTPUT_DIR/variance)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier variance.json there."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the batches measured there (OUT/batches) and measure "
+                                                        "only the rest, up to --batches; the report is replaced."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over: replace an earlier report and its batches there."),
 ) -> None:
     """Gradient variance of uniform / static / entropy / top-entropy weights on the same samples, with the paper's bound."""
     extra = [f"model.path={checkpoint}", "model.init=pretrained"] if checkpoint else []
     from restlit.config import load_config
-    from restlit.experiments.variance import WEIGHTINGS, markdown, measure_variance, write_report
+    from restlit.experiments.variance import WEIGHTINGS, markdown, measure_variance, stored_batches, write_report
 
+    if resume and overwrite:
+        fail("--resume keeps the measured batches, --overwrite deletes them: give one")
     cfg = load_config(config, [*(overrides or []), *extra])
 
     out = out or Path(cfg.output_dir) / "variance"
-    if (out / "variance.json").exists() and not overwrite:
-        fail(f"{out / 'variance.json'} exists; pass --overwrite or choose another -o")
+    store = out / "batches"
+    kept = stored_batches(store)
+    if not (resume or overwrite) and ((out / "variance.json").exists() or kept):
+        fail(f"{out} holds " + (f"{kept} measured batch{'es' if kept > 1 else ''}" if kept else "a report") + "; pass --resume to add to "
+             "them, --overwrite to start over, or choose another -o")
+    if overwrite:
+        shutil.rmtree(store, ignore_errors=True)
     report = measure_variance(cfg, batches=batches, sketch_dim=sketch_dim, params=params or [], step=step,
-                              progress=progress, weightings=["uniform", *(weightings or WEIGHTINGS)])
-    path = write_report(report, out, overwrite=overwrite)
+                              progress=progress, weightings=["uniform", *(weightings or WEIGHTINGS)], store=store)
+    path = write_report(report, out, overwrite=True)
     print(markdown(report))
     print(f"variance: {path}")

@@ -162,6 +162,33 @@ def test_diagnose_variance_on_the_tiny_model(tmp_path):
     assert subset["cosine"]["uniform/entropy"] == pytest.approx(exact["cosine"]["uniform/entropy"], rel=1e-9)
 
 
+def test_stored_batches_continue_to_the_report_of_one_call(tmp_path):
+    """A call with ``store`` keeps each batch; a later call with more batches measures only the new
+    ones and reports what one call with all of them reports. Other settings on the same store are
+    refused, naming the setting."""
+    from restlit.errors import UserError
+    from restlit.experiments.variance import measure_variance, stored_batches
+
+    config = load_config(REPO / "configs" / "tiny-test.yaml",
+                         [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}"])
+    kwargs = {"sketch_dim": 1 << 10, "params": ["layers.1."], "n_boot": 50, "reward_fn": even_token_reward,
+              "weightings": ("uniform", "entropy")}
+    store = tmp_path / "batches"
+    measure_variance(config, batches=2, store=store, log=lambda m: None, **kwargs)
+    assert stored_batches(store) == 2
+    measured: list[str] = []
+    resumed = measure_variance(config, batches=3, store=store, log=measured.append, **kwargs)
+    assert measured == ["batch 3/3: reward " + measured[0].rsplit(" ", 1)[1]] and stored_batches(store) == 3
+    whole = measure_variance(config, batches=3, log=lambda m: None, **kwargs)
+    assert resumed["mean_reward"] == pytest.approx(whole["mean_reward"], rel=1e-12)
+    for m in ("uniform", "entropy"):
+        for key in ("relative_variance", "ratio_to_uniform", "mean_gradient_norm"):
+            assert resumed["weightings"][m][key] == pytest.approx(whole["weightings"][m][key], rel=1e-9)
+        assert resumed["weightings"][m]["bound"] == whole["weightings"][m]["bound"]
+    with pytest.raises(UserError, match=r"batch-00000\.pt: measured with another step"):
+        measure_variance(config, batches=3, store=store, step=2, log=lambda m: None, **kwargs)
+
+
 @pytest.mark.parametrize("weightings", [("entropy",), ("uniform", "bogus")])
 def test_diagnose_variance_names_a_bad_weighting_in_one_line(weightings):
     from restlit.errors import UserError
@@ -182,8 +209,25 @@ def test_cli_diagnose_refuses_to_overwrite(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "restlit.cli.main", "diagnose", "variance", "--config",
                            str(REPO / "configs" / "tiny-test.yaml"), "-o", str(out)],
                           cwd=REPO, capture_output=True, text=True, check=False)
-    assert proc.returncode == 2 and "exists" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "holds a report" in proc.stderr and "--resume" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert (out / "variance.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("flags", [[], ["--resume", "--overwrite"]])
+def test_cli_diagnose_keeps_measured_batches_unless_told(tmp_path, flags):
+    import subprocess
+    import sys
+
+    out = tmp_path / "v"
+    (out / "batches").mkdir(parents=True)
+    (out / "batches" / "batch-00000.pt").write_bytes(b"measured")
+    proc = subprocess.run([sys.executable, "-m", "restlit.cli.main", "diagnose", "variance", "--config",
+                           str(REPO / "configs" / "tiny-test.yaml"), "-o", str(out), *flags],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert ("holds 1 measured batch;" if not flags else "give one") in proc.stderr
+    assert (out / "batches" / "batch-00000.pt").read_bytes() == b"measured"
 
 
 def test_cli_diagnose_names_a_bad_weighting_in_one_line(tmp_path):

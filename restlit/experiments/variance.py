@@ -23,6 +23,11 @@ error about ``sqrt(2 / sketch_dim)``, 0.6% at the default 65,536). Only the ``3K
 kept; the sketch's bucket codes cost 4 bytes per parameter. ``sketch_dim = 0`` keeps the exact
 flattened gradients instead (8 bytes per parameter and gradient: for small models or a named
 subset).
+
+Each finished batch can be kept in a ``store`` directory (its sketches, bounds and reward, with
+the settings that produced it): batch ``k``'s sampling seed depends only on ``k``, so a later call
+with more ``batches`` measures only the new ones, and the report equals one call with them all.
+A stopped run loses at most the batch under way.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -208,21 +214,48 @@ def _module_adapter(config: Any, policy: Any, tokenizer: Any, reward_fn: Any = N
     return sample, lambda group: module.group_logprobs(policy, group)
 
 
+def _batch_file(store: Path, k: int) -> Path:
+    return store / f"batch-{k:05d}.pt"
+
+
+def _load_batch(store: Path, k: int, key: str) -> dict[str, Any] | None:
+    """Batch ``k`` from ``store`` if it was measured; UserError if with other settings than ``key``."""
+    path = _batch_file(store, k)
+    if not path.is_file():
+        return None
+    saved = torch.load(path, weights_only=True)
+    if saved["key"] != key:
+        ours, theirs = json.loads(key), json.loads(saved["key"])
+        field = next((f for f in ours if ours[f] != theirs.get(f)), "settings")
+        raise UserError(f"{path}: measured with another {field} ({theirs.get(field)!r}, now {ours.get(field)!r}); "
+                        "choose another -o, or --overwrite to start over")
+    return saved
+
+
+def _save_batch(store: Path, k: int, key: str, batch: dict[str, Any]) -> None:
+    """Write batch ``k`` whole or not at all (a stop during the write leaves no file)."""
+    store.mkdir(parents=True, exist_ok=True)
+    path = _batch_file(store, k)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(batch | {"key": key}, tmp)
+    os.replace(tmp, path)
+
+
+def stored_batches(store: Path) -> int:
+    """How many measured batches ``store`` holds."""
+    return len(list(store.glob("batch-*.pt"))) if store.is_dir() else 0
+
+
 def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16, params: Sequence[str] = (),
                      step: int = 1, progress: float = 0.0, n_boot: int = 1000, reward_fn: Any = None,
-                     weightings: Sequence[str] = WEIGHTINGS, log: Callable[[str], None] = print) -> dict[str, Any]:
+                     weightings: Sequence[str] = WEIGHTINGS, store: Path | None = None,
+                     log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the diagnostic (module docstring) with ``config`` (its ``model.path`` is the checkpoint);
     the weights see training step ``step`` (static ramp, reward schedule) and curriculum progress
     ``progress``. ``weightings`` (a subset of :data:`WEIGHTINGS` that holds ``uniform``, the
     reference of the ratios) are measured: each costs one backward pass per group and batch.
-    Returns the report as plain data."""
-    from restlit.objective import (
-        loss_denominator,
-        policy_loss,
-        region_entropy_stats,
-        token_weights,
-        top_entropy_threshold,
-    )
+    With ``store``, batches already kept there (with the same settings) are read, not measured,
+    and each new one is kept as soon as it is done. Returns the report as plain data."""
     from restlit.training.data import StepBatches, ToolUseDataModule
     from restlit.training.run import build_tokenizer_and_policy
 
@@ -247,47 +280,75 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
     data.setup("fit")
     batch = StepBatches(data.train_items, config.trainer.prompts_per_step, 1, 0, config.data.seed).batch(0)
     sample, logp_fn = _module_adapter(config, policy, tokenizer, reward_fn)
-    obj = config.objective
-    max_len = obj.loss.max_len or config.rollout.max_new_tokens
-
-    zero = torch.zeros(sketch_dim or sum(t.numel() for t in tensors), dtype=torch.float64)  # a batch without advantage
+    key = json.dumps({"checkpoint": str(config.model.path), "seed": config.trainer.seed,
+                      "prompts": [item.id for item in batch], "rollout": dataclasses.asdict(config.rollout),
+                      "objective": dataclasses.asdict(config.objective), "tool_format": config.data.tool_format,
+                      "weightings": names, "sketch_dim": sketch_dim, "params": list(params), "step": step,
+                      "progress": progress}, default=str)
     rows: dict[str, list[Tensor]] = {m: [] for m in names}
     bounds: dict[str, list[Tensor]] = {m: [] for m in names}
     rewards: list[float] = []
     active = 0  # batches with a non-zero gradient (some prompt's completions got different rewards)
     for k in range(batches):
-        seed = (config.trainer.seed * 1_000_003 + 7_919 * (k + 1)) * 65_537
-        groups, metrics = sample(batch, seed, step)
-        rewards.append(metrics["reward/total"])
-        stats = sum(region_entropy_stats(g.entropy, g.regions, g.mask) for g in groups)
-        tau = top_entropy_threshold([g.entropy for g in groups], [g.mask for g in groups],
-                                    obj.weights.top_entropy_quantile)
-        weights = {m: [token_weights(g.regions, g.mask, dataclasses.replace(obj.weights, mode=m), region_stats=stats,
-                                     progress=progress, step=step, entropy=g.entropy, threshold=tau) for g in groups]
-                   for m in names}
-        denoms = {m: sum(loss_denominator(g.mask, w, obj.loss.aggregation, max_len) for g, w in zip(groups, ws))
-                  for m, ws in weights.items()}
-        acc = {m: None for m in names}
-        for i, g in enumerate(groups):
-            if not bool((g.advantages != 0).any()) or float(g.mask.sum()) == 0:
-                continue  # this group's gradient is exactly zero under every weighting
-            logp, _ = logp_fn(g)
-            for j, m in enumerate(names):
-                loss, _ = policy_loss(logp, logp.detach(), g.advantages, g.mask, weights[m][i], config=obj.loss,
-                                      denominator=denoms[m])
-                grads = torch.autograd.grad(loss, tensors, retain_graph=j < len(names) - 1, allow_unused=True)
-                s = sketch(grads)
-                acc[m] = s if acc[m] is None else acc[m] + s
-        active += acc["uniform"] is not None
+        done = _load_batch(store, k, key) if store is not None else None
+        if done is None:
+            done = _measure_batch(k, config, batch, sample, logp_fn, sketch, tensors, names, step, progress)
+            if store is not None:
+                _save_batch(store, k, key, done)
+            log(f"batch {k + 1}/{batches}: reward {done['reward']:.3f}")
         for m in names:
-            rows[m].append(acc[m] if acc[m] is not None else zero)
-            bounds[m].append(sum(variance_bound(w, g.entropy, g.regions, g.mask) for g, w in zip(groups, weights[m])))
-        log(f"batch {k + 1}/{batches}: reward {metrics['reward/total']:.3f}")
+            rows[m].append(done["rows"][m])
+            bounds[m].append(done["bounds"][m])
+        rewards.append(done["reward"])
+        active += done["active"]
     return variance_report(rows, bounds, n_boot=n_boot, seed=config.trainer.seed) | {
         "batches": batches, "prompts": [item.id for item in batch], "completions_per_prompt": config.rollout.n,
         "max_new_tokens": config.rollout.max_new_tokens, "step": step, "progress": progress,
         "checkpoint": config.model.path, "sketch_dim": sketch_dim, "parameters": sum(t.numel() for t in tensors),
         "parameter_filter": list(params), "mean_reward": sum(rewards) / len(rewards), "batches_with_gradient": active}
+
+
+def _measure_batch(k: int, config: Any, batch: list, sample: Callable, logp_fn: Callable, sketch: CountSketch,
+                   tensors: list[Tensor], names: list[str], step: int, progress: float) -> dict[str, Any]:
+    """Batch ``k`` of :func:`measure_variance`: its sampling seed depends only on ``k``. Returns each
+    weighting's gradient sketch (``rows``) and bound, the batch's mean reward and whether any
+    group had a gradient (``active``)."""
+    from restlit.objective import (
+        loss_denominator,
+        policy_loss,
+        region_entropy_stats,
+        token_weights,
+        top_entropy_threshold,
+    )
+
+    obj = config.objective
+    max_len = obj.loss.max_len or config.rollout.max_new_tokens
+    seed = (config.trainer.seed * 1_000_003 + 7_919 * (k + 1)) * 65_537
+    groups, metrics = sample(batch, seed, step)
+    stats = sum(region_entropy_stats(g.entropy, g.regions, g.mask) for g in groups)
+    tau = top_entropy_threshold([g.entropy for g in groups], [g.mask for g in groups],
+                                obj.weights.top_entropy_quantile)
+    weights = {m: [token_weights(g.regions, g.mask, dataclasses.replace(obj.weights, mode=m), region_stats=stats,
+                                 progress=progress, step=step, entropy=g.entropy, threshold=tau) for g in groups]
+               for m in names}
+    denoms = {m: sum(loss_denominator(g.mask, w, obj.loss.aggregation, max_len) for g, w in zip(groups, ws))
+              for m, ws in weights.items()}
+    acc = {m: None for m in names}
+    for i, g in enumerate(groups):
+        if not bool((g.advantages != 0).any()) or float(g.mask.sum()) == 0:
+            continue  # this group's gradient is exactly zero under every weighting
+        logp, _ = logp_fn(g)
+        for j, m in enumerate(names):
+            loss, _ = policy_loss(logp, logp.detach(), g.advantages, g.mask, weights[m][i], config=obj.loss,
+                                  denominator=denoms[m])
+            grads = torch.autograd.grad(loss, tensors, retain_graph=j < len(names) - 1, allow_unused=True)
+            s = sketch(grads)
+            acc[m] = s if acc[m] is None else acc[m] + s
+    zero = torch.zeros(sketch.dim or sum(t.numel() for t in tensors), dtype=torch.float64)  # no advantage anywhere
+    return {"rows": {m: acc[m] if acc[m] is not None else zero for m in names},
+            "bounds": {m: sum(variance_bound(w, g.entropy, g.regions, g.mask) for g, w in zip(groups, weights[m]))
+                       for m in names},
+            "reward": float(metrics["reward/total"]), "active": acc["uniform"] is not None}
 
 
 def variance_report(rows: dict[str, list[Tensor]], bounds: dict[str, list[Tensor]], *, n_boot: int = 1000,
