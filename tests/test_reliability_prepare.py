@@ -262,8 +262,7 @@ def test_sigterm_while_a_worker_is_handed_its_start_waits_for_the_hand_over(tmp_
             future.set_result(fn(item))
             return future
 
-    with pytest.raises(InputError, match="SIGTERM"):
-        with pipeline._stop_on_sigterm(tmp_path / "out"):
-            list(pipeline._map_ordered(lambda x: x, iter([1, 2]), SpawningPool(), 4))
+    with pytest.raises(InputError, match="SIGTERM"), pipeline._stop_on_sigterm(tmp_path / "out"):
+        list(pipeline._map_ordered(lambda x: x, iter([1, 2]), SpawningPool(), 4))
     assert handed_over == [1]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
