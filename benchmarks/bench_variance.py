@@ -63,10 +63,10 @@ def main() -> None:
                                         f"trainer.prompts_per_step={args.variance_prompts}",
                                         *([] if args.checkpointing else ["model.gradient_checkpointing=false"])])
     store = work / "variance" / "batches"
-    kept = stored_batches(store)
+    kept = stored_batches(store, below=args.batches)
     report = measure_variance(vconfig, batches=args.batches, weightings=args.weightings, store=store)
     seconds["variance"] = round(time.perf_counter() - t)
-    new = stored_batches(store) - kept
+    new = stored_batches(store, below=args.batches) - kept
     out = write_report(report, store.parent, overwrite=True)
     table = markdown(report)
     sizes = (f"{Path(args.config).name}'s SFT warm start ({vconfig.model.path}), float32, {torch.get_num_threads()} "

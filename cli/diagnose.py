@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import typer
@@ -49,10 +48,9 @@ def variance(
     if not (resume or overwrite) and ((out / "variance.json").exists() or kept):
         fail(f"{out} holds " + (f"{kept} measured batch{'es' if kept > 1 else ''}" if kept else "a report") + "; pass --resume to add to "
              "them, --overwrite to start over, or choose another -o")
-    if overwrite:
-        shutil.rmtree(store, ignore_errors=True)
     report = measure_variance(cfg, batches=batches, sketch_dim=sketch_dim, params=params or [], step=step,
-                              progress=progress, weightings=["uniform", *(weightings or WEIGHTINGS)], store=store)
+                              progress=progress, weightings=["uniform", *(weightings or WEIGHTINGS)], store=store,
+                              restart=overwrite)
     path = write_report(report, out, overwrite=True)
     print(markdown(report))
     print(f"variance: {path}")

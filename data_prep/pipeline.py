@@ -193,11 +193,19 @@ class _HandOver:
 
     @contextlib.contextmanager
     def shield(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # the handler runs in the main thread: only its blocks are shielded
+            return
         self.depth += 1
         try:
             yield
-        finally:
+        except BaseException as exc:
             self.depth -= 1
+            if not self.depth and self.pending is not None:  # the stop, not what it broke, is the news
+                error, self.pending = self.pending, None
+                raise error from exc
+            raise
+        self.depth -= 1
         if not self.depth and self.pending is not None:
             error, self.pending = self.pending, None
             raise error
@@ -327,7 +335,7 @@ def _write(staging: Path, paths: list[Path], infos: list[InputInfo], export: boo
     except BaseException:
         if pool is not None:  # stopped (SIGTERM, Ctrl-C) or failed: the workers go now, not when idle
             for process in list((getattr(pool, "_processes", None) or {}).values()):
-                process.terminate()
+                process.kill()  # a worker spawned after SIGTERM's handler set SIG_IGN ignores terminate()
             pool.shutdown(wait=False, cancel_futures=True)
             pool = None
         raise

@@ -266,3 +266,18 @@ def test_sigterm_while_a_worker_is_handed_its_start_waits_for_the_hand_over(tmp_
         list(pipeline._map_ordered(lambda x: x, iter([1, 2]), SpawningPool(), 4))
     assert handed_over == [1]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_sigterm_that_breaks_the_hand_over_is_still_the_one_line_stop(tmp_path: Path) -> None:
+    """When the hand-over fails after the SIGTERM (its workers were stopped too), the user is told
+    about the stop, not about the broken pool."""
+    import signal
+
+    class BreakingPool:
+        def submit(self, fn, item):
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise RuntimeError("the pool broke")
+
+    with pytest.raises(InputError, match="SIGTERM") as stop, pipeline._stop_on_sigterm(tmp_path / "out"):
+        list(pipeline._map_ordered(lambda x: x, iter([1]), BreakingPool(), 4))
+    assert isinstance(stop.value.__cause__, RuntimeError)

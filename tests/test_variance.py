@@ -185,8 +185,22 @@ def test_stored_batches_continue_to_the_report_of_one_call(tmp_path):
         for key in ("relative_variance", "ratio_to_uniform", "mean_gradient_norm"):
             assert resumed["weightings"][m][key] == pytest.approx(whole["weightings"][m][key], rel=1e-9)
         assert resumed["weightings"][m]["bound"] == whole["weightings"][m]["bound"]
-    with pytest.raises(UserError, match=r"batch-00000\.pt: measured with another step"):
+    with pytest.raises(UserError, match=r"batch-00000\.pt: measured with another step than"):
         measure_variance(config, batches=3, store=store, step=2, log=lambda m: None, **kwargs)
+    reseeded = load_config(REPO / "configs" / "tiny-test.yaml", [f"output_dir={tmp_path / 'run'}",
+                           f"data.cache_dir={tmp_path / 'cache'}", "model.seed=1"])
+    with pytest.raises(UserError, match=r"measured with another model\.seed than"):
+        measure_variance(reseeded, batches=3, store=store, log=lambda m: None, **kwargs)
+    # starting over deletes the stored batches only once the settings are known to be good
+    with pytest.raises(UserError, match="--weightings"):
+        measure_variance(config, batches=3, store=store, restart=True, log=lambda m: None,
+                         **(kwargs | {"weightings": ("uniform", "bogus")}))
+    assert stored_batches(store) == 3
+    (store / "batch-00001.pt").write_bytes(b"cut short")
+    with pytest.raises(UserError, match=r"batch-00001\.pt: not a measured batch"):
+        measure_variance(config, batches=3, store=store, log=lambda m: None, **kwargs)
+    measure_variance(config, batches=2, store=store, restart=True, log=lambda m: None, **kwargs)
+    assert stored_batches(store) == 2 and not list(store.glob(".*"))
 
 
 @pytest.mark.parametrize("weightings", [("entropy",), ("uniform", "bogus")])

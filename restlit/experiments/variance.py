@@ -36,6 +36,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -218,17 +219,50 @@ def _batch_file(store: Path, k: int) -> Path:
     return store / f"batch-{k:05d}.pt"
 
 
+def _settings_key(config: Any, prompts: list[str], names: list[str], sketch_dim: int, params: Sequence[str],
+                  step: int, progress: float, reward_fn: Any) -> str:
+    """Everything a stored batch's numbers depend on, as JSON: the model (its section, less
+    ``gradient_checkpointing``, which changes only time and memory, and the size and time of each
+    file of a local checkpoint directory), the prompts, sampling, objective, reward and format."""
+    model = {k: v for k, v in dataclasses.asdict(config.model).items() if k != "gradient_checkpointing"}
+    where = Path(config.model.path)
+    files = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(where.iterdir()) if f.is_file()} \
+        if where.is_dir() else None
+    function = None if reward_fn is None else \
+        f"{getattr(reward_fn, '__module__', '?')}:{getattr(reward_fn, '__qualname__', reward_fn)}"
+    return json.dumps({"model": model, "checkpoint_files": files, "seed": config.trainer.seed, "prompts": prompts,
+                       "rollout": dataclasses.asdict(config.rollout), "objective": dataclasses.asdict(config.objective),
+                       "reward": dataclasses.asdict(config.reward), "reward_fn": function,
+                       "tool_format": config.data.tool_format, "weightings": names, "sketch_dim": sketch_dim,
+                       "params": list(params), "step": step, "progress": progress}, default=str)
+
+
+def _first_difference(ours: Any, theirs: Any, where: str = "") -> str:
+    """The dotted name of the first setting where two settings keys differ."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for k in [*ours, *(k for k in theirs if k not in ours)]:
+            if ours.get(k) != theirs.get(k):
+                return _first_difference(ours.get(k), theirs.get(k), f"{where}.{k}" if where else k)
+    return where or "settings"
+
+
 def _load_batch(store: Path, k: int, key: str) -> dict[str, Any] | None:
-    """Batch ``k`` from ``store`` if it was measured; UserError if with other settings than ``key``."""
+    """Batch ``k`` from ``store`` if it was measured; UserError if unreadable or measured with
+    other settings than ``key``."""
     path = _batch_file(store, k)
     if not path.is_file():
         return None
-    saved = torch.load(path, weights_only=True)
-    if saved["key"] != key:
-        ours, theirs = json.loads(key), json.loads(saved["key"])
-        field = next((f for f in ours if ours[f] != theirs.get(f)), "settings")
-        raise UserError(f"{path}: measured with another {field} ({theirs.get(field)!r}, now {ours.get(field)!r}); "
-                        "choose another -o, or --overwrite to start over")
+    try:
+        saved = torch.load(path, weights_only=True)
+        stored_key = saved["key"]
+        json.loads(stored_key)
+    except Exception as exc:  # noqa: BLE001 - truncated, foreign or hand-edited: any reason is one line
+        raise UserError(f"{path}: not a measured batch ({type(exc).__name__}: {str(exc)[:120]}); move it away "
+                        "or start over") from None
+    if stored_key != key:
+        field = _first_difference(json.loads(key), json.loads(stored_key))
+        raise UserError(f"{path}: measured with another {field} than this run's; measure into another directory, "
+                        "or start over")
     return saved
 
 
@@ -237,25 +271,36 @@ def _save_batch(store: Path, k: int, key: str, batch: dict[str, Any]) -> None:
     store.mkdir(parents=True, exist_ok=True)
     path = _batch_file(store, k)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(batch | {"key": key}, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(batch | {"key": key}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def stored_batches(store: Path) -> int:
-    """How many measured batches ``store`` holds."""
-    return len(list(store.glob("batch-*.pt"))) if store.is_dir() else 0
+def stored_batches(store: Path, below: int | None = None) -> int:
+    """How many measured batches ``store`` holds (only those numbered under ``below`` when given)."""
+    if not store.is_dir():
+        return 0
+    numbers = [int(p.stem.split("-")[1]) for p in store.glob("batch-[0-9]*.pt")]
+    return sum(1 for n in numbers if below is None or n < below)
 
 
 def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16, params: Sequence[str] = (),
                      step: int = 1, progress: float = 0.0, n_boot: int = 1000, reward_fn: Any = None,
-                     weightings: Sequence[str] = WEIGHTINGS, store: Path | None = None,
+                     weightings: Sequence[str] = WEIGHTINGS, store: Path | None = None, restart: bool = False,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the diagnostic (module docstring) with ``config`` (its ``model.path`` is the checkpoint);
     the weights see training step ``step`` (static ramp, reward schedule) and curriculum progress
     ``progress``. ``weightings`` (a subset of :data:`WEIGHTINGS` that holds ``uniform``, the
     reference of the ratios) are measured: each costs one backward pass per group and batch.
     With ``store``, batches already kept there (with the same settings) are read, not measured,
-    and each new one is kept as soon as it is done. Returns the report as plain data."""
+    and each new one is kept as soon as it is done; ``restart`` deletes the stored ones first
+    (once the settings are checked). Returns the report as plain data."""
     from restlit.training.data import StepBatches, ToolUseDataModule
     from restlit.training.run import build_tokenizer_and_policy
 
@@ -280,11 +325,9 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
     data.setup("fit")
     batch = StepBatches(data.train_items, config.trainer.prompts_per_step, 1, 0, config.data.seed).batch(0)
     sample, logp_fn = _module_adapter(config, policy, tokenizer, reward_fn)
-    key = json.dumps({"checkpoint": str(config.model.path), "seed": config.trainer.seed,
-                      "prompts": [item.id for item in batch], "rollout": dataclasses.asdict(config.rollout),
-                      "objective": dataclasses.asdict(config.objective), "tool_format": config.data.tool_format,
-                      "weightings": names, "sketch_dim": sketch_dim, "params": list(params), "step": step,
-                      "progress": progress}, default=str)
+    key = _settings_key(config, [item.id for item in batch], names, sketch_dim, params, step, progress, reward_fn)
+    if restart and store is not None:
+        shutil.rmtree(store, ignore_errors=True)
     rows: dict[str, list[Tensor]] = {m: [] for m in names}
     bounds: dict[str, list[Tensor]] = {m: [] for m in names}
     rewards: list[float] = []
@@ -324,6 +367,7 @@ def _measure_batch(k: int, config: Any, batch: list, sample: Callable, logp_fn: 
     obj = config.objective
     max_len = obj.loss.max_len or config.rollout.max_new_tokens
     seed = (config.trainer.seed * 1_000_003 + 7_919 * (k + 1)) * 65_537
+    torch.manual_seed(seed % (1 << 63))  # dropout, if the model has any, draws the same in any call
     groups, metrics = sample(batch, seed, step)
     stats = sum(region_entropy_stats(g.entropy, g.regions, g.mask) for g in groups)
     tau = top_entropy_threshold([g.entropy for g in groups], [g.mask for g in groups],
