@@ -197,18 +197,17 @@ class _HandOver:
             yield  # the handler runs in the main thread: only its blocks are shielded
             return
         self.depth += 1
+        broken: BaseException | None = None
         try:
             yield
         except BaseException as exc:
+            broken = exc
+            raise
+        finally:
             self.depth -= 1
             if not self.depth and self.pending is not None:  # the stop, not what it broke, is the news
                 error, self.pending = self.pending, None
-                raise error from exc
-            raise
-        self.depth -= 1
-        if not self.depth and self.pending is not None:
-            error, self.pending = self.pending, None
-            raise error
+                raise error from broken
 
 
 _HAND_OVER = _HandOver()

@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +46,7 @@ from torch import Tensor
 from restlit.errors import UserError
 from restlit.objective import NUM_REGIONS
 from restlit.regions import Region
+from restlit.runtime.outputs import atomic_write, atomic_write_text
 
 WEIGHTINGS = ("uniform", "static", "entropy", "top-entropy")
 
@@ -226,7 +226,7 @@ def _settings_key(config: Any, prompts: list[str], names: list[str], sketch_dim:
     file of a local checkpoint directory), the prompts, sampling, objective, reward and format."""
     model = {k: v for k, v in dataclasses.asdict(config.model).items() if k != "gradient_checkpointing"}
     where = Path(config.model.path)
-    files = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(where.iterdir()) if f.is_file()} \
+    files = {f.name: [(st := f.stat()).st_size, st.st_mtime_ns] for f in sorted(where.iterdir()) if f.is_file()} \
         if where.is_dir() else None
     function = None if reward_fn is None else \
         f"{getattr(reward_fn, '__module__', '?')}:{getattr(reward_fn, '__qualname__', reward_fn)}"
@@ -269,17 +269,8 @@ def _load_batch(store: Path, k: int, key: str) -> dict[str, Any] | None:
 def _save_batch(store: Path, k: int, key: str, batch: dict[str, Any]) -> None:
     """Write batch ``k`` whole or not at all (a stop during the write leaves no file)."""
     store.mkdir(parents=True, exist_ok=True)
-    path = _batch_file(store, k)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(batch | {"key": key}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(_batch_file(store, k)) as f:
+        torch.save(batch | {"key": key}, f)
 
 
 def stored_batches(store: Path, below: int | None = None) -> int:
@@ -484,8 +475,8 @@ def write_report(report: dict[str, Any], out: Path, *, overwrite: bool = False) 
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite or choose another -o")
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(report), indent=1) + "\n")
-    (out / "variance.md").write_text(markdown(report))
+    atomic_write_text(path, json.dumps(_finite(report), indent=1) + "\n")
+    atomic_write_text(out / "variance.md", markdown(report))
     return path
 
 
