@@ -45,9 +45,7 @@ import json
 import os
 import pickle
 import shutil
-import signal
 import tempfile
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -61,6 +59,7 @@ from restlit.data_prep.manifest import Counts, InputInfo, Manifest
 from restlit.data_prep.process import SPLITS, Processor, split_of
 from restlit.data_prep.readers import DETECT_RECORDS, FORMATS, LayoutError, detect_file
 from restlit.data_prep.samples import SCHEMA_VERSION
+from restlit.runtime.outputs import raise_if_stopped, sigterm_shield, stop_on_sigterm
 
 __all__ = ["ON_INVALID", "SPLITS", "Counts", "InputInfo", "Manifest", "ProgressFn", "prepare", "split_of"]
 
@@ -131,14 +130,20 @@ def prepare(
     infos = [_open_input(p, str(p), format) for p in paths]
     _mark_duplicates(infos)
 
-    staging = output.staging_dir(out)
+    staging: Path | None = None
     try:
-        with _stop_on_sigterm(out):
+        # SIGTERM raises where the run is, so the staging directory and the workers are cleaned up
+        # as on any failure (Python's default SIGTERM ends the process at once, leaving both behind).
+        # The staging directory is made under the handler, and whole: a stop that finds it is this one
+        with stop_on_sigterm(f"prepare stopped by SIGTERM: nothing was written to {out}", InputError):
+            with sigterm_shield():
+                staging = output.staging_dir(out)
             manifest = _staged(staging, out, paths, infos, export, overwrite, workers, progress,
                                {"format": format, "on_invalid": on_invalid, "val_fraction": val_fraction,
                                 "seed": seed, "parquet": parquet, "mask_names": mask_names, "mask_seed": mask_seed})
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
 
@@ -150,67 +155,12 @@ def _staged(staging: Path, out: Path, paths: list[Path], infos: list[InputInfo],
         manifest = _write(staging, paths, infos, export is not None, options, workers, progress)
     except OSError as exc:
         raise InputError(f"{out}: cannot write the dataset ({exc.strerror or exc})") from None
+    raise_if_stopped()  # a stop whose raise a finalizer swallowed: nothing is put in place
     if export is not None:
         # the chat file first: once the dataset is in place, nothing is left to fail
         _place(staging / _EXPORT_NAME, export)
     manifest.warnings.extend(output.replace(staging, out, overwrite))
     return manifest
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm(out: Path) -> Iterator[None]:
-    """SIGTERM (in the main thread) raises an InputError where the run is, so the staging
-    directory and the worker processes are cleaned up as on any failure (Python's default
-    SIGTERM ends the process at once and leaves both behind)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop; the cleanup runs undisturbed
-        error = InputError(f"prepare stopped by SIGTERM: nothing was written to {out}")
-        if _HAND_OVER.depth:
-            _HAND_OVER.pending = error
-            return
-        raise error
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        _HAND_OVER.pending = None
-
-
-class _HandOver:
-    """While a block runs inside :meth:`shield`, the SIGTERM stop of :func:`_stop_on_sigterm` waits
-    for it to end. ``ProcessPoolExecutor.submit`` spawns a worker by writing its start-up data to a
-    pipe; stopped midway, the worker reads a cut pipe and prints EOFError's traceback."""
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.pending: InputError | None = None
-
-    @contextlib.contextmanager
-    def shield(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield  # the handler runs in the main thread: only its blocks are shielded
-            return
-        self.depth += 1
-        broken: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            broken = exc
-            raise
-        finally:
-            self.depth -= 1
-            if not self.depth and self.pending is not None:  # the stop, not what it broke, is the news
-                error, self.pending = self.pending, None
-                raise error from broken
-
-
-_HAND_OVER = _HandOver()
 
 
 def _check_options(format: str, on_invalid: str, val_fraction: float, mask_names: float) -> None:
@@ -414,7 +364,7 @@ def _map_ordered(fn: Callable, items: Iterator, pool: Any, window: int) -> Itera
             return fn(item)
 
     for item in items:
-        with _HAND_OVER.shield():
+        with sigterm_shield():  # a worker cut off while handed its start prints a traceback
             pending.append((item, pool.submit(fn, item)))
         if len(pending) >= window:
             yield result()

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from restlit.runtime.owned import MANIFEST
 from tests.test_reliability import cli, one_line_error
@@ -88,3 +91,49 @@ def test_a_lock_removes_only_the_empty_directory_it_created(tmp_path: Path) -> N
     with lock(tmp_path / "wrote") as d:
         (d / "eval.json").write_text("{}")
     assert [p.name for p in (tmp_path / "wrote").iterdir()] == ["eval.json"]
+
+
+class _StoppedInFinalizer:
+    """Sends this process SIGTERM from ``__del__``: the stop's raise lands in a finalizer, where
+    Python prints "Exception ignored" and goes on (CI: a fit stopped while preparing its data
+    trained to the end and exited 0)."""
+
+    def __del__(self) -> None:
+        import signal
+        import time
+
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs here, inside the finalizer
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed raise, on purpose
+def test_a_stop_swallowed_by_a_finalizer_is_raised_when_the_block_ends() -> None:
+    import signal
+
+    from restlit.errors import UserError
+    from restlit.runtime.outputs import stop_on_sigterm
+
+    went_on = []
+    with pytest.raises(UserError, match="stopped here"), stop_on_sigterm("stopped here"):
+        _StoppedInFinalizer()  # dropped at once: its __del__ runs in the block
+        went_on.append(True)
+    assert went_on == [True]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed raise, on purpose
+def test_a_swallowed_stop_is_raised_before_a_shielded_step_or_a_check() -> None:
+    from restlit.errors import UserError
+    from restlit.runtime.outputs import raise_if_stopped, sigterm_shield, stop_on_sigterm
+
+    steps = []
+    with pytest.raises(UserError, match="stopped here"), stop_on_sigterm("stopped here"):
+        _StoppedInFinalizer()
+        with sigterm_shield():
+            steps.append("shielded")
+    assert steps == []
+    with pytest.raises(UserError, match="stopped here"), stop_on_sigterm("stopped here"):
+        _StoppedInFinalizer()
+        raise_if_stopped()
+        steps.append("after the check")
+    assert steps == []

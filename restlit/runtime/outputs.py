@@ -1,6 +1,6 @@
 """Output directories that never lose a user's data: one writer at a time, no silent overwrite,
 replacements that are complete before the old output goes. Used by ``fit``, ``sft`` and ``demo``;
-any command that writes a directory can use the same four calls:
+any command that writes a directory can use the same calls:
 
 - ``with lock(directory):`` -- at most one restlit process writes ``directory``: the lock file
   ``directory/.restlit.lock`` holds the PID and host of its writer; a second writer fails with one
@@ -17,6 +17,10 @@ any command that writes a directory can use the same four calls:
   followed), synced, then renamed over ``path``; a ``path`` that is a symbolic link is refused.
 - ``refuse_links(directory, entries)`` -- one line when any of ``entries`` in ``directory`` is a
   symbolic link: restlit never writes through a link it did not make.
+- ``with stop_on_sigterm(message):`` -- SIGTERM raises a one-line error where the block is, so its
+  cleanup runs (Python's default SIGTERM ends the process at once and leaves temporary files);
+  ``with sigterm_shield():`` inside it marks a step that must not be cut midway (the stop waits
+  for its end). ``prepare``, ``fit`` and ``sft`` use this one mechanism.
 - ``is_rank_zero()`` -- whether this process is global rank 0 of a distributed launch (torchrun,
   SLURM, Lightning's own launcher), read from the environment before any process group exists:
   only rank 0 locks, checks and writes the run's shared files.
@@ -143,10 +147,15 @@ def _umask() -> int:
 
 
 @contextmanager
-def stop_on_sigterm(message: str) -> Iterator[None]:
-    """In the ``with`` block (main thread only), SIGTERM raises a :class:`UserError` ``message``
-    where the block is, so its cleanup runs (a temporary copy removed, the lock released) instead
-    of the process ending at once; a second SIGTERM is ignored until the block is left."""
+def stop_on_sigterm(message: str, error: type[UserError] = UserError) -> Iterator[None]:
+    """In the ``with`` block (main thread only), SIGTERM raises ``error(message)`` where the block is,
+    so its cleanup runs (a temporary copy removed, the lock released, workers stopped) instead of
+    the process ending at once; a second SIGTERM is ignored until the block is left.
+
+    Inside a :func:`sigterm_shield` block the stop waits for that block to end. A stop raised
+    where Python cannot pass it on (a finalizer, ``__del__``: it prints "Exception ignored" and
+    goes on) is raised again by :func:`raise_if_stopped`, at the next shielded block, and at the
+    end of this block at the latest: a stopped run never ends as if it had not been stopped."""
     import signal
     import threading
 
@@ -155,14 +164,61 @@ def stop_on_sigterm(message: str) -> Iterator[None]:
         return
 
     def stop(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise UserError(message)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop; the cleanup runs undisturbed
+        _stop.error = error(message)
+        if not _stop.depth:
+            raise _stop.error
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        stopped, _stop.error = _stop.error, None
+    if stopped is not None:  # the block ended normally: the raise was swallowed on the way
+        raise stopped
+
+
+class _Stop:
+    depth = 0  # open sigterm_shield blocks
+    error: UserError | None = None  # the stop of the open stop_on_sigterm block, once SIGTERM came
+
+
+_stop = _Stop()
+
+
+def raise_if_stopped() -> None:
+    """Raise the stop of the open :func:`stop_on_sigterm` block if SIGTERM came (and its raise was
+    swallowed or is waiting for a shielded block): call it before a step that must not run after
+    a stop, such as putting an output in place."""
+    if _stop.error is not None and not _stop.depth:
+        raise _stop.error
+
+
+@contextmanager
+def sigterm_shield() -> Iterator[None]:
+    """A block that must not be cut in the middle: a :func:`stop_on_sigterm` stop arriving in it is
+    raised when it ends (the stop, not what the block then failed with, is the error; the failure
+    is its cause). ``ProcessPoolExecutor.submit`` is one: it spawns a worker by writing its start-up
+    data to a pipe, and a worker stopped midway reads a cut pipe and prints EOFError's traceback.
+    Main thread only (the signal handler runs there)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raise_if_stopped()
+    _stop.depth += 1
+    broken: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        broken = exc
+        raise
+    finally:
+        _stop.depth -= 1
+        if not _stop.depth and _stop.error is not None:
+            raise _stop.error from broken
 
 
 def _holder(lock: Path) -> dict | None:
@@ -276,4 +332,5 @@ def replace_dir(target: str | Path, write: Callable[[Path], object]) -> Path:
 
 
 __all__ = ["LOCK_NAME", "OutputError", "atomic_write", "atomic_write_text", "existing", "is_rank_zero", "lock",
-           "reason", "refuse_links", "remove", "replace_dir", "stop_on_sigterm", "writable_dir", "write_reason"]
+           "raise_if_stopped", "reason", "refuse_links", "remove", "replace_dir", "sigterm_shield", "stop_on_sigterm",
+           "writable_dir", "write_reason"]
