@@ -108,3 +108,35 @@ def test_testbed_end_to_end_at_its_smallest_size(tmp_path: Path) -> None:
         for seeds in res["curves"].values():
             assert all(c["steps"] == [0, 1, 2] for c in seeds.values())
     assert "| rest - grpo |" in proc.stdout
+
+
+def test_sft_stages_count_their_steps_when_a_resumed_run_changes_the_stage_size(tmp_path: Path, monkeypatch) -> None:
+    """SFT to partial competence goes in stages; a run resumed with smaller stages (to stop nearer
+    the target after a large jump) records each stage's cumulative steps, not stage x new size."""
+    import dataclasses
+
+    from restlit.experiments.testbed import driver
+
+    scores = iter([0.2, 0.5])
+
+    def fake_restlit(args, **kwargs):
+        args = [str(a) for a in args]
+        if args[0] == "sft":
+            out = Path(next(a for a in args if a.startswith("output_dir=")).split("=", 1)[1])
+            (out / "sft" / "final").mkdir(parents=True)
+            (out / "sft" / "final" / "config.json").write_text("{}")
+        else:
+            out = Path(args[args.index("-o") + 1])
+            out.mkdir(parents=True)
+            (out / "eval.json").write_text(json.dumps({"summary": {"heldout": {"exact_match": next(scores)}}}))
+
+    monkeypatch.setattr(driver, "restlit", fake_restlit)
+    d = tmp_path / "L8"
+    d.mkdir()
+    (d / "sft-stages.json").write_text(json.dumps([{"stage": 0, "steps": 60, "exact_match": 0.0}]))
+    (d / "sft-stage0" / "sft" / "final").mkdir(parents=True)
+    size = dataclasses.replace(driver.Size(), sft_steps=20, sft_target=0.3, sft_stages=8)
+    final = driver.sft(tmp_path, size, 8, log=lambda _: None)
+    stages = json.loads((d / "sft-stages.json").read_text())
+    assert [(s["stage"], s["steps"]) for s in stages] == [(0, 60), (1, 80), (2, 100)]
+    assert final.resolve() == (d / "sft-stage2" / "sft" / "final").resolve()

@@ -165,9 +165,10 @@ def sft(root: Path, size: Size, think: int, *, log: Callable[[str], None] = prin
                  size.eval_items, "--max-new-tokens", tokens, "--batch-size", 16, "-o", stage / "eval", "--overwrite"],
                 threads=size.threads, log=log, logfile=d / "sft.log")
         summary = json.loads((stage / "eval" / "eval.json").read_text())["summary"]["heldout"]
-        stages.append({"stage": k, "steps": (k + 1) * size.sft_steps, "exact_match": summary["exact_match"]})
+        steps = (stages[-1]["steps"] if stages else 0) + size.sft_steps  # a resumed run may use other stage sizes
+        stages.append({"stage": k, "steps": steps, "exact_match": summary["exact_match"]})
         stages_file.write_text(json.dumps(stages, indent=1) + "\n")
-        log(f"L={think} SFT stage {k}: {(k + 1) * size.sft_steps} steps, held-out exact match {summary['exact_match']:.3f}")
+        log(f"L={think} SFT stage {k}: {steps} steps, held-out exact match {summary['exact_match']:.3f}")
         if summary["exact_match"] >= size.sft_target or len(stages) >= size.sft_stages:
             break
     final.parent.mkdir(parents=True, exist_ok=True)
