@@ -21,7 +21,7 @@ def variance(
     checkpoint: str | None = typer.Option(None, "--checkpoint", help="Model directory to measure at (default: model.path)."),
     batches: int = typer.Option(8, "--batches", "-k", min=2, help="Independent rollout batches K."),
     sketch_dim: int = typer.Option(65536, "--sketch-dim", min=0,
-                                   help="Count-sketch size of each gradient (0: exact, 8 bytes per parameter and batch)."),
+                                   help="Count-sketch size of each gradient (0: exact, 8 bytes per parameter, batch and prompt)."),
     params: list[str] | None = typer.Option(None, "--params", help="Only parameters whose name contains this (repeatable)."),
     step: int = typer.Option(1, "--step", min=1, help="Training step the weights and reward schedule see."),
     progress: float = typer.Option(0.0, "--progress", min=0.0, max=1.0, help="Curriculum progress nu of the priors."),

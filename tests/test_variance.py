@@ -16,6 +16,7 @@ from restlit.experiments.variance import (
     gram_relative_variance,
     mean_cosine,
     relative_variance,
+    stratified_relative_variance,
     variance_bound,
 )
 from restlit.objective import WeightConfig, policy_loss, region_entropy_stats, token_weights
@@ -31,6 +32,50 @@ def test_moments_and_gram_give_the_textbook_relative_variance():
     trace, total = (x * x).sum(), x.sum(0) @ x.sum(0)
     assert float(relative_variance(trace, total, 7)) == pytest.approx(float(reference), rel=1e-12)
     assert float(gram_relative_variance(x @ x.T)) == pytest.approx(float(reference), rel=1e-12)
+
+
+def test_stratified_relative_variance_by_hand_and_against_float64():
+    """Two batches of two parts, one dimension: parts (1, 3) and (0, 2), totals (1, 5). Each part's
+    variance is 2, so by part V = 4 and the relative variance 4 / 3^2; the totals' own variance is
+    8 (the parts' cross product, 2 here, counted twice): 8 / 9."""
+    parts = torch.tensor([[[1.0], [3.0]], [[0.0], [2.0]]], dtype=torch.float64)  # [P, K, D]
+    totals = parts.sum(0)
+    pg = parts @ parts.transpose(1, 2)
+    assert float(stratified_relative_variance(totals @ totals.T, pg)) == pytest.approx(4 / 9, rel=1e-12)
+    assert float(gram_relative_variance(totals @ totals.T)) == pytest.approx(8 / 9, rel=1e-12)
+    # float64 reference from the vectors, and one part is the plain estimate
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(5, 9, 30, generator=g, dtype=torch.float64) + 0.2  # [P, K, D]
+    t = x.sum(0)
+    reference = ((x - x.mean(1, keepdim=True)) ** 2).sum((1, 2)).sum() / 8 / (t.mean(0) @ t.mean(0))
+    measured = stratified_relative_variance(t @ t.T, x @ x.transpose(1, 2))
+    assert float(measured) == pytest.approx(float(reference), rel=1e-12)
+    assert float(stratified_relative_variance(x[0] @ x[0].T, (x[0] @ x[0].T)[None])) == pytest.approx(
+        float(gram_relative_variance(x[0] @ x[0].T)), rel=1e-12)
+    zero = torch.zeros(2, 3, 3, dtype=torch.float64)
+    assert math.isinf(float(stratified_relative_variance(zero[0], zero)))
+
+
+def test_the_estimate_by_part_hits_the_same_target_with_less_spread():
+    """Independent parts g_pk = mu_p + sigma z: both estimators center on sum sigma^2 / ||sum mu||^2
+    (to within their shared small-K bias), and with 8 parts of equal size the one by part spreads
+    about half as much where the variance's own noise dominates (a mean large against the spread,
+    few directions: 1 / sqrt(8) for the numerator alone)."""
+    g = torch.Generator().manual_seed(8)
+    p, k, d, reps = 8, 24, 2, 400
+    mu = torch.ones(p, d, dtype=torch.float64)
+    sigma = 0.63
+    truth = p * d * sigma**2 / float(mu.sum(0) @ mu.sum(0))
+    plain, by_part = [], []
+    for _ in range(reps):
+        x = mu[:, None] + sigma * torch.randn(p, k, d, generator=g, dtype=torch.float64)
+        t = x.sum(0)
+        plain.append(float(gram_relative_variance(t @ t.T)))
+        by_part.append(float(stratified_relative_variance(t @ t.T, x @ x.transpose(1, 2))))
+    plain_t, part_t = torch.tensor(plain), torch.tensor(by_part)
+    assert float(plain_t.median()) == pytest.approx(truth, rel=0.1)
+    assert float(part_t.median()) == pytest.approx(truth, rel=0.1)
+    assert float(part_t.std()) < 0.6 * float(plain_t.std())
 
 
 def test_relative_variance_of_a_known_gaussian_estimator():
@@ -120,6 +165,11 @@ def test_cosine_and_bootstrap():
     assert float(mean_cosine(a @ b.T, a @ a.T, b @ b.T)) == pytest.approx(-1.0, rel=1e-12)
     (lo, hi), = bootstrap_relative_variance([a @ a.T], n_boot=300)
     assert lo <= float(gram_relative_variance(a @ a.T)) <= hi
+    x = torch.randn(4, 30, 8, generator=g, dtype=torch.float64) + 0.3  # parts of a
+    t = x.sum(0)
+    (plo, phi), = bootstrap_relative_variance([t @ t.T], n_boot=300, parts=[x @ x.transpose(1, 2)])
+    assert plo <= float(stratified_relative_variance(t @ t.T, x @ x.transpose(1, 2))) <= phi
+    assert (plo, phi) != bootstrap_relative_variance([t @ t.T], n_boot=300)[0]
 
 
 def even_token_reward(completion, item, step):
@@ -152,6 +202,12 @@ def test_diagnose_variance_on_the_tiny_model(tmp_path):
     for m in ("uniform", "entropy"):
         assert sketched["weightings"][m]["relative_variance"] == pytest.approx(
             exact["weightings"][m]["relative_variance"], rel=0.25)
+    for m in ("uniform", "entropy"):  # by prompt: present, finite, and the reference's ratio is 1
+        w = exact["weightings"][m]["by_prompt"]
+        assert math.isfinite(w["relative_variance"]) and w["relative_variance"] > 0
+        lo, hi = w["ratio_ci"]
+        assert lo <= hi
+    assert exact["weightings"]["uniform"]["by_prompt"]["ratio_to_uniform"] == 1.0
     # the same samples: the bound, which needs no gradient, is identical
     assert sketched["weightings"]["entropy"]["bound"] == exact["weightings"]["entropy"]["bound"]
     # a subset measures the same numbers on the same samples, only fewer of them
@@ -185,6 +241,21 @@ def test_stored_batches_continue_to_the_report_of_one_call(tmp_path):
         for key in ("relative_variance", "ratio_to_uniform", "mean_gradient_norm"):
             assert resumed["weightings"][m][key] == pytest.approx(whole["weightings"][m][key], rel=1e-9)
         assert resumed["weightings"][m]["bound"] == whole["weightings"][m]["bound"]
+        for key in ("relative_variance", "ratio_to_uniform"):
+            assert resumed["weightings"][m]["by_prompt"][key] == pytest.approx(
+                whole["weightings"][m]["by_prompt"][key], rel=1e-9)
+    # each stored batch keeps one part per prompt, and they sum to the batch's gradient
+    saved = torch.load(store / "batch-00002.pt", weights_only=True)
+    for m in ("uniform", "entropy"):
+        assert saved["parts"][m].shape == (config.trainer.prompts_per_step, 1 << 10)
+        assert torch.allclose(saved["parts"][m].sum(0), saved["rows"][m], rtol=0, atol=1e-12)
+    # a batch kept by the version that stored totals only: the plain estimate, none by prompt
+    del saved["parts"]
+    torch.save(saved, store / "batch-00002.pt")
+    older = measure_variance(config, batches=3, store=store, log=lambda m: None, **kwargs)
+    assert all("by_prompt" not in w for w in older["weightings"].values())
+    assert older["weightings"]["entropy"]["relative_variance"] == pytest.approx(
+        whole["weightings"]["entropy"]["relative_variance"], rel=1e-9)
     with pytest.raises(UserError, match=r"batch-00000\.pt: measured with another step than"):
         measure_variance(config, batches=3, store=store, step=2, log=lambda m: None, **kwargs)
     reseeded = load_config(REPO / "configs" / "tiny-test.yaml", [f"output_dir={tmp_path / 'run'}",

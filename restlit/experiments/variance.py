@@ -11,6 +11,14 @@ i.e. ``g = -(1/D) sum_t w_t A_t grad log pi(a_t)``. Then, per weighting:
   (:func:`relative_variance`), with a percentile bootstrap interval over the ``K`` batches
   (:func:`bootstrap_relative_variance`; the same resampled batches for every weighting, so the
   ratio to uniform gets an interval too);
+- the same quantity estimated prompt by prompt (:func:`stratified_relative_variance`): a batch's
+  gradient is the sum of its prompts' parts ``g_k = sum_p g_pk``, each prompt's completions are
+  drawn independently of the others', so ``Var g = sum_p Var g_p`` and each ``Var g_p`` is
+  estimated from its own ``K`` draws. It estimates the same number as the plain one (to the
+  extent that the parts are independent: they share the batch's loss denominator and, for the
+  entropy weightings, its region entropy statistics) with the
+  between-prompt cross products, which only add noise, left out: with ``P`` prompts of similar
+  variance its interval is up to ``sqrt(P)`` times narrower for the same batches;
 - the cosine between the weightings' mean gradients (:func:`mean_cosine`): do they point the
   same way?
 - the paper's bound ``sum_t w_t^2 (1 - exp(-H_t))`` per region and in total
@@ -19,10 +27,10 @@ i.e. ``g = -(1/D) sum_t w_t A_t grad log pi(a_t)``. Then, per weighting:
 Memory is bounded by a fixed random projection: each gradient (of every trainable parameter, or
 of those whose name contains one of ``params``) is reduced to ``sketch_dim`` numbers by a seeded
 count sketch (:class:`CountSketch`; inner products are preserved in expectation, with a relative
-error about ``sqrt(2 / sketch_dim)``, 0.6% at the default 65,536). Only the ``3K`` sketches are
-kept; the sketch's bucket codes cost 4 bytes per parameter. ``sketch_dim = 0`` keeps the exact
-flattened gradients instead (8 bytes per parameter and gradient: for small models or a named
-subset).
+error about ``sqrt(2 / sketch_dim)``, 0.6% at the default 65,536). Only the sketches are kept,
+one per weighting, batch and prompt, and their sum per batch; the sketch's bucket codes cost 4
+bytes per parameter. ``sketch_dim = 0`` keeps the exact flattened gradients instead (8 bytes per
+parameter for each of them: for small models or a named subset).
 
 Each finished batch can be kept in a ``store`` directory (its sketches, bounds and reward, with
 the settings that produced it): batch ``k``'s sampling seed depends only on ``k``, so a later call
@@ -89,6 +97,23 @@ def gram_relative_variance(gram: Tensor) -> Tensor:
     return relative_variance(gram.diagonal().sum(), gram.sum(), gram.shape[0])
 
 
+def stratified_relative_variance(gram: Tensor, parts: Tensor) -> Tensor:
+    """Relative variance of ``K`` estimates ``g_k = sum_p g_pk`` whose ``P`` parts are drawn
+    independently of each other, from the ``[K, K]`` Gram matrix ``G`` of the totals and the
+    ``[P, K, K]`` Gram matrices ``G_p`` of each part's ``K`` draws::
+
+        V_p                 = (tr G_p - sum G_p / K) / (K - 1)     (part p's unbiased variance)
+        V                   = sum_p V_p                            (independent parts: Var sum = sum Var)
+        ||mean g||^2        = sum G / K^2
+        relative variance   = V / ||mean g||^2
+
+    With ``P = 1`` it is :func:`gram_relative_variance`. Float64; ``inf`` when the mean is 0."""
+    k = gram.shape[0]
+    var = gradient_variance(parts.diagonal(dim1=-2, dim2=-1).sum(-1), parts.sum((-2, -1)), k).sum()
+    mean_sq = gram.sum().to(torch.float64) / (k * k)
+    return torch.where(mean_sq > 0, var / mean_sq.clamp_min(1e-300), torch.full_like(var, math.inf))
+
+
 def mean_cosine(cross: Tensor, gram_a: Tensor, gram_b: Tensor) -> Tensor:
     """Cosine between the mean gradients of two weightings on the same ``K`` batches::
 
@@ -99,38 +124,48 @@ def mean_cosine(cross: Tensor, gram_a: Tensor, gram_b: Tensor) -> Tensor:
     return torch.where(den > 0, cross.sum() / den.clamp_min(1e-300), torch.zeros_like(den))
 
 
+def _resampled(gram: Tensor, parts: Tensor | None, idx: Tensor) -> float:
+    """The relative variance of the batches ``idx`` (plain, or by part when ``parts`` is given)."""
+    if parts is None:
+        return float(gram_relative_variance(gram[idx][:, idx]))
+    return float(stratified_relative_variance(gram[idx][:, idx], parts[:, idx][:, :, idx]))
+
+
 def bootstrap_relative_variance(grams: Sequence[Tensor], n_boot: int = 1000, seed: int = 0,
-                                level: float = 0.95) -> list[tuple[float, float]]:
+                                level: float = 0.95, parts: Sequence[Tensor] | None = None) -> list[tuple[float, float]]:
     """Percentile bootstrap intervals of :func:`gram_relative_variance` for several ``[K, K]`` Gram
     matrices over the same batches: each resample draws ``K`` batch indices with replacement and
-    uses them for every matrix (``G[idx][:, idx]``). Returns ``(low, high)`` per matrix."""
+    uses them for every matrix (``G[idx][:, idx]``). Returns ``(low, high)`` per matrix. With
+    ``parts`` (each matrix's ``[P, K, K]`` part Grams), of :func:`stratified_relative_variance`."""
     k = grams[0].shape[0]
     g = torch.Generator().manual_seed(seed)
     draws = [[] for _ in grams]
+    parts = parts or [None] * len(grams)
     for _ in range(n_boot):
         idx = torch.randint(k, (k,), generator=g)
         if idx.unique().numel() < 2:  # all-equal resample: no spread to measure
             continue
-        for out, gram in zip(draws, grams):
-            out.append(float(gram_relative_variance(gram[idx][:, idx])))
+        for out, gram, part in zip(draws, grams, parts):
+            out.append(_resampled(gram, part, idx))
     alpha = (1 - level) / 2
     return [(_quantile(d, alpha), _quantile(d, 1 - alpha)) for d in draws]
 
 
 def bootstrap_ratio(grams: Sequence[Tensor], reference: int = 0, n_boot: int = 1000, seed: int = 0,
-                    level: float = 0.95) -> list[tuple[float, float]]:
+                    level: float = 0.95, parts: Sequence[Tensor] | None = None) -> list[tuple[float, float]]:
     """Percentile bootstrap interval of each matrix's relative variance divided by the
-    ``reference`` matrix's, same resamples for both (a paired ratio)."""
+    ``reference`` matrix's, same resamples for both (a paired ratio); by part with ``parts``."""
     k = grams[0].shape[0]
     g = torch.Generator().manual_seed(seed)
     draws = [[] for _ in grams]
+    parts = parts or [None] * len(grams)
     for _ in range(n_boot):
         idx = torch.randint(k, (k,), generator=g)
         if idx.unique().numel() < 2:
             continue
-        ref = float(gram_relative_variance(grams[reference][idx][:, idx]))
-        for out, gram in zip(draws, grams):
-            out.append(float(gram_relative_variance(gram[idx][:, idx])) / ref if ref > 0 else math.inf)
+        ref = _resampled(grams[reference], parts[reference], idx)
+        for out, gram, part in zip(draws, grams, parts):
+            out.append(_resampled(gram, part, idx) / ref if ref > 0 else math.inf)
     alpha = (1 - level) / 2
     return [(_quantile(d, alpha), _quantile(d, 1 - alpha)) for d in draws]
 
@@ -320,6 +355,7 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
     if restart and store is not None:
         shutil.rmtree(store, ignore_errors=True)
     rows: dict[str, list[Tensor]] = {m: [] for m in names}
+    parts: dict[str, list[Tensor]] | None = {m: [] for m in names}  # None once a stored batch lacks them
     bounds: dict[str, list[Tensor]] = {m: [] for m in names}
     rewards: list[float] = []
     active = 0  # batches with a non-zero gradient (some prompt's completions got different rewards)
@@ -330,12 +366,16 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
             if store is not None:
                 _save_batch(store, k, key, done)
             log(f"batch {k + 1}/{batches}: reward {done['reward']:.3f}")
+        if parts is not None and "parts" not in done:  # kept by a version that stored batch totals only
+            parts = None
         for m in names:
             rows[m].append(done["rows"][m])
             bounds[m].append(done["bounds"][m])
+            if parts is not None:
+                parts[m].append(done["parts"][m])
         rewards.append(done["reward"])
         active += done["active"]
-    return variance_report(rows, bounds, n_boot=n_boot, seed=config.trainer.seed) | {
+    return variance_report(rows, bounds, parts=parts, n_boot=n_boot, seed=config.trainer.seed) | {
         "batches": batches, "prompts": [item.id for item in batch], "completions_per_prompt": config.rollout.n,
         "max_new_tokens": config.rollout.max_new_tokens, "step": step, "progress": progress,
         "checkpoint": config.model.path, "sketch_dim": sketch_dim, "parameters": sum(t.numel() for t in tensors),
@@ -345,8 +385,9 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
 def _measure_batch(k: int, config: Any, batch: list, sample: Callable, logp_fn: Callable, sketch: CountSketch,
                    tensors: list[Tensor], names: list[str], step: int, progress: float) -> dict[str, Any]:
     """Batch ``k`` of :func:`measure_variance`: its sampling seed depends only on ``k``. Returns each
-    weighting's gradient sketch (``rows``) and bound, the batch's mean reward and whether any
-    group had a gradient (``active``)."""
+    weighting's gradient sketch (``rows``), its parts, one per prompt (``parts``, ``[P, D]``; they
+    sum to ``rows``), and bound, the batch's mean reward and whether any group had a gradient
+    (``active``)."""
     from restlit.objective import (
         loss_denominator,
         policy_loss,
@@ -368,27 +409,29 @@ def _measure_batch(k: int, config: Any, batch: list, sample: Callable, logp_fn: 
                for m in names}
     denoms = {m: sum(loss_denominator(g.mask, w, obj.loss.aggregation, max_len) for g, w in zip(groups, ws))
               for m, ws in weights.items()}
-    acc = {m: None for m in names}
+    dim = sketch.dim or sum(t.numel() for t in tensors)
+    parts = {m: torch.zeros(len(groups), dim, dtype=torch.float64) for m in names}  # one row per prompt
+    active = False
     for i, g in enumerate(groups):
         if not bool((g.advantages != 0).any()) or float(g.mask.sum()) == 0:
             continue  # this group's gradient is exactly zero under every weighting
+        active = True
         logp, _ = logp_fn(g)
         for j, m in enumerate(names):
             loss, _ = policy_loss(logp, logp.detach(), g.advantages, g.mask, weights[m][i], config=obj.loss,
                                   denominator=denoms[m])
             grads = torch.autograd.grad(loss, tensors, retain_graph=j < len(names) - 1, allow_unused=True)
-            s = sketch(grads)
-            acc[m] = s if acc[m] is None else acc[m] + s
-    zero = torch.zeros(sketch.dim or sum(t.numel() for t in tensors), dtype=torch.float64)  # no advantage anywhere
-    return {"rows": {m: acc[m] if acc[m] is not None else zero for m in names},
+            parts[m][i] = sketch(grads)
+    return {"rows": {m: parts[m].sum(0) for m in names}, "parts": parts,
             "bounds": {m: sum(variance_bound(w, g.entropy, g.regions, g.mask) for g, w in zip(groups, weights[m]))
                        for m in names},
-            "reward": float(metrics["reward/total"]), "active": acc["uniform"] is not None}
+            "reward": float(metrics["reward/total"]), "active": active}
 
 
 def variance_report(rows: dict[str, list[Tensor]], bounds: dict[str, list[Tensor]], *, n_boot: int = 1000,
-                    seed: int = 0) -> dict[str, Any]:
-    """The numbers of the report from each weighting's ``K`` gradient sketches and per-batch bounds."""
+                    seed: int = 0, parts: dict[str, list[Tensor]] | None = None) -> dict[str, Any]:
+    """The numbers of the report from each weighting's ``K`` gradient sketches and per-batch bounds;
+    with ``parts`` (each batch's ``[P, D]`` per-prompt sketches) also the estimate by prompt."""
     from restlit.stats import mean_interval
 
     names = list(rows)
@@ -411,6 +454,20 @@ def variance_report(rows: dict[str, list[Tensor]], bounds: dict[str, list[Tensor
             "bound": {region.name: mean_interval(b[:, int(region)].tolist()).to_dict() for region in Region}
             | {"total": mean_interval(b[:, NUM_REGIONS].tolist()).to_dict()},
         }
+    if parts is not None:
+        part_grams = {}
+        for m in names:
+            x = torch.stack(parts[m]).transpose(0, 1)  # [P, K, D]
+            part_grams[m] = x @ x.transpose(1, 2)
+        grams, pgrams = [block[m] for m in names], [part_grams[m] for m in names]
+        by_prompt = {m: float(stratified_relative_variance(block[m], part_grams[m])) for m in names}
+        cis = bootstrap_relative_variance(grams, n_boot=n_boot, seed=seed, parts=pgrams)
+        ratio_cis = bootstrap_ratio(grams, reference=0, n_boot=n_boot, seed=seed, parts=pgrams)
+        for i, m in enumerate(names):
+            out["weightings"][m]["by_prompt"] = {
+                "relative_variance": by_prompt[m], "relative_variance_ci": list(cis[i]),
+                "ratio_to_" + names[0]: by_prompt[m] / by_prompt[names[0]] if by_prompt[names[0]] > 0 else math.inf,
+                "ratio_ci": list(ratio_cis[i])}
     for i, a in enumerate(names):
         for j, b in enumerate(names):
             if j > i:
@@ -437,6 +494,16 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {m} | {_g(w['relative_variance'])} [{_g(lo)}, {_g(hi)}] | {_g(w['ratio_to_' + ref], '.3f')} "
                      f"[{_g(rlo, '.3f')}, {_g(rhi, '.3f')}] | {_g(w['mean_gradient_norm'])} | {t['value']:.1f} "
                      f"[{t['low']:.1f}, {t['high']:.1f}] |")
+    if all("by_prompt" in report["weightings"][m] for m in names):
+        lines += ["", ("Estimated prompt by prompt (the batch's prompts as independent parts, cross products left "
+                       "out: the same quantity, less noise):"), "",
+                  f"| weighting | relative variance [95% bootstrap] | ratio to {ref} [95%] |", "|---|---|---|"]
+        for m in names:
+            w = report["weightings"][m]["by_prompt"]
+            lo, hi = w["relative_variance_ci"]
+            rlo, rhi = w["ratio_ci"]
+            lines.append(f"| {m} | {_g(w['relative_variance'])} [{_g(lo)}, {_g(hi)}] | "
+                         f"{_g(w['ratio_to_' + ref], '.3f')} [{_g(rlo, '.3f')}, {_g(rhi, '.3f')}] |")
     regions = [r.name for r in Region]
     lines += ["", "Bound per region (mean over batches):", "",
               "| weighting | " + " | ".join(regions) + " |", "|---|" + "---|" * len(regions)]
@@ -482,5 +549,6 @@ def write_report(report: dict[str, Any], out: Path, *, overwrite: bool = False) 
 
 __all__ = ["WEIGHTINGS", "CountSketch", "bootstrap_ratio", "bootstrap_relative_variance", "gradient_variance",
            "gram_relative_variance",
-           "markdown", "mean_cosine", "measure_variance", "relative_variance", "variance_bound", "variance_report",
+           "markdown", "mean_cosine", "measure_variance", "relative_variance", "stratified_relative_variance",
+           "variance_bound", "variance_report",
            "write_report"]
