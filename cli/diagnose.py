@@ -36,7 +36,13 @@ def variance(
     """Gradient variance of uniform / static / entropy / top-entropy weights on the same samples, with the paper's bound."""
     extra = [f"model.path={checkpoint}", "model.init=pretrained"] if checkpoint else []
     from restlit.config import load_config
-    from restlit.experiments.variance import WEIGHTINGS, markdown, measure_variance, stored_batches, write_report
+    from restlit.experiments.variance import (
+        WEIGHTINGS,
+        markdown,
+        measure_variance,
+        stored_batches,
+        write_report,
+    )
 
     if resume and overwrite:
         fail("--resume keeps the measured batches, --overwrite deletes them: give one")

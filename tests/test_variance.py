@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from restlit.config import load_config
-from restlit.experiments.variance import (
+from restlit.experiments.variance_math import (
     CountSketch,
     bootstrap_relative_variance,
     gradient_variance,
