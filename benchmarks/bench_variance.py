@@ -5,7 +5,9 @@ entropy / uniform from 6 rollout batches; its 95% interval was wider than the ef
 This script repeats that measurement alone, at the same checkpoint (the demo's SFT warm start of
 ``configs/quickstart-cpu.yaml``) and the same batch shape (the first ``--variance-prompts`` training
 prompts x 4 completions of 128 tokens), with ``--batches`` independent batches (default 32), and
-records it as its own section of ``benchmarks/RESULTS.md`` beside the old one.
+records it as its own section of ``benchmarks/RESULTS.md`` beside the old one. The report gives the
+ratio twice: from the batches' gradients, and estimated prompt by prompt (the same quantity with
+the between-prompt cross products left out; ``restlit.experiments.variance_math``).
 
 Resumable: the SFT model is kept in ``--workdir`` and reused, and so is every measured batch
 (``WORKDIR/variance/batches``): stopped, or run again with a larger ``--batches``, it measures only
