@@ -82,43 +82,43 @@ def _resampled(gram: Tensor, parts: Tensor | None, idx: Tensor) -> float:
     return float(stratified_relative_variance(gram[idx][:, idx], parts[:, idx][:, :, idx]))
 
 
+def _bootstrap_draws(grams: Sequence[Tensor], parts: Sequence[Tensor] | None, n_boot: int,
+                     seed: int) -> list[list[float]]:
+    """Each matrix's relative variance on ``n_boot`` resamples of the ``K`` batches (the same
+    indices for every matrix; an all-equal resample, with no spread to measure, is skipped)."""
+    k = grams[0].shape[0]
+    g = torch.Generator().manual_seed(seed)
+    parts = parts or [None] * len(grams)
+    draws = []
+    for _ in range(n_boot):
+        idx = torch.randint(k, (k,), generator=g)
+        if idx.unique().numel() >= 2:
+            draws.append([_resampled(gram, part, idx) for gram, part in zip(grams, parts)])
+    return draws
+
+
+def _intervals(columns: list[list[float]], level: float) -> list[tuple[float, float]]:
+    alpha = (1 - level) / 2
+    return [(_quantile(d, alpha), _quantile(d, 1 - alpha)) for d in columns]
+
+
 def bootstrap_relative_variance(grams: Sequence[Tensor], n_boot: int = 1000, seed: int = 0,
                                 level: float = 0.95, parts: Sequence[Tensor] | None = None) -> list[tuple[float, float]]:
     """Percentile bootstrap intervals of :func:`gram_relative_variance` for several ``[K, K]`` Gram
     matrices over the same batches: each resample draws ``K`` batch indices with replacement and
     uses them for every matrix (``G[idx][:, idx]``). Returns ``(low, high)`` per matrix. With
     ``parts`` (each matrix's ``[P, K, K]`` part Grams), of :func:`stratified_relative_variance`."""
-    k = grams[0].shape[0]
-    g = torch.Generator().manual_seed(seed)
-    draws = [[] for _ in grams]
-    parts = parts or [None] * len(grams)
-    for _ in range(n_boot):
-        idx = torch.randint(k, (k,), generator=g)
-        if idx.unique().numel() < 2:  # all-equal resample: no spread to measure
-            continue
-        for out, gram, part in zip(draws, grams, parts):
-            out.append(_resampled(gram, part, idx))
-    alpha = (1 - level) / 2
-    return [(_quantile(d, alpha), _quantile(d, 1 - alpha)) for d in draws]
+    draws = _bootstrap_draws(grams, parts, n_boot, seed)
+    return _intervals([[d[i] for d in draws] for i in range(len(grams))], level)
 
 
 def bootstrap_ratio(grams: Sequence[Tensor], reference: int = 0, n_boot: int = 1000, seed: int = 0,
                     level: float = 0.95, parts: Sequence[Tensor] | None = None) -> list[tuple[float, float]]:
     """Percentile bootstrap interval of each matrix's relative variance divided by the
     ``reference`` matrix's, same resamples for both (a paired ratio); by part with ``parts``."""
-    k = grams[0].shape[0]
-    g = torch.Generator().manual_seed(seed)
-    draws = [[] for _ in grams]
-    parts = parts or [None] * len(grams)
-    for _ in range(n_boot):
-        idx = torch.randint(k, (k,), generator=g)
-        if idx.unique().numel() < 2:
-            continue
-        ref = _resampled(grams[reference], parts[reference], idx)
-        for out, gram, part in zip(draws, grams, parts):
-            out.append(_resampled(gram, part, idx) / ref if ref > 0 else math.inf)
-    alpha = (1 - level) / 2
-    return [(_quantile(d, alpha), _quantile(d, 1 - alpha)) for d in draws]
+    draws = _bootstrap_draws(grams, parts, n_boot, seed)
+    return _intervals([[d[i] / d[reference] if d[reference] > 0 else math.inf for d in draws]
+                       for i in range(len(grams))], level)
 
 
 def _quantile(values: list[float], q: float) -> float:
