@@ -15,11 +15,12 @@ from restlit.experiments.variance_math import (
     gradient_variance,
     gram_relative_variance,
     mean_cosine,
+    part_variances,
     relative_variance,
     stratified_relative_variance,
     variance_bound,
 )
-from restlit.objective import WeightConfig, policy_loss, region_entropy_stats, token_weights
+from restlit.objective import NUM_REGIONS, WeightConfig, policy_loss, region_entropy_stats, token_weights
 from restlit.regions import Region
 from tests.conftest import REPO
 
@@ -43,6 +44,7 @@ def test_stratified_relative_variance_by_hand_and_against_float64():
     pg = parts @ parts.transpose(1, 2)
     assert float(stratified_relative_variance(totals @ totals.T, pg)) == pytest.approx(4 / 9, rel=1e-12)
     assert float(gram_relative_variance(totals @ totals.T)) == pytest.approx(8 / 9, rel=1e-12)
+    assert part_variances(pg).tolist() == pytest.approx([2.0, 2.0], rel=1e-12)
     # float64 reference from the vectors, and one part is the plain estimate
     g = torch.Generator().manual_seed(7)
     x = torch.randn(5, 9, 30, generator=g, dtype=torch.float64) + 0.2  # [P, K, D]
@@ -50,6 +52,8 @@ def test_stratified_relative_variance_by_hand_and_against_float64():
     reference = ((x - x.mean(1, keepdim=True)) ** 2).sum((1, 2)).sum() / 8 / (t.mean(0) @ t.mean(0))
     measured = stratified_relative_variance(t @ t.T, x @ x.transpose(1, 2))
     assert float(measured) == pytest.approx(float(reference), rel=1e-12)
+    each = ((x - x.mean(1, keepdim=True)) ** 2).sum((1, 2)) / 8  # each part's variance, from the vectors
+    assert part_variances(x @ x.transpose(1, 2)).tolist() == pytest.approx(each.tolist(), rel=1e-12)
     assert float(stratified_relative_variance(x[0] @ x[0].T, (x[0] @ x[0].T)[None])) == pytest.approx(
         float(gram_relative_variance(x[0] @ x[0].T)), rel=1e-12)
     zero = torch.zeros(2, 3, 3, dtype=torch.float64)
@@ -181,7 +185,7 @@ def even_token_reward(completion, item, step):
 
 def test_diagnose_variance_on_the_tiny_model(tmp_path):
     """Finite numbers for every weighting; the sketch agrees with the exact gradients on the same samples."""
-    from restlit.experiments.variance import measure_variance
+    from restlit.experiments.variance import markdown, measure_variance
 
     config = load_config(REPO / "configs" / "tiny-test.yaml",
                          [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}"])
@@ -208,6 +212,22 @@ def test_diagnose_variance_on_the_tiny_model(tmp_path):
         lo, hi = w["ratio_ci"]
         assert lo <= hi
     assert exact["weightings"]["uniform"]["by_prompt"]["ratio_to_uniform"] == 1.0
+    # each prompt's variance: they sum to the estimate by prompt's numerator, shares to 1, and the
+    # per-prompt ratio divides the two weightings' variances of that prompt
+    for m in ("uniform", "entropy"):
+        w, by = exact["weightings"][m], exact["weightings"][m]["by_prompt"]
+        assert len(by["prompt_variance"]) == len(exact["prompts"]) and sum(by["prompt_share"]) == pytest.approx(1.0)
+        assert sum(by["prompt_variance"]) == pytest.approx(by["variance"], rel=1e-12)
+        assert by["variance"] / w["mean_gradient_norm"] ** 2 == pytest.approx(by["relative_variance"], rel=1e-9)
+        assert w["variance"] / w["mean_gradient_norm"] ** 2 == pytest.approx(w["relative_variance"], rel=1e-9)
+    u, e = (exact["weightings"][m]["by_prompt"] for m in ("uniform", "entropy"))
+    spread = [p for p, v in enumerate(u["prompt_variance"]) if v > 0]
+    assert spread
+    for p in spread:
+        assert e["prompt_ratio_to_uniform"][p] == pytest.approx(e["prompt_variance"][p] / u["prompt_variance"][p],
+                                                                rel=1e-12)
+    table = markdown(exact)
+    assert "Variance prompt by prompt" in table and all(f"| {pid} |" in table for pid in exact["prompts"])
     # the same samples: the bound, which needs no gradient, is identical
     assert sketched["weightings"]["entropy"]["bound"] == exact["weightings"]["entropy"]["bound"]
     # a subset measures the same numbers on the same samples, only fewer of them
@@ -274,6 +294,36 @@ def test_stored_batches_continue_to_the_report_of_one_call(tmp_path):
     assert stored_batches(store) == 2 and not list(store.glob(".*"))
 
 
+def test_shards_split_the_batches_and_the_report_reads_them_all(tmp_path):
+    """``shard=(i, n)`` measures only the batches ``k % n == i`` and reports nothing; after every
+    shard, a call without one measures nothing and reports what one call with all the batches does."""
+    from restlit.errors import UserError
+    from restlit.experiments.variance import measure_variance, stored_batches
+
+    config = load_config(REPO / "configs" / "tiny-test.yaml",
+                         [f"output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}"])
+    kwargs = {"sketch_dim": 1 << 10, "params": ["layers.1."], "n_boot": 50, "reward_fn": even_token_reward,
+              "weightings": ("uniform", "entropy")}
+    store = tmp_path / "batches"
+    first: list[str] = []
+    assert measure_variance(config, batches=3, store=store, shard=(1, 2), log=first.append, **kwargs) is None
+    assert [m.split(":")[0] for m in first] == ["batch 2/3"] and sorted(p.name for p in store.iterdir()) == [
+        "batch-00001.pt"]
+    assert measure_variance(config, batches=3, store=store, shard=(0, 2), log=lambda m: None, **kwargs) is None
+    assert stored_batches(store) == 3
+    measured: list[str] = []
+    joined = measure_variance(config, batches=3, store=store, log=measured.append, **kwargs)
+    whole = measure_variance(config, batches=3, log=lambda m: None, **kwargs)
+    assert measured == []
+    for m in ("uniform", "entropy"):
+        for key in ("relative_variance", "ratio_to_uniform", "variance"):
+            assert joined["weightings"][m][key] == pytest.approx(whole["weightings"][m][key], rel=1e-9)
+    for shard, extra in [((2, 2), {}), ((0, 2), {"restart": True}), ((0, 2), {"store": None})]:
+        with pytest.raises(UserError, match="--shard"):
+            measure_variance(config, batches=3, **({"store": store} | extra), shard=shard, log=lambda m: None, **kwargs)
+    assert stored_batches(store) == 3
+
+
 @pytest.mark.parametrize("weightings", [("entropy",), ("uniform", "bogus")])
 def test_diagnose_variance_names_a_bad_weighting_in_one_line(weightings):
     from restlit.errors import UserError
@@ -315,6 +365,18 @@ def test_cli_diagnose_keeps_measured_batches_unless_told(tmp_path, flags):
     assert (out / "batches" / "batch-00000.pt").read_bytes() == b"measured"
 
 
+@pytest.mark.parametrize("shard", ["2/2", "a/2", "1", "0/2 --overwrite"])
+def test_cli_diagnose_names_a_bad_shard_in_one_line(tmp_path, shard):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "restlit.cli.main", "diagnose", "variance", "--config",
+                           str(REPO / "configs" / "tiny-test.yaml"), "-o", str(tmp_path / "v"), "--shard",
+                           *shard.split()], cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "--shard" in proc.stderr and not (tmp_path / "v").exists()
+
+
 def test_cli_diagnose_names_a_bad_weighting_in_one_line(tmp_path):
     import subprocess
     import sys
@@ -325,3 +387,30 @@ def test_cli_diagnose_names_a_bad_weighting_in_one_line(tmp_path):
     assert proc.returncode == 2 and "--weightings" in proc.stderr and "bogus" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "v").exists()
+
+
+def test_report_prompt_by_prompt_by_hand():
+    """Two batches of two prompts, one dimension. Uniform: prompt 0 draws 1 then 3 (variance 2),
+    prompt 1 draws 0 twice (no spread). Entropy: prompt 0 draws 1 then 2 (variance 1/2), prompt 1
+    draws 0 then 1 (1/2). Shares: uniform 100% / 0%, entropy 50% / 50%; per-prompt ratios 1/4 and
+    inf; a prompt with no spread under either weighting has no ratio (nan, "-" in the table)."""
+    from restlit.experiments.variance import _prompt_table, variance_report
+
+    def batches(*per_prompt):  # per_prompt[p][k] -> per batch k a [P, 1] tensor
+        return [torch.tensor([[p[k]] for p in per_prompt], dtype=torch.float64) for k in range(2)]
+
+    parts = {"uniform": batches((1.0, 3.0), (0.0, 0.0), (0.0, 0.0)),
+             "entropy": batches((1.0, 2.0), (0.0, 1.0), (0.0, 0.0))}
+    rows = {m: [x.sum(0) for x in parts[m]] for m in parts}
+    bounds = {m: [torch.zeros(NUM_REGIONS + 1, dtype=torch.float64)] * 2 for m in parts}
+    report = variance_report(rows, bounds, parts=parts, n_boot=20)
+    u, e = report["weightings"]["uniform"]["by_prompt"], report["weightings"]["entropy"]["by_prompt"]
+    assert u["prompt_variance"] == pytest.approx([2.0, 0.0, 0.0]) and u["prompt_share"] == pytest.approx([1, 0, 0])
+    assert e["prompt_variance"] == pytest.approx([0.5, 0.5, 0.0]) and e["prompt_share"] == pytest.approx([.5, .5, 0])
+    assert e["prompt_ratio_to_uniform"][:2] == [0.25, math.inf] and math.isnan(e["prompt_ratio_to_uniform"][2])
+    # plain variance of the totals: uniform (1, 3) -> 2; entropy (1, 3) -> 2 as well
+    assert report["weightings"]["uniform"]["variance"] == pytest.approx(2.0)
+    assert report["weightings"]["entropy"]["variance"] == pytest.approx(2.0)
+    lines = _prompt_table(report | {"prompts": ["a", "b", "c"]}, ["uniform", "entropy"])
+    assert lines[-3:] == ["| a | 2 (100%) | 0.5 (50%) | 0.25 |", "| b | 0 (0%) | 0.5 (50%) | - |",
+                          "| c | 0 (0%) | 0 (0%) | - |"]

@@ -36,7 +36,8 @@ parameter for each of them: for small models or a named subset).
 Each finished batch can be kept in a ``store`` directory (its sketches, bounds and reward, with
 the settings that produced it): batch ``k``'s sampling seed depends only on ``k``, so a later call
 with more ``batches`` measures only the new ones, and the report equals one call with them all.
-A stopped run loses at most the batch under way.
+A stopped run loses at most the batch under way. The same makes the batches shardable: calls
+with ``shard = (i, n)`` measure the batches ``k % n == i`` side by side into one store.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ from restlit.experiments.variance_math import (
     CountSketch,
     bootstrap_ratio,
     bootstrap_relative_variance,
+    gradient_variance,
     gram_relative_variance,
     mean_cosine,
+    part_variances,
     stratified_relative_variance,
     variance_bound,
 )
@@ -165,14 +168,19 @@ def stored_batches(store: Path, below: int | None = None) -> int:
 def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16, params: Sequence[str] = (),
                      step: int = 1, progress: float = 0.0, n_boot: int = 1000, reward_fn: Any = None,
                      weightings: Sequence[str] = WEIGHTINGS, store: Path | None = None, restart: bool = False,
-                     log: Callable[[str], None] = print) -> dict[str, Any]:
+                     shard: tuple[int, int] | None = None, log: Callable[[str], None] = print) -> dict[str, Any] | None:
     """Run the diagnostic (module docstring) with ``config`` (its ``model.path`` is the checkpoint);
     the weights see training step ``step`` (static ramp, reward schedule) and curriculum progress
     ``progress``. ``weightings`` (a subset of :data:`WEIGHTINGS` that holds ``uniform``, the
     reference of the ratios) are measured: each costs one backward pass per group and batch.
     With ``store``, batches already kept there (with the same settings) are read, not measured,
     and each new one is kept as soon as it is done; ``restart`` deletes the stored ones first
-    (once the settings are checked). Returns the report as plain data."""
+    (once the settings are checked). Returns the report as plain data.
+
+    With ``shard = (i, n)`` (and a ``store``) the call measures only the batches ``k`` with
+    ``k % n == i`` that the store lacks, and returns None: ``n`` such calls split the batches over
+    processes or machines sharing the store (a batch's numbers depend only on ``k``), then one call
+    without a shard reads them all and reports."""
     from restlit.training.data import StepBatches, ToolUseDataModule
     from restlit.training.run import build_tokenizer_and_policy
 
@@ -182,6 +190,9 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
     if unknown or "uniform" not in weightings:
         raise UserError(f"--weightings {' '.join(weightings)}: give uniform (the reference) and any of "
                         f"{', '.join(WEIGHTINGS[1:])}" + (f"; unknown: {unknown[0]}" if unknown else ""))
+    if shard is not None and (store is None or restart or not 0 <= shard[0] < shard[1]):
+        raise UserError(f"--shard {shard[0]}/{shard[1]}: give I/N with 0 <= I < N, a store of batches to share and "
+                        "no --overwrite (another shard may be using them)")
     names = [m for m in WEIGHTINGS if m in weightings]  # uniform first: the ratios' reference
     config = dataclasses.replace(config, rollout=dataclasses.replace(config.rollout, engine="hf"))
     torch.manual_seed(config.trainer.seed)
@@ -206,6 +217,8 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
     rewards: list[float] = []
     active = 0  # batches with a non-zero gradient (some prompt's completions got different rewards)
     for k in range(batches):
+        if shard is not None and k % shard[1] != shard[0]:
+            continue
         done = _load_batch(store, k, key) if store is not None else None
         if done is None:
             done = _measure_batch(k, config, batch, sample, logp_fn, sketch, tensors, names, step, progress)
@@ -221,6 +234,8 @@ def measure_variance(config: Any, *, batches: int = 8, sketch_dim: int = 1 << 16
                 parts[m].append(done["parts"][m])
         rewards.append(done["reward"])
         active += done["active"]
+    if shard is not None:
+        return None
     return variance_report(rows, bounds, parts=parts, n_boot=n_boot, seed=config.trainer.seed) | {
         "batches": batches, "prompts": [item.id for item in batch], "completions_per_prompt": config.rollout.n,
         "max_new_tokens": config.rollout.max_new_tokens, "step": step, "progress": progress,
@@ -294,8 +309,9 @@ def variance_report(rows: dict[str, list[Tensor]], bounds: dict[str, list[Tensor
         b = torch.stack(bounds[m])  # [K, R + 1]
         out["weightings"][m] = {
             "relative_variance": rel[m], "relative_variance_ci": list(cis[i]),
-            "ratio_to_" + names[0]: rel[m] / rel[names[0]] if rel[names[0]] > 0 else math.inf,
+            "ratio_to_" + names[0]: _ratio(rel[m], rel[names[0]]),
             "ratio_ci": list(ratio_cis[i]),
+            "variance": float(gradient_variance(block[m].diagonal().sum(), block[m].sum(), k)),
             "mean_gradient_norm": float(block[m].sum().clamp_min(0).sqrt() / k),
             "bound": {region.name: mean_interval(b[:, int(region)].tolist()).to_dict() for region in Region}
             | {"total": mean_interval(b[:, NUM_REGIONS].tolist()).to_dict()},
@@ -309,11 +325,15 @@ def variance_report(rows: dict[str, list[Tensor]], bounds: dict[str, list[Tensor
         by_prompt = {m: float(stratified_relative_variance(block[m], part_grams[m])) for m in names}
         cis = bootstrap_relative_variance(grams, n_boot=n_boot, seed=seed, parts=pgrams)
         ratio_cis = bootstrap_ratio(grams, reference=0, n_boot=n_boot, seed=seed, parts=pgrams)
+        per_prompt = {m: part_variances(part_grams[m]) for m in names}
         for i, m in enumerate(names):
+            v, ref = per_prompt[m], per_prompt[names[0]]
             out["weightings"][m]["by_prompt"] = {
                 "relative_variance": by_prompt[m], "relative_variance_ci": list(cis[i]),
-                "ratio_to_" + names[0]: by_prompt[m] / by_prompt[names[0]] if by_prompt[names[0]] > 0 else math.inf,
-                "ratio_ci": list(ratio_cis[i])}
+                "ratio_to_" + names[0]: _ratio(by_prompt[m], by_prompt[names[0]]),
+                "ratio_ci": list(ratio_cis[i]), "variance": float(v.sum()),
+                "prompt_variance": v.tolist(), "prompt_share": (v / v.sum()).tolist() if v.sum() > 0 else None,
+                "prompt_ratio_to_" + names[0]: [_ratio(a, b) for a, b in zip(v.tolist(), ref.tolist())]}
     for i, a in enumerate(names):
         for j, b in enumerate(names):
             if j > i:
@@ -322,23 +342,45 @@ def variance_report(rows: dict[str, list[Tensor]], bounds: dict[str, list[Tensor
     return out
 
 
+def _ratio(a: float, b: float) -> float:
+    """``a / b``; ``inf`` for ``a > 0 = b``, ``nan`` for ``0 / 0`` (a prompt with no spread under either)."""
+    return a / b if b > 0 else (math.inf if a > 0 else math.nan)
+
+
 def _g(x: float | None, fmt: str = ".3g") -> str:
     return "-" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def _prompt_table(report: dict[str, Any], names: list[str]) -> list[str]:
+    """Each prompt's variance under each weighting, its share of the weighting's total and its
+    ratio to the reference's (point estimates; the rows sum to the by-prompt variance)."""
+    ref, by = names[0], {m: report["weightings"][m]["by_prompt"] for m in names}
+    if any("prompt_variance" not in b for b in by.values()):
+        return []
+    lines = ["", "Variance prompt by prompt (share of the weighting's total; ratio to " + ref + "):", "",
+             "| prompt | " + " | ".join(names) + " | " + " | ".join(f"{m} / {ref}" for m in names[1:]) + " |",
+             "|---|" + "---|" * (2 * len(names) - 1)]
+    for p, prompt in enumerate(report["prompts"]):
+        shares = {m: by[m]["prompt_share"][p] * 100 if by[m]["prompt_share"] else None for m in names}
+        cells = [f"{_g(by[m]['prompt_variance'][p])} ({_g(shares[m], '.0f')}%)" for m in names]
+        cells += [_g(by[m]["prompt_ratio_to_" + ref][p], ".2f") for m in names[1:]]
+        lines.append(f"| {prompt} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables ("-" where a number is undefined, e.g. no advantage in any batch)."""
     names = list(report["weightings"])
     ref = names[0]
-    lines = ["| weighting | relative variance [95% bootstrap] | ratio to " + ref + " [95%] | mean gradient norm "
-             "| bound sum w^2 (1 - exp(-H)) [95% over batches] |", "|---|---|---|---|---|"]
+    lines = ["| weighting | relative variance [95% bootstrap] | ratio to " + ref + " [95%] | variance E‖g - Eg‖² "
+             "| mean gradient norm | bound sum w^2 (1 - exp(-H)) [95% over batches] |", "|---|---|---|---|---|---|"]
     for m in names:
         w = report["weightings"][m]
         lo, hi = w["relative_variance_ci"]
         rlo, rhi = w["ratio_ci"]
         t = w["bound"]["total"]
         lines.append(f"| {m} | {_g(w['relative_variance'])} [{_g(lo)}, {_g(hi)}] | {_g(w['ratio_to_' + ref], '.3f')} "
-                     f"[{_g(rlo, '.3f')}, {_g(rhi, '.3f')}] | {_g(w['mean_gradient_norm'])} | {t['value']:.1f} "
+                     f"[{_g(rlo, '.3f')}, {_g(rhi, '.3f')}] | {_g(w.get('variance'))} | {_g(w['mean_gradient_norm'])} | {t['value']:.1f} "
                      f"[{t['low']:.1f}, {t['high']:.1f}] |")
     if all("by_prompt" in report["weightings"][m] for m in names):
         lines += ["", ("Estimated prompt by prompt (the batch's prompts as independent parts, cross products left "
@@ -350,6 +392,7 @@ def markdown(report: dict[str, Any]) -> str:
             rlo, rhi = w["ratio_ci"]
             lines.append(f"| {m} | {_g(w['relative_variance'])} [{_g(lo)}, {_g(hi)}] | "
                          f"{_g(w['ratio_to_' + ref], '.3f')} [{_g(rlo, '.3f')}, {_g(rhi, '.3f')}] |")
+        lines += _prompt_table(report, names)
     regions = [r.name for r in Region]
     lines += ["", "Bound per region (mean over batches):", "",
               "| weighting | " + " | ".join(regions) + " |", "|---|" + "---|" * len(regions)]

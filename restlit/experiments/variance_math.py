@@ -60,9 +60,18 @@ def stratified_relative_variance(gram: Tensor, parts: Tensor) -> Tensor:
 
     With ``P = 1`` it is :func:`gram_relative_variance`. Float64; ``inf`` when the mean is 0."""
     k = gram.shape[0]
-    var = gradient_variance(parts.diagonal(dim1=-2, dim2=-1).sum(-1), parts.sum((-2, -1)), k).sum()
+    var = part_variances(parts).sum()
     mean_sq = gram.sum().to(torch.float64) / (k * k)
     return torch.where(mean_sq > 0, var / mean_sq.clamp_min(1e-300), torch.full_like(var, math.inf))
+
+
+def part_variances(parts: Tensor) -> Tensor:
+    """Each part's unbiased variance from the ``[P, K, K]`` Gram matrices ``G_p`` of its ``K`` draws::
+
+        V_p = 1/(K-1) sum_k ||g_pk - mean_k g_pk||^2 = (tr G_p - sum G_p / K) / (K - 1)
+
+    Returns ``[P]`` float64; their sum is the variance of the total when the parts are independent."""
+    return gradient_variance(parts.diagonal(dim1=-2, dim2=-1).sum(-1), parts.sum((-2, -1)), parts.shape[-1])
 
 
 def mean_cosine(cross: Tensor, gram_a: Tensor, gram_b: Tensor) -> Tensor:
@@ -170,5 +179,5 @@ class CountSketch:
 
 
 __all__ = ["CountSketch", "bootstrap_ratio", "bootstrap_relative_variance", "gradient_variance",
-           "gram_relative_variance", "mean_cosine", "relative_variance", "stratified_relative_variance",
-           "variance_bound"]
+           "gram_relative_variance", "mean_cosine", "part_variances", "relative_variance",
+           "stratified_relative_variance", "variance_bound"]
